@@ -1,0 +1,298 @@
+"""Linear-time parser for "reasoning block + answer block" completions.
+
+:func:`parse` scans a completion once for the schema's tags and once for section headings (two
+regular expressions whose every quantifier is possessive or bounded, see :mod:`dsa_cast.schema`),
+then builds a frozen :class:`Completion` holding the blocks, the sections of the first reasoning
+block, and machine-readable issue codes. The exact rules are in ``docs/format.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from dsa_cast.schema import DSA, Schema
+
+__all__ = ["Block", "Code", "Completion", "Finding", "Section", "parse"]
+
+_NONSPACE = re.compile(r"\S")
+
+
+class Code(enum.StrEnum):
+    """Issue codes, in the (fixed) order :attr:`Completion.issues` lists them.
+
+    Codes name the *role* of a block ("reasoning", "answer") whatever the schema's tag names.
+    """
+
+    MISSING_REASONING = "missing_reasoning"
+    UNCLOSED_REASONING = "unclosed_reasoning"
+    DUPLICATE_REASONING = "duplicate_reasoning"
+    MISSING_ANSWER = "missing_answer"
+    UNCLOSED_ANSWER = "unclosed_answer"
+    DUPLICATE_ANSWER = "duplicate_answer"
+    EMPTY_ANSWER = "empty_answer"
+    ANSWER_BEFORE_REASONING = "answer_before_reasoning"
+    STRAY_CLOSING_TAG = "stray_closing_tag"
+    NESTED_TAG = "nested_tag"
+    TRUNCATED = "truncated"
+    TEXT_BEFORE = "text_before"
+    TEXT_BETWEEN = "text_between"
+    TEXT_AFTER = "text_after"
+    HEADING_OUTSIDE_REASONING = "heading_outside_reasoning"
+    TEXT_BEFORE_SECTIONS = "text_before_sections"
+    MISSING_SECTION = "missing_section"
+    DUPLICATE_SECTION = "duplicate_section"
+    SECTION_OUT_OF_ORDER = "section_out_of_order"
+    EMPTY_SECTION = "empty_section"
+
+
+_CODE_ORDER = {code: i for i, code in enumerate(Code)}
+
+
+@dataclass(frozen=True)
+class Block:
+    """One tag block. ``body`` is the raw text between the tags: ``text[body_start:body_end]``."""
+
+    start: int  # offset of the opening tag
+    end: int  # offset just after the closing tag; len(text) when unclosed
+    body_start: int  # offset just after the opening tag
+    body_end: int  # offset of the closing tag; len(text) when unclosed
+    body: str
+    closed: bool
+
+
+@dataclass(frozen=True)
+class Section:
+    """One heading and its body inside the first reasoning block (absolute offsets)."""
+
+    name: str  # canonical name from the schema, e.g. "Sanity_check"
+    heading_start: int  # offset of the heading's first character (after leading blanks)
+    body_start: int  # offset just after the heading (after the colon and closing emphasis)
+    body_end: int  # start of the next heading's line, or the reasoning body's end
+    body: str  # text[body_start:body_end].strip()
+    heading: str = ""  # the heading as written, text[heading_start:body_start], e.g. "**Plan:**"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Where one issue was seen: ``text[start:end]``; ``section`` names the section when relevant."""
+
+    code: Code
+    start: int
+    end: int
+    section: str | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A parsed completion: blocks, sections of the first reasoning block, and issues."""
+
+    text: str
+    schema: Schema
+    reasoning_blocks: tuple[Block, ...]
+    answer_blocks: tuple[Block, ...]
+    sections: tuple[Section, ...]  # in order of appearance in the first reasoning block
+    issues: tuple[str, ...]  # Code values (Code is a StrEnum), each at most once, in Code order
+    # Located occurrences, sorted by (Code order, start); at most schema.max_findings_per_code per code.
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def reasoning(self) -> Block | None:
+        """The first reasoning block, or None."""
+        return self.reasoning_blocks[0] if self.reasoning_blocks else None
+
+    @property
+    def answer(self) -> Block | None:
+        """The first answer block, or None."""
+        return self.answer_blocks[0] if self.answer_blocks else None
+
+    def section(self, name: str) -> Section | None:
+        """The first section called ``name`` (any spelling the schema accepts), or None if absent.
+
+        Raises ValueError for a name that is not one of the schema's sections (catches typos).
+        """
+        canonical = self.schema._patterns.heading_keys.get(self.schema.heading_key(name))
+        if canonical is None:
+            raise ValueError(f"section name {name!r} is not one of {self.schema.sections}")
+        for sec in self.sections:
+            if sec.name == canonical:
+                return sec
+        return None
+
+    @property
+    def exact_format(self) -> bool:
+        """One closed reasoning block with every section once, in order, then one closed answer
+        block, only whitespace outside them, and no issue at all."""
+        return (
+            not self.issues
+            and len(self.reasoning_blocks) == 1
+            and len(self.answer_blocks) == 1
+            and self.reasoning_blocks[0].closed
+            and self.answer_blocks[0].closed
+            and self.reasoning_blocks[0].end <= self.answer_blocks[0].start
+            and tuple(s.name for s in self.sections) == self.schema.sections
+        )
+
+
+class _Findings:
+    """Collects findings: every code seen, and up to ``cap`` located findings per code."""
+
+    __slots__ = ("cap", "seen", "located")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.seen: dict[Code, int] = {}
+        self.located: list[tuple[int, int, int, str | None]] = []
+
+    def add(self, code: Code, start: int, end: int, section: str | None = None) -> None:
+        n = self.seen.get(code, 0)
+        self.seen[code] = n + 1
+        if n < self.cap:
+            self.located.append((_CODE_ORDER[code], start, end, section))
+
+    def issues(self) -> tuple[Code, ...]:
+        return tuple(sorted(self.seen, key=_CODE_ORDER.__getitem__))
+
+    def findings(self) -> tuple[Finding, ...]:
+        codes = tuple(Code)
+        return tuple(
+            Finding(codes[c], s, e, name) for c, s, e, name in sorted(self.located, key=_sort_key)
+        )
+
+
+def _sort_key(item: tuple[int, int, int, str | None]) -> tuple[int, int, int]:
+    # Stable sort: ties (e.g. missing sections, all located at one offset) keep schema order.
+    return item[0], item[1], item[2]
+
+
+def _text_in(text: str, start: int, end: int) -> re.Match[str] | None:
+    """First non-whitespace character in text[start:end], or None (no copy of the slice)."""
+    return _NONSPACE.search(text, start, end) if start < end else None
+
+
+def parse(text: str, schema: Schema = DSA) -> Completion:
+    """Parse ``text`` against ``schema`` in time linear in ``len(text)``.
+
+    Never raises for a ``str``; raises TypeError for any other ``text`` or a non-Schema ``schema``.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"parse(): argument 'text' must be str, got {type(text).__name__}")
+    if not isinstance(schema, Schema):
+        raise TypeError(f"parse(): argument 'schema' must be a Schema, got {type(schema).__name__}")
+    patterns = schema._patterns
+    n = len(text)
+    found = _Findings(schema.max_findings_per_code)
+
+    # --- Pass 1: tags -> blocks. No nesting: inside a block, only its own closing tag counts.
+    # A block is (is_answer, start, end, body_start, body_end, closed).
+    blocks: list[tuple[bool, int, int, int, int, bool]] = []
+    open_kind = 0  # 0 = outside; 1 = inside reasoning; 2 = inside answer
+    open_start = open_body = 0
+    for m in patterns.tags.finditer(text):
+        kind = m.lastindex  # 1 <r>, 2 <a>, 3 </r>, 4 </a>
+        if open_kind == 0:
+            if kind <= 2:
+                open_kind, open_start, open_body = kind, m.start(), m.end()
+            else:
+                found.add(Code.STRAY_CLOSING_TAG, m.start(), m.end())
+        elif kind == open_kind + 2:
+            blocks.append((open_kind == 2, open_start, m.end(), open_body, m.start(), True))
+            open_kind = 0
+        else:
+            found.add(Code.NESTED_TAG, m.start(), m.end())
+    if open_kind:
+        blocks.append((open_kind == 2, open_start, n, open_body, n, False))
+        found.add(Code.TRUNCATED, n, n)
+
+    reasoning = tuple(
+        Block(s, e, bs, be, text[bs:be], c) for a, s, e, bs, be, c in blocks if not a
+    )
+    answers = tuple(Block(s, e, bs, be, text[bs:be], c) for a, s, e, bs, be, c in blocks if a)
+
+    _block_issues(found, reasoning, Code.MISSING_REASONING, Code.UNCLOSED_REASONING,
+                  Code.DUPLICATE_REASONING, n)
+    _block_issues(found, answers, Code.MISSING_ANSWER, Code.UNCLOSED_ANSWER,
+                  Code.DUPLICATE_ANSWER, n)
+    if answers and not _text_in(text, answers[0].body_start, answers[0].body_end):
+        found.add(Code.EMPTY_ANSWER, answers[0].start, answers[0].end)
+    if reasoning and answers and answers[0].start < reasoning[0].start:
+        found.add(Code.ANSWER_BEFORE_REASONING, answers[0].start, answers[0].end)
+
+    # Text outside the blocks (stray tags and "< reasoning >" lookalikes count as text).
+    prev_end = 0
+    for i, (_, s, e, _, _, _) in enumerate(blocks):
+        m = _text_in(text, prev_end, s)
+        if m:
+            found.add(Code.TEXT_BEFORE if i == 0 else Code.TEXT_BETWEEN, m.start(), s)
+        prev_end = e
+    m = _text_in(text, prev_end, n)
+    if m:
+        found.add(Code.TEXT_AFTER if blocks else Code.TEXT_BEFORE, m.start(), n)
+
+    # --- Pass 2: headings. Those inside the first reasoning body make the sections.
+    first = reasoning[0] if reasoning else None
+    lo, hi = (first.body_start, first.body_end) if first else (n + 1, n + 1)
+    keys = patterns.heading_keys
+    heading_key = schema.heading_key
+    inside: list[tuple[int, int, int, str]] = []  # (line_start, heading_start, heading_end, name)
+    for m in patterns.headings.finditer(text):
+        name = keys[heading_key(m.group("name"))]
+        if lo <= m.start() and m.end() <= hi:
+            inside.append((m.start(), m.start("head"), m.end(), name))
+        else:
+            found.add(Code.HEADING_OUTSIDE_REASONING, m.start("head"), m.end(), name)
+
+    sections = []
+    for i, (_, head, body_start, name) in enumerate(inside):
+        body_end = inside[i + 1][0] if i + 1 < len(inside) else hi
+        sections.append(
+            Section(name, head, body_start, body_end, text[body_start:body_end].strip(),
+                    text[head:body_start])
+        )
+    if first:
+        m = _text_in(text, lo, inside[0][0] if inside else hi)
+        if m:
+            found.add(Code.TEXT_BEFORE_SECTIONS, m.start(), inside[0][1] if inside else hi)
+    _section_issues(found, schema, sections, first.body_end if first else n)
+
+    return Completion(
+        text=text,
+        schema=schema,
+        reasoning_blocks=reasoning,
+        answer_blocks=answers,
+        sections=tuple(sections),
+        issues=found.issues(),
+        findings=found.findings(),
+    )
+
+
+def _block_issues(found: _Findings, blocks: tuple[Block, ...], missing: Code, unclosed: Code,
+                  duplicate: Code, n: int) -> None:
+    if not blocks:
+        found.add(missing, n, n)
+        return
+    for b in blocks[1:]:
+        found.add(duplicate, b.start, b.end)
+    if not blocks[-1].closed:  # only the last block of all can be unclosed
+        found.add(unclosed, blocks[-1].start, blocks[-1].end)
+
+
+def _section_issues(found: _Findings, schema: Schema, sections: list[Section], at: int) -> None:
+    """Duplicate / out-of-order / empty sections; missing ones are located at ``at``."""
+    index = {name: i for i, name in enumerate(schema.sections)}
+    seen: set[str] = set()
+    highest = -1
+    for sec in sections:
+        if sec.name in seen:
+            found.add(Code.DUPLICATE_SECTION, sec.heading_start, sec.body_start, sec.name)
+        seen.add(sec.name)
+        i = index[sec.name]
+        if i < highest:
+            found.add(Code.SECTION_OUT_OF_ORDER, sec.heading_start, sec.body_start, sec.name)
+        highest = max(highest, i)
+        if not sec.body:
+            found.add(Code.EMPTY_SECTION, sec.heading_start, sec.body_end, sec.name)
+    for name in schema.sections:
+        if name not in seen:
+            found.add(Code.MISSING_SECTION, at, at, name)

@@ -1,0 +1,153 @@
+"""Output-format schemas: which tags delimit the blocks and which section headings are expected.
+
+A :class:`Schema` is a frozen, hashable description of a "reasoning block + answer block" format.
+The parser (:mod:`dsa_cast.parse`) takes one, so the same code grades the DSA format
+(``<reasoning>`` with ``Plan:`` / ``Reasoning:`` / ``Evidence:`` / ``Sanity_check:``) and
+``<think>``-style formats. The matching rules each option controls are documented in
+``docs/format.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+__all__ = ["DSA", "THINK", "Schema"]
+
+_TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+_SECTION_NAME = re.compile(r"[A-Za-z0-9]+(?:[ _-][A-Za-z0-9]+)*")
+_SEPARATORS = re.compile(r"[ _-]")
+
+
+@dataclass(frozen=True)
+class _Patterns:
+    """Compiled, provably linear patterns derived from a schema (built once per schema)."""
+
+    tags: re.Pattern[str]
+    headings: re.Pattern[str]
+    heading_keys: dict[str, str]  # normalised heading text -> canonical section name
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Tag names, section names and matching options of one completion format.
+
+    Attributes:
+      reasoning_tag: name of the reasoning block tag (``<reasoning>...</reasoning>``).
+      answer_tag: name of the answer block tag (``<answer>...</answer>``).
+      sections: canonical section names, in their required order (at least one). A name is
+        words of letters/digits joined by single ``_``, ``-`` or space characters.
+      case_sensitive_tags: when False (default) ``<Reasoning>`` and ``<REASONING>`` are tags too.
+      case_sensitive_headings: when False (default) ``plan:`` and ``PLAN:`` are the ``Plan`` heading.
+      flexible_separators: when True (default) ``_``, ``-`` and a space are interchangeable inside a
+        heading name, so ``Sanity check:`` and ``Sanity-check:`` are the ``Sanity_check`` heading.
+      markdown_headings: when True (default) a heading may carry markdown decoration: a ``#``..``######``
+        or ``-``/``*``/``+`` list marker (followed by a space) and up to three ``*``/``_`` emphasis
+        characters around the name and the colon (``## Plan:``, ``**Plan:**``, ``**Plan**:``).
+      max_findings_per_code: at most this many located findings are kept per issue code in
+        ``Completion.findings`` (the issue code itself is always reported); bounds the work on hostile
+        text such as 20,000 repeated tags.
+    """
+
+    reasoning_tag: str = "reasoning"
+    answer_tag: str = "answer"
+    sections: tuple[str, ...] = ("Plan", "Reasoning", "Evidence", "Sanity_check")
+    case_sensitive_tags: bool = False
+    case_sensitive_headings: bool = False
+    flexible_separators: bool = True
+    markdown_headings: bool = True
+    max_findings_per_code: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("reasoning_tag", "answer_tag"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _TAG_NAME.fullmatch(value):
+                raise ValueError(
+                    f"Schema.{name} must be a tag name matching [A-Za-z][A-Za-z0-9_.-]*, got {value!r}"
+                )
+        if self._tag_key(self.reasoning_tag) == self._tag_key(self.answer_tag):
+            raise ValueError(
+                f"Schema.reasoning_tag and Schema.answer_tag must differ, both are {self.answer_tag!r}"
+            )
+        sections = self.sections
+        if isinstance(sections, str) or not isinstance(sections, Sequence):
+            raise ValueError(
+                f"Schema.sections must be a sequence of section names, got {type(sections).__name__}"
+            )
+        sections = tuple(sections)
+        object.__setattr__(self, "sections", sections)
+        if not sections:
+            raise ValueError("Schema.sections must name at least one section")
+        seen: dict[str, str] = {}
+        for i, name in enumerate(sections):
+            if not isinstance(name, str) or not _SECTION_NAME.fullmatch(name):
+                raise ValueError(
+                    f"Schema.sections[{i}] must be words of letters/digits joined by single '_', '-' "
+                    f"or ' ', got {name!r}"
+                )
+            key = self.heading_key(name)
+            if key in seen:
+                raise ValueError(
+                    f"Schema.sections[{i}] {name!r} is the same heading as {seen[key]!r} "
+                    "under this schema's matching options"
+                )
+            seen[key] = name
+        for name in ("case_sensitive_tags", "case_sensitive_headings", "flexible_separators",
+                     "markdown_headings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"Schema.{name} must be a bool, got {getattr(self, name)!r}")
+        mf = self.max_findings_per_code
+        if isinstance(mf, bool) or not isinstance(mf, int) or mf < 1:
+            raise ValueError(f"Schema.max_findings_per_code must be an int >= 1, got {mf!r}")
+
+    def _tag_key(self, tag: str) -> str:
+        return tag if self.case_sensitive_tags else tag.casefold()
+
+    def heading_key(self, text: str) -> str:
+        """Normalise heading text the way this schema compares headings (case, separators)."""
+        if self.flexible_separators:
+            text = _SEPARATORS.sub("_", text)
+        return text if self.case_sensitive_headings else text.lower()
+
+    @cached_property
+    def _patterns(self) -> _Patterns:
+        # Cached on the (frozen) instance: compiled once per schema, no module-level state.
+        tag_case = "" if self.case_sensitive_tags else "i"
+        tag_flags = f"(?{tag_case}:" if tag_case else "(?-i:"
+        r, a = re.escape(self.reasoning_tag), re.escape(self.answer_tag)
+        # One alternation of four literal tags. Which group matched (``lastindex``) says the tag:
+        # 1 = <reasoning>, 2 = <answer>, 3 = </reasoning>, 4 = </answer>. The engine checks a bounded
+        # literal at each '<', so the scan is linear.
+        tags = re.compile(rf"<{tag_flags}({r})>|({a})>|/({r})>|/({a})>)", re.ASCII)
+
+        sep = "[ _-]" if self.flexible_separators else None
+        alternatives = [
+            sep.join(re.escape(w) for w in _SEPARATORS.split(name)) if sep else re.escape(name)
+            for name in sorted(self.sections, key=len, reverse=True)
+        ]
+        if self.markdown_headings:
+            decoration = r"(?:(?:\#{1,6}+|[-*+])[ \t]++)?+[*_]{0,3}+"
+            tail = r"[*_]{0,3}+[ \t]*+:[*_]{0,3}+"
+        else:
+            decoration = ""
+            tail = r"[ \t]*+:"
+        head_case = "(?-i:" if self.case_sensitive_headings else "(?i:"
+        # A heading starts a line or directly follows an opening tag (``<reasoning>Plan:``). Every
+        # quantifier is possessive or bounded, so an attempt costs O(1) at a position that is not a
+        # line start and at most the length of the line's leading whitespace/decoration at one:
+        # the whole scan is linear.
+        headings = re.compile(
+            rf"(?:^|(?<={tag_flags}<{r}>))|(?<={tag_flags}<{a}>)))[ \t]*+"
+            rf"(?P<head>{decoration}{head_case}(?P<name>{'|'.join(alternatives)})){tail})",
+            re.MULTILINE | re.ASCII,  # ASCII: no Unicode case folding such as 'ſ' == 's'
+        )
+        keys = {self.heading_key(n): n for n in self.sections}
+        return _Patterns(tags=tags, headings=headings, heading_keys=keys)
+
+DSA = Schema()
+"""The default DSA format: ``<reasoning>`` with Plan / Reasoning / Evidence / Sanity_check, then ``<answer>``."""
+
+THINK = Schema(reasoning_tag="think")
+"""``<think>...</think><answer>...</answer>`` with the same four sections."""
