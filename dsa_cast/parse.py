@@ -96,6 +96,10 @@ class Completion:
     issues: tuple[str, ...]  # Code values (Code is a StrEnum), each at most once, in Code order
     # Located occurrences, sorted by (Code order, start); at most schema.max_findings_per_code per code.
     findings: tuple[Finding, ...] = ()
+    # True numbers found; the tuples above keep at most schema.max_blocks / max_sections entries.
+    n_reasoning_blocks: int = 0
+    n_answer_blocks: int = 0
+    n_sections: int = 0
 
     @property
     def reasoning(self) -> Block | None:
@@ -183,37 +187,47 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
     patterns = schema._patterns
     n = len(text)
     found = _Findings(schema.max_findings_per_code)
+    cap = schema.max_findings_per_code
 
-    # --- Pass 1: tags -> blocks. No nesting: inside a block, only its own closing tag counts.
-    # A block is (is_answer, start, end, body_start, body_end, closed).
+    # --- Pass 1: tags -> blocks. No nesting: inside a block only its own closing tag counts; every
+    # other tag there is nested_tag. A block is (is_answer, start, end, body_start, body_end, closed).
     blocks: list[tuple[bool, int, int, int, int, bool]] = []
     open_kind = 0  # 0 = outside; 1 = inside reasoning; 2 = inside answer
     open_start = open_body = 0
+    stray = nested = 0
     for m in patterns.tags.finditer(text):
         kind = m.lastindex  # 1 <r>, 2 <a>, 3 </r>, 4 </a>
         if open_kind == 0:
-            if kind <= 2:
-                open_kind, open_start, open_body = kind, m.start(), m.end()
+            if kind <= 2:  # type: ignore[operator]
+                open_kind, open_start, open_body = kind, m.start(), m.end()  # type: ignore[assignment]
             else:
-                found.add(Code.STRAY_CLOSING_TAG, m.start(), m.end())
+                if stray < cap:
+                    found.add(Code.STRAY_CLOSING_TAG, m.start(), m.end())
+                stray += 1
         elif kind == open_kind + 2:
             blocks.append((open_kind == 2, open_start, m.end(), open_body, m.start(), True))
             open_kind = 0
         else:
-            found.add(Code.NESTED_TAG, m.start(), m.end())
+            if nested < cap:
+                found.add(Code.NESTED_TAG, m.start(), m.end())
+            nested += 1
     if open_kind:
         blocks.append((open_kind == 2, open_start, n, open_body, n, False))
         found.add(Code.TRUNCATED, n, n)
 
+    r_spans = [b for b in blocks if not b[0]]
+    a_spans = [b for b in blocks if b[0]]
     reasoning = tuple(
-        Block(s, e, bs, be, text[bs:be], c) for a, s, e, bs, be, c in blocks if not a
+        [Block(s, e, bs, be, text[bs:be], c) for _, s, e, bs, be, c in r_spans[: schema.max_blocks]]
     )
-    answers = tuple(Block(s, e, bs, be, text[bs:be], c) for a, s, e, bs, be, c in blocks if a)
+    answers = tuple(
+        [Block(s, e, bs, be, text[bs:be], c) for _, s, e, bs, be, c in a_spans[: schema.max_blocks]]
+    )
 
-    _block_issues(found, reasoning, Code.MISSING_REASONING, Code.UNCLOSED_REASONING,
-                  Code.DUPLICATE_REASONING, n)
-    _block_issues(found, answers, Code.MISSING_ANSWER, Code.UNCLOSED_ANSWER,
-                  Code.DUPLICATE_ANSWER, n)
+    _block_issues(found, r_spans, Code.MISSING_REASONING, Code.UNCLOSED_REASONING,
+                  Code.DUPLICATE_REASONING, n, cap)
+    _block_issues(found, a_spans, Code.MISSING_ANSWER, Code.UNCLOSED_ANSWER,
+                  Code.DUPLICATE_ANSWER, n, cap)
     if answers and not _text_in(text, answers[0].body_start, answers[0].body_end):
         found.add(Code.EMPTY_ANSWER, answers[0].start, answers[0].end)
     if reasoning and answers and answers[0].start < reasoning[0].start:
@@ -221,10 +235,16 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
 
     # Text outside the blocks (stray tags and "< reasoning >" lookalikes count as text).
     prev_end = 0
+    between = 0
     for i, (_, s, e, _, _, _) in enumerate(blocks):
-        m = _text_in(text, prev_end, s)
-        if m:
-            found.add(Code.TEXT_BEFORE if i == 0 else Code.TEXT_BETWEEN, m.start(), s)
+        if s > prev_end:
+            m = _NONSPACE.search(text, prev_end, s)
+            if m:
+                if i == 0:
+                    found.add(Code.TEXT_BEFORE, m.start(), s)
+                elif between < cap:
+                    found.add(Code.TEXT_BETWEEN, m.start(), s)
+                    between += 1
         prev_end = e
     m = _text_in(text, prev_end, n)
     if m:
@@ -234,27 +254,40 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
     first = reasoning[0] if reasoning else None
     lo, hi = (first.body_start, first.body_end) if first else (n + 1, n + 1)
     keys = patterns.heading_keys
-    heading_key = schema.heading_key
+    canonical: dict[str, str] = {}  # heading text as written -> canonical name (memo per call)
     inside: list[tuple[int, int, int, str]] = []  # (line_start, heading_start, heading_end, name)
-    for m in patterns.headings.finditer(text):
-        name = keys[heading_key(m.group("name"))]
-        if lo <= m.start() and m.end() <= hi:
-            inside.append((m.start(), m.start("head"), m.end(), name))
+    outside = 0
+    m0 = patterns.heading_at.match(text)
+    for m in (m0, *patterns.headings.finditer(text)) if m0 else patterns.headings.finditer(text):
+        written = m.group("name")
+        name = canonical.get(written)
+        if name is None:
+            name = canonical[written] = keys[schema.heading_key(written)]
+        line_start, end = m.start("line"), m.end()
+        if lo <= line_start and end <= hi:
+            inside.append((line_start, m.start("head"), end, name))
         else:
-            found.add(Code.HEADING_OUTSIDE_REASONING, m.start("head"), m.end(), name)
+            if outside < cap:
+                found.add(Code.HEADING_OUTSIDE_REASONING, m.start("head"), end, name)
+            outside += 1
 
-    sections = []
-    for i, (_, head, body_start, name) in enumerate(inside):
-        body_end = inside[i + 1][0] if i + 1 < len(inside) else hi
-        sections.append(
-            Section(name, head, body_start, body_end, text[body_start:body_end].strip(),
-                    text[head:body_start])
+    count = len(inside)
+    sections = [
+        Section(
+            name,
+            head,
+            body_start,
+            body_end := inside[i + 1][0] if i + 1 < count else hi,
+            text[body_start:body_end].strip(),
+            text[head:body_start],
         )
+        for i, (_, head, body_start, name) in enumerate(inside[: schema.max_sections])
+    ]
     if first:
         m = _text_in(text, lo, inside[0][0] if inside else hi)
         if m:
             found.add(Code.TEXT_BEFORE_SECTIONS, m.start(), inside[0][1] if inside else hi)
-    _section_issues(found, schema, sections, first.body_end if first else n)
+    _section_issues(found, schema, text, inside, hi, first.body_end if first else n, cap)
 
     return Completion(
         text=text,
@@ -264,35 +297,52 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
         sections=tuple(sections),
         issues=found.issues(),
         findings=found.findings(),
+        n_reasoning_blocks=len(r_spans),
+        n_answer_blocks=len(a_spans),
+        n_sections=count,
     )
 
 
-def _block_issues(found: _Findings, blocks: tuple[Block, ...], missing: Code, unclosed: Code,
-                  duplicate: Code, n: int) -> None:
-    if not blocks:
+def _block_issues(found: _Findings, spans: list[tuple[bool, int, int, int, int, bool]],
+                  missing: Code, unclosed: Code, duplicate: Code, n: int, cap: int) -> None:
+    """Missing / duplicate / unclosed blocks of one kind (spans as built in :func:`parse`)."""
+    if not spans:
         found.add(missing, n, n)
         return
-    for b in blocks[1:]:
-        found.add(duplicate, b.start, b.end)
-    if not blocks[-1].closed:  # only the last block of all can be unclosed
-        found.add(unclosed, blocks[-1].start, blocks[-1].end)
+    for _, start, end, _, _, _ in spans[1 : cap + 1]:
+        found.add(duplicate, start, end)
+    if not spans[-1][5]:  # only the last block of all can be unclosed
+        found.add(unclosed, spans[-1][1], spans[-1][2])
 
 
-def _section_issues(found: _Findings, schema: Schema, sections: list[Section], at: int) -> None:
-    """Duplicate / out-of-order / empty sections; missing ones are located at ``at``."""
+def _section_issues(found: _Findings, schema: Schema, text: str,
+                    inside: list[tuple[int, int, int, str]], hi: int, at: int, cap: int) -> None:
+    """Duplicate / out-of-order / empty sections over every heading in the first reasoning body
+    (``inside`` as built in :func:`parse`, bodies ending at ``hi``); missing ones located at ``at``."""
     index = {name: i for i, name in enumerate(schema.sections)}
     seen: set[str] = set()
     highest = -1
-    for sec in sections:
-        if sec.name in seen:
-            found.add(Code.DUPLICATE_SECTION, sec.heading_start, sec.body_start, sec.name)
-        seen.add(sec.name)
-        i = index[sec.name]
+    dup = order = empty = 0
+    count = len(inside)
+    for k, (_, head, body_start, name) in enumerate(inside):
+        if name in seen:
+            if dup < cap:
+                found.add(Code.DUPLICATE_SECTION, head, body_start, name)
+            dup += 1
+        else:
+            seen.add(name)
+        i = index[name]
         if i < highest:
-            found.add(Code.SECTION_OUT_OF_ORDER, sec.heading_start, sec.body_start, sec.name)
-        highest = max(highest, i)
-        if not sec.body:
-            found.add(Code.EMPTY_SECTION, sec.heading_start, sec.body_end, sec.name)
+            if order < cap:
+                found.add(Code.SECTION_OUT_OF_ORDER, head, body_start, name)
+            order += 1
+        elif i > highest:
+            highest = i
+        body_end = inside[k + 1][0] if k + 1 < count else hi
+        if not _text_in(text, body_start, body_end):
+            if empty < cap:
+                found.add(Code.EMPTY_SECTION, head, body_end, name)
+            empty += 1
     for name in schema.sections:
         if name not in seen:
             found.add(Code.MISSING_SECTION, at, at, name)

@@ -26,7 +26,8 @@ class _Patterns:
     """Compiled, provably linear patterns derived from a schema (built once per schema)."""
 
     tags: re.Pattern[str]
-    headings: re.Pattern[str]
+    headings: re.Pattern[str]  # a newline or opening tag, then a heading (groups line/head/name)
+    heading_at: re.Pattern[str]  # a heading right at the match position (for offset 0)
     heading_keys: dict[str, str]  # normalised heading text -> canonical section name
 
 
@@ -49,6 +50,11 @@ class Schema:
       max_findings_per_code: at most this many located findings are kept per issue code in
         ``Completion.findings`` (the issue code itself is always reported); bounds the work on hostile
         text such as 20,000 repeated tags.
+      max_blocks: at most this many blocks of each kind are kept in ``Completion.reasoning_blocks`` /
+        ``answer_blocks`` (the first ones); the true numbers are ``n_reasoning_blocks`` /
+        ``n_answer_blocks``. Issues are computed from all blocks.
+      max_sections: at most this many sections are kept in ``Completion.sections`` (the first ones);
+        the true number is ``n_sections``. Issues are computed from all headings.
     """
 
     reasoning_tag: str = "reasoning"
@@ -59,6 +65,8 @@ class Schema:
     flexible_separators: bool = True
     markdown_headings: bool = True
     max_findings_per_code: int = 32
+    max_blocks: int = 64
+    max_sections: int = 64
 
     def __post_init__(self) -> None:
         for name in ("reasoning_tag", "answer_tag"):
@@ -98,12 +106,13 @@ class Schema:
                      "markdown_headings"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"Schema.{name} must be a bool, got {getattr(self, name)!r}")
-        mf = self.max_findings_per_code
-        if isinstance(mf, bool) or not isinstance(mf, int) or mf < 1:
-            raise ValueError(f"Schema.max_findings_per_code must be an int >= 1, got {mf!r}")
+        for name in ("max_findings_per_code", "max_blocks", "max_sections"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Schema.{name} must be an int >= 1, got {value!r}")
 
     def _tag_key(self, tag: str) -> str:
-        return tag if self.case_sensitive_tags else tag.casefold()
+        return tag if self.case_sensitive_tags else tag.lower()
 
     def heading_key(self, text: str) -> str:
         """Normalise heading text the way this schema compares headings (case, separators)."""
@@ -134,17 +143,28 @@ class Schema:
             decoration = ""
             tail = r"[ \t]*+:"
         head_case = "(?-i:" if self.case_sensitive_headings else "(?i:"
-        # A heading starts a line or directly follows an opening tag (``<reasoning>Plan:``). Every
-        # quantifier is possessive or bounded, so an attempt costs O(1) at a position that is not a
-        # line start and at most the length of the line's leading whitespace/decoration at one:
-        # the whole scan is linear.
-        headings = re.compile(
-            rf"(?:^|(?<={tag_flags}<{r}>))|(?<={tag_flags}<{a}>)))[ \t]*+"
-            rf"(?P<head>{decoration}{head_case}(?P<name>{'|'.join(alternatives)})){tail})",
-            re.MULTILINE | re.ASCII,  # ASCII: no Unicode case folding such as 'ſ' == 's'
+        line = (
+            rf"(?P<line>[ \t]*+(?P<head>{decoration}{head_case}(?P<name>{'|'.join(alternatives)}))"
+            rf"{tail}))"
         )
+        # A heading starts a line or directly follows an opening tag (``<reasoning>Plan:``). The scan
+        # pattern consumes that newline or tag, so the engine skips ahead to candidate characters;
+        # the start of the text is tried once with ``heading_at``. Every quantifier is possessive or
+        # bounded, so an attempt costs at most the length of its line's leading blanks and
+        # decoration: the whole scan is linear. ASCII: no Unicode case folding such as 'ſ' == 's'.
+        # The lookahead rejects most non-heading lines (blank, prose) before the costlier groups.
+        starts = "".join(sorted({w[0] for w in self.sections}))
+        if not self.case_sensitive_headings:
+            starts = "".join(sorted(set(starts.lower() + starts.upper())))
+        if self.markdown_headings:
+            starts += r"#*+_\-"
+        headings = re.compile(
+            rf"(?:\n|<{tag_flags}{r}>|{a}>))(?=[ \t]*+[{starts}]){line}", re.ASCII
+        )
+        heading_at = re.compile(line, re.ASCII)
         keys = {self.heading_key(n): n for n in self.sections}
-        return _Patterns(tags=tags, headings=headings, heading_keys=keys)
+        return _Patterns(tags=tags, headings=headings, heading_at=heading_at, heading_keys=keys)
+
 
 DSA = Schema()
 """The default DSA format: ``<reasoning>`` with Plan / Reasoning / Evidence / Sanity_check, then ``<answer>``."""
