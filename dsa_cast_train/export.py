@@ -1,0 +1,755 @@
+"""Export trained checkpoints: a verified zip archive and a HuggingFace safetensors directory.
+
+Two artefacts, both written atomically (temporary name, verification, then ``os.replace``), so an
+interrupted export never leaves a broken file under the final name:
+
+* **Zip** (:func:`export_zip`): one orbax checkpoint step (by default the newest actor step of a
+  GRPO run) plus the run's resolved config and metrics, with ``MANIFEST.json`` holding the sha256 and
+  size of every member. :func:`unpack` re-checks every hash and refuses members whose path would
+  escape the target directory (absolute paths, ``..``, symlinks).
+* **Safetensors** (:func:`export_safetensors`): full parameters under HuggingFace
+  ``Gemma3ForCausalLM`` names, the exact inverse of the key mapping and transforms in
+  ``tunix.models.gemma3.params_safetensors`` (Tunix 0.1.7 only exports LoRA merges), plus
+  ``config.json`` and ``tokenizer.model``. The directory reloads through Tunix's own
+  ``create_model_from_safe_tensors`` to bit-identical parameters.
+
+CLI: ``python -m dsa_cast_train.export --run-dir RUN [--step N] [--out FILE.zip] [--safetensors DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "MANIFEST.json"
+MANIFEST_FORMAT = "dsa-cast-export/1"
+_HASH_CHUNK_BYTES = 1 << 20  # streaming block size for hashing and copying; bounds memory per file
+
+# Where a run directory keeps its checkpoints, most specific first. ``grpo`` runs write the actor
+# under ``checkpoints/actor/<step>`` (RLCluster layout); ``sft`` runs under ``checkpoints/<step>``;
+# a pipeline run directory holds each stage in a subdirectory.
+CHECKPOINT_LAYOUTS: tuple[str, ...] = (
+    "checkpoints/actor",
+    "grpo/checkpoints/actor",
+    "checkpoints",
+    "sft/checkpoints",
+)
+# Run-directory files copied into the archive next to the checkpoint, when present.
+RUN_FILE_PATTERNS: tuple[str, ...] = ("config.*", "resolved_config.*", "*metrics*.jsonl", "*/config.*",
+                                      "*/resolved_config.*", "*/*metrics*.jsonl")
+
+
+class ExportError(RuntimeError):
+    """A checkpoint could not be exported, or an archive failed verification."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+    """One archive member as recorded in the manifest."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ZipExport:
+    """Result of :func:`export_zip`."""
+
+    path: Path
+    step: int
+    checkpoint_dir: Path
+    files: int
+    bytes: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SafetensorsExport:
+    """Result of :func:`export_safetensors`."""
+
+    directory: Path
+    tensors: int
+    parameters: int
+    dtype: str
+    verified: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """Result of :func:`run`: the zip and (optionally) the safetensors directory."""
+
+    zip: ZipExport | None
+    safetensors: SafetensorsExport | None
+
+
+# --------------------------------------------------------------------------------------------
+# hashing and checkpoint discovery
+# --------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_HASH_CHUNK_BYTES), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_steps(checkpoint_root: str | Path) -> list[int]:
+    """Finished orbax step directories under ``checkpoint_root``, ascending.
+
+    Orbax writes each step under a temporary name and renames it when done, so only directories
+    whose name is an integer count as finished.
+    """
+    root = Path(checkpoint_root)
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def resolve_checkpoint_root(run_dir: str | Path, checkpoint_root: str | Path | None = None) -> Path:
+    """The checkpoint root to export from: ``checkpoint_root`` if given, else the first layout in
+    :data:`CHECKPOINT_LAYOUTS` under ``run_dir`` that holds a finished step."""
+    if checkpoint_root is not None:
+        root = Path(checkpoint_root)
+        if not checkpoint_steps(root):
+            raise ExportError(f"{root}: no finished checkpoint step (integer-named directory) found")
+        return root
+    run = Path(run_dir)
+    for rel in CHECKPOINT_LAYOUTS:
+        if checkpoint_steps(run / rel):
+            return run / rel
+    tried = ", ".join(str(run / rel) for rel in CHECKPOINT_LAYOUTS)
+    raise ExportError(f"{run}: no checkpoint found; looked for step directories in {tried}")
+
+
+def _run_files(run_dir: Path) -> list[Path]:
+    """Resolved-config and metrics files of a run directory, for the archive."""
+    found: dict[Path, None] = {}
+    for pattern in RUN_FILE_PATTERNS:
+        for p in sorted(run_dir.glob(pattern)):
+            if p.is_file() and not p.is_symlink():
+                found[p] = None
+    return list(found)
+
+
+def _read_json_or_none(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _last_jsonl_record(path: Path) -> dict | None:
+    last = None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a torn last line from a killed writer is not the archive's concern
+            if isinstance(rec, dict):
+                last = rec
+    return last
+
+
+# --------------------------------------------------------------------------------------------
+# zip export / verification / unpack
+# --------------------------------------------------------------------------------------------
+
+
+def export_zip(
+    run_dir: str | Path,
+    out_path: str | Path | None = None,
+    *,
+    step: int | None = None,
+    checkpoint_root: str | Path | None = None,
+    include_optimizer: bool = True,
+    compression: int = zipfile.ZIP_STORED,
+    config: Mapping[str, Any] | None = None,
+) -> ZipExport:
+    """Archive one checkpoint step of ``run_dir`` into a verified zip.
+
+    ``step`` defaults to the newest finished step. The archive holds ``checkpoint/<step>/...``,
+    ``run/<config and metrics files>`` and ``MANIFEST.json`` (format, step, resolved config, last
+    metrics record per metrics file, and sha256/size of every member). It is written to a
+    temporary file beside ``out_path``, re-read and hash-checked, then renamed into place.
+    ``include_optimizer=False`` leaves out the ``optimizer_state`` subtree (a params-only archive).
+    ``compression`` is a :mod:`zipfile` constant; the default stores members uncompressed
+    (checkpoint tensors barely compress and deflating gigabytes is slow).
+    """
+    run = Path(run_dir)
+    root = resolve_checkpoint_root(run, checkpoint_root)
+    steps = checkpoint_steps(root)
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise ExportError(f"{root}: step {step} not found; available steps: {steps}")
+    step_dir = root / str(step)
+    out = Path(out_path) if out_path is not None else run / "export" / f"{run.resolve().name}_step{step}.zip"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    members: list[tuple[Path, str]] = []
+    for p in sorted(step_dir.rglob("*")):
+        rel = p.relative_to(step_dir)
+        if p.is_symlink():
+            raise ExportError(f"{p}: symlinks are not exported")
+        if not p.is_file():
+            continue
+        if not include_optimizer and rel.parts and rel.parts[0] == "optimizer_state":
+            continue
+        members.append((p, f"checkpoint/{step}/{rel.as_posix()}"))
+    if not members:
+        raise ExportError(f"{step_dir}: checkpoint step holds no files")
+    metrics_summary: dict[str, Any] = {}
+    for p in _run_files(run):
+        rel = p.relative_to(run).as_posix()
+        members.append((p, f"run/{rel}"))
+        if p.suffix == ".jsonl":
+            metrics_summary[rel] = _last_jsonl_record(p)
+    if config is None:
+        for name in ("config.json", "resolved_config.json"):
+            cfg = _read_json_or_none(run / name)
+            if cfg is not None:
+                config = cfg
+                break
+
+    entries = [FileEntry(arc, sha256_file(p), p.stat().st_size) for p, arc in members]
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "step": step,
+        "checkpoint_dir": str(step_dir),
+        "include_optimizer": include_optimizer,
+        "config": dict(config) if config is not None else None,
+        "metrics": metrics_summary,
+        "files": [dataclasses.asdict(e) for e in entries],
+    }
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=compression, allowZip64=True) as zf:
+            for p, arc in members:
+                zf.write(p, arc)
+            zf.writestr(MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        verify_zip(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    total = sum(e.size for e in entries)
+    log.info("exported step %d (%d files, %d bytes) to %s", step, len(entries), total, out)
+    return ZipExport(out, step, step_dir, len(entries), total, sha256_file(out))
+
+
+def _is_symlink_member(info: zipfile.ZipInfo) -> bool:
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def _check_member_name(zip_path: Path, name: str) -> PurePosixPath:
+    """The member's relative path, or :class:`ExportError` if it could escape the target."""
+    if not name or "\\" in name or "\x00" in name:
+        raise ExportError(f"{zip_path}: member {name!r}: unsafe path (backslash, NUL or empty)")
+    p = PurePosixPath(name)
+    if p.is_absolute() or name.startswith("/"):
+        raise ExportError(f"{zip_path}: member {name!r}: absolute path escapes the target directory")
+    if any(part == ".." for part in p.parts):
+        raise ExportError(f"{zip_path}: member {name!r}: '..' escapes the target directory")
+    if p.parts and ":" in p.parts[0]:
+        raise ExportError(f"{zip_path}: member {name!r}: drive-qualified path escapes the target directory")
+    return p
+
+
+def verify_zip(zip_path: str | Path) -> dict:
+    """Check an export archive and return its manifest.
+
+    Every member must have a safe relative path, not be a symlink, be listed in ``MANIFEST.json``
+    with a matching size and sha256, and every listed file must be present. Raises
+    :class:`ExportError` naming the archive and the first bad member.
+    """
+    zp = Path(zip_path)
+    try:
+        zf = zipfile.ZipFile(zp)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ExportError(f"{zp}: not a readable zip archive: {e}") from e
+    with zf:
+        infos = zf.infolist()
+        seen: set[str] = set()
+        for info in infos:
+            _check_member_name(zp, info.filename)
+            if _is_symlink_member(info):
+                raise ExportError(f"{zp}: member {info.filename!r}: symlinks are refused")
+            if info.filename in seen:
+                raise ExportError(f"{zp}: member {info.filename!r}: duplicate entry")
+            seen.add(info.filename)
+        if MANIFEST_NAME not in seen:
+            raise ExportError(f"{zp}: {MANIFEST_NAME} missing; not a dsa-cast export")
+        try:
+            manifest = json.loads(zf.read(MANIFEST_NAME).decode("utf-8"))
+            files = {e["path"]: (e["sha256"], int(e["size"])) for e in manifest["files"]}
+        except (zipfile.BadZipFile, ValueError, KeyError, TypeError) as e:
+            raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: unreadable manifest: {e}") from e
+        if manifest.get("format") != MANIFEST_FORMAT:
+            raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: format {manifest.get('format')!r}, "
+                              f"expected {MANIFEST_FORMAT!r}")
+        for info in infos:
+            name = info.filename
+            if name == MANIFEST_NAME or name.endswith("/"):
+                continue
+            if name not in files:
+                raise ExportError(f"{zp}: member {name!r}: not listed in the manifest")
+            want_sha, want_size = files[name]
+            h = hashlib.sha256()
+            size = 0
+            try:
+                with zf.open(info) as f:
+                    for block in iter(lambda: f.read(_HASH_CHUNK_BYTES), b""):
+                        h.update(block)
+                        size += len(block)
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+                raise ExportError(f"{zp}: member {name!r}: corrupt data: {e}") from e
+            if size != want_size or h.hexdigest() != want_sha:
+                raise ExportError(f"{zp}: member {name!r}: sha256/size mismatch with the manifest "
+                                  f"(tampered or corrupt)")
+        missing = sorted(set(files) - seen)
+        if missing:
+            raise ExportError(f"{zp}: member {missing[0]!r}: listed in the manifest but missing")
+    return manifest
+
+
+def unpack(zip_path: str | Path, target: str | Path) -> Path:
+    """Verify an export archive (:func:`verify_zip`) and extract it into ``target``.
+
+    ``target`` must not exist or be an empty directory. Extraction goes to a temporary sibling
+    directory that is renamed into place only when complete, and every destination is checked to
+    stay inside it. Returns the target path.
+    """
+    zp = Path(zip_path)
+    dest = Path(target)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise ExportError(f"{dest}: unpack target exists and is not an empty directory")
+    verify_zip(zp)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".unpacking", dir=dest.parent))
+    try:
+        base = tmp.resolve()
+        with zipfile.ZipFile(zp) as zf:
+            for info in zf.infolist():
+                rel = _check_member_name(zp, info.filename)
+                out = (base / rel).resolve()
+                if out != base and base not in out.parents:
+                    raise ExportError(f"{zp}: member {info.filename!r}: escapes the target directory")
+                if info.filename.endswith("/"):
+                    out.mkdir(parents=True, exist_ok=True)
+                    continue
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst, _HASH_CHUNK_BYTES)
+        if dest.exists():
+            dest.rmdir()
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+# --------------------------------------------------------------------------------------------
+# safetensors (HuggingFace Gemma3ForCausalLM layout)
+# --------------------------------------------------------------------------------------------
+
+_HF_PREFIX = "model."
+
+
+def _flat_params(model) -> dict[str, Any]:
+    """``{"layers.0.attn.q_einsum.w": array, ...}``: the model's nnx.Param leaves by dotted path,
+    the same keys Tunix's safetensors loader builds (``path_to_key``)."""
+    import jax
+    from flax import nnx
+
+    pure = nnx.state(model, nnx.Param).to_pure_dict()
+    flat = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(pure)[0]:
+        key = ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        flat[key] = leaf
+    return flat
+
+
+def hf_state_dict(model) -> dict[str, Any]:
+    """The model's parameters as numpy arrays under HuggingFace ``Gemma3ForCausalLM`` names.
+
+    Inverse of ``tunix.models.gemma3.params_safetensors``: q/k/v come back out of ``q_einsum`` +
+    ``kv_einsum`` (or the fused ``qkv_einsum`` when ``num_heads == num_kv_heads``) as torch
+    ``(out, in)`` matrices; ``o_proj`` and the MLP kernels are transposed back; norms and the
+    (tied) embedding are copied. Raises :class:`ExportError` on any parameter it cannot map
+    (e.g. a vision tower), so nothing is silently dropped.
+    """
+    import numpy as np
+
+    cfg = model.config
+    if getattr(cfg, "vision_config", None) is not None:
+        raise ExportError("safetensors export supports text-only Gemma 3 (vision_config is set)")
+    d, n, k, h = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    if d in (n, k):
+        # Tunix's loader recognises q/k/v layouts by shape; with embed_dim equal to a head count
+        # the (D, N, H) and (N, D, H) layouts coincide and the reload would be ambiguous.
+        raise ExportError(f"embed_dim={d} equals a head count (num_heads={n}, num_kv_heads={k}); "
+                          "Tunix's safetensors loader cannot tell the q/k/v layouts apart")
+
+    def proj_from_ndh(w, heads):  # (heads, D, H) -> torch (heads*H, D)
+        w = np.asarray(w)
+        return np.ascontiguousarray(w.transpose(1, 0, 2).reshape(d, heads * h).T)
+
+    flat = {key: np.asarray(v) for key, v in _flat_params(model).items()}
+    out: dict[str, Any] = {}
+    used: set[str] = set()
+
+    def take(key):
+        used.add(key)
+        return flat[key]
+
+    out[_HF_PREFIX + "embed_tokens.weight"] = np.ascontiguousarray(take("embedder.input_embedding"))
+    out[_HF_PREFIX + "norm.weight"] = np.ascontiguousarray(take("final_norm.scale"))
+    for i in range(cfg.num_layers):
+        src = f"layers.{i}."
+        dst = f"{_HF_PREFIX}layers.{i}."
+        if src + "attn.qkv_einsum.w" in flat:
+            qkv = take(src + "attn.qkv_einsum.w")  # (3, N, D, H)
+            q, kk, v = qkv[0], qkv[1], qkv[2]
+            kv_heads = n
+        else:
+            q = take(src + "attn.q_einsum.w")  # (N, D, H)
+            kv = take(src + "attn.kv_einsum.w")  # (2, K, D, H)
+            kk, v = kv[0], kv[1]
+            kv_heads = k
+        out[dst + "self_attn.q_proj.weight"] = proj_from_ndh(q, n)
+        out[dst + "self_attn.k_proj.weight"] = proj_from_ndh(kk, kv_heads)
+        out[dst + "self_attn.v_proj.weight"] = proj_from_ndh(v, kv_heads)
+        o = take(src + "attn.attn_vec_einsum.w")  # (N, H, D) -> torch (D, N*H)
+        out[dst + "self_attn.o_proj.weight"] = np.ascontiguousarray(o.reshape(n * h, d).T)
+        out[dst + "self_attn.q_norm.weight"] = np.ascontiguousarray(take(src + "attn._query_norm.scale"))
+        out[dst + "self_attn.k_norm.weight"] = np.ascontiguousarray(take(src + "attn._key_norm.scale"))
+        for proj in ("gate_proj", "up_proj", "down_proj"):
+            out[dst + f"mlp.{proj}.weight"] = np.ascontiguousarray(take(src + f"mlp.{proj}.kernel").T)
+        for ours, theirs in (("pre_attention_norm", "input_layernorm"),
+                             ("post_attention_norm", "post_attention_layernorm"),
+                             ("pre_ffw_norm", "pre_feedforward_layernorm"),
+                             ("post_ffw_norm", "post_feedforward_layernorm")):
+            out[dst + f"{theirs}.weight"] = np.ascontiguousarray(take(src + f"{ours}.scale"))
+    unmapped = sorted(set(flat) - used)
+    if unmapped:
+        raise ExportError(f"safetensors export: no HuggingFace name for parameter(s) {unmapped[:5]}")
+    return out
+
+
+def hf_config(model_config, *, bos_id: int = 2, eos_ids: Sequence[int] = (1,), pad_id: int = 0,
+              dtype: str = "float32", max_position_embeddings: int = 32768) -> dict[str, Any]:
+    """A ``config.json`` for HuggingFace ``Gemma3ForCausalLM`` (``model_type: gemma3_text``)
+    matching a Tunix Gemma 3 ``ModelConfig``. ``max_position_embeddings`` is not part of the
+    Tunix config (RoPE has no table); 32768 is Gemma 3 1B's published context length."""
+    from tunix.models.gemma3 import model as gemma3_lib
+
+    c = model_config
+    q_norm = c.query_pre_attn_norm
+    Q = gemma3_lib.QueryPreAttentionNormalisation
+    if q_norm == Q.BY_ONE_OVER_SQRT_HEAD_DIM:
+        scalar = c.head_dim
+    elif q_norm == Q.BY_EMBED_DIM_DIV_NUM_HEADS:
+        scalar = c.embed_dim // c.num_heads
+    else:
+        scalar = c.embed_dim // c.num_heads  # BY_ONE_OVER_SQRT_EMBED_DIM_DIV_NUM_HEADS
+    pattern = list(gemma3_lib.GEMMA3_ATTENTION_PATTERN)
+    layer_types = [
+        "sliding_attention" if pattern[i % len(pattern)] == gemma3_lib.AttentionType.LOCAL_SLIDING
+        else "full_attention" for i in range(c.num_layers)
+    ]
+    rope_scaling = None
+    if c.global_scale_factor != 1.0:
+        rope_scaling = {"rope_type": "linear", "factor": float(c.global_scale_factor)}
+    eos = list(eos_ids)
+    return {
+        "architectures": ["Gemma3ForCausalLM"],
+        "model_type": "gemma3_text",
+        "vocab_size": c.num_embed,
+        "hidden_size": c.embed_dim,
+        "intermediate_size": c.hidden_dim,
+        "num_hidden_layers": c.num_layers,
+        "num_attention_heads": c.num_heads,
+        "num_key_value_heads": c.num_kv_heads,
+        "head_dim": c.head_dim,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "rms_norm_eps": 1e-6,
+        "query_pre_attn_scalar": scalar,
+        "sliding_window": c.sliding_window_size,
+        "sliding_window_pattern": len(pattern),
+        "layer_types": layer_types,
+        "rope_theta": float(c.global_base_frequency),
+        "rope_local_base_freq": float(c.local_base_frequency),
+        "rope_scaling": rope_scaling,
+        "attn_logit_softcapping": None,
+        "final_logit_softcapping": None,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "max_position_embeddings": max_position_embeddings,
+        "tie_word_embeddings": True,
+        "bos_token_id": bos_id,
+        "eos_token_id": eos if len(eos) > 1 else eos[0],
+        "pad_token_id": pad_id,
+        "torch_dtype": dtype,
+        "use_cache": True,
+    }
+
+
+def _tokenizer_bytes(tokenizer) -> bytes | None:
+    """Serialized SentencePiece model of ``tokenizer`` (raw processor or a wrapper), if any."""
+    for obj in (tokenizer, getattr(tokenizer, "tokenizer", None), getattr(tokenizer, "_tokenizer", None)):
+        fn = getattr(obj, "serialized_model_proto", None)
+        if callable(fn):
+            return bytes(fn())
+    return None
+
+
+def export_safetensors(
+    model,
+    out_dir: str | Path,
+    *,
+    tokenizer=None,
+    tokenizer_path: str | Path | None = None,
+    dtype: str | None = None,
+    eos_ids: Sequence[int] = (1,),
+    pad_id: int = 0,
+    bos_id: int = 2,
+    verify: bool = True,
+    overwrite: bool = False,
+) -> SafetensorsExport:
+    """Write ``model`` as a HuggingFace ``Gemma3ForCausalLM`` directory.
+
+    The directory gets ``model.safetensors`` (one file, one dtype: ``dtype`` or the parameters'
+    own), ``config.json`` (:func:`hf_config`) and ``tokenizer.model`` (copied from
+    ``tokenizer_path``, or serialised from a SentencePiece ``tokenizer``). With ``verify`` the
+    directory is reloaded through ``tunix.models.gemma3.params_safetensors.
+    create_model_from_safe_tensors`` and every parameter compared for exact equality before the
+    directory is renamed into place.
+    """
+    import numpy as np
+    import safetensors.numpy as st_np
+
+    out = Path(out_dir)
+    if out.exists():
+        if not overwrite and any(out.iterdir()):
+            raise ExportError(f"{out}: exists and is not empty (pass overwrite=True / --overwrite)")
+    tensors = hf_state_dict(model)
+    np_dtype = _np_dtype(dtype) if dtype else next(iter(tensors.values())).dtype
+    tensors = {k: v.astype(np_dtype, copy=False) for k, v in tensors.items()}
+    dtype_name = _dtype_name(np_dtype)
+    tok = None
+    if tokenizer_path is not None:
+        tok = Path(tokenizer_path).read_bytes()
+    elif tokenizer is not None:
+        tok = _tokenizer_bytes(tokenizer)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        st_np.save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        cfg = hf_config(model.config, bos_id=bos_id, eos_ids=eos_ids, pad_id=pad_id, dtype=dtype_name)
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        if tok is not None:
+            (tmp / "tokenizer.model").write_bytes(tok)
+        if verify:
+            _verify_reload(model, tmp, np_dtype)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    n_params = int(sum(int(np.prod(v.shape)) for v in tensors.values()))
+    return SafetensorsExport(out, len(tensors), n_params, dtype_name, verify)
+
+
+def _np_dtype(name: str):
+    import ml_dtypes
+    import numpy as np
+
+    table = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+    if name not in table:
+        raise ExportError(f"dtype {name!r} not supported; choose one of {sorted(table)}")
+    return np.dtype(table[name])
+
+
+def _dtype_name(dt) -> str:
+    import numpy as np
+
+    return {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}.get(np.dtype(dt).name,
+                                                                                     np.dtype(dt).name)
+
+
+def load_safetensors_model(directory: str | Path, model_config, *, mesh=None):
+    """Reload an exported directory through Tunix's own loader, in its default mode (the
+    memory-mapped ``"optimized"`` path outside Google's internal environment)."""
+    from tunix.models.gemma3 import params_safetensors
+
+    return params_safetensors.create_model_from_safe_tensors(str(directory), model_config, mesh=mesh)
+
+
+def _verify_reload(model, directory: Path, np_dtype) -> None:
+    import numpy as np
+
+    reloaded = load_safetensors_model(directory, model.config)
+    want = _flat_params(model)
+    got = _flat_params(reloaded)
+    if set(want) != set(got):
+        raise ExportError(f"{directory}: reloaded parameter names differ: {sorted(set(want) ^ set(got))[:5]}")
+    for key, w in want.items():
+        a = np.asarray(w).astype(np_dtype)
+        b = np.asarray(got[key])
+        if a.shape != b.shape or not np.array_equal(a, b):
+            raise ExportError(f"{directory}: parameter {key} differs after reload through Tunix")
+
+
+# --------------------------------------------------------------------------------------------
+# stage entry point and CLI
+# --------------------------------------------------------------------------------------------
+
+
+def run(config, run_dir: str | Path) -> ExportResult:
+    """Export a run directory as configured by ``config.export`` (:class:`~dsa_cast_train.config.ExportConfig`).
+
+    ``export.format`` picks the zip (``zip``), the HuggingFace directory (``safetensors``) or both.
+    The checkpoint root is ``export.checkpoint`` or the one detected in ``run_dir``
+    (:data:`CHECKPOINT_LAYOUTS`); the step is ``export.step`` or the newest. Outputs go to
+    ``export.output`` (default ``run_dir/export``): ``<run>_step<N>.zip`` and ``hf/``. For the
+    safetensors directory the step is restored into the configured model (``config.model``) and
+    written in ``config.model.dtype``. ``export.remove_checkpoints`` deletes the checkpoint tree
+    once the zip is written and verified (the notebook's space saver).
+    """
+    run_path = Path(run_dir)
+    exp = config.export
+    root = resolve_checkpoint_root(run_path, exp.checkpoint)
+    steps = checkpoint_steps(root)
+    step = exp.step if exp.step is not None else steps[-1]
+    if step not in steps:
+        raise ExportError(f"{root}: step {step} not found; available steps: {steps}")
+    out_dir = Path(exp.output) if exp.output else run_path / "export"
+    zexp = sexp = None
+    if exp.format in ("safetensors", "both"):
+        from dsa_cast_train import models
+
+        loaded = models.load(config.model)
+        models.restore_params(loaded.model, root, step)
+        sexp = export_safetensors(
+            loaded.model, out_dir / "hf", tokenizer=loaded.tokenizer,
+            tokenizer_path=_tokenizer_path(config.model), dtype=config.model.dtype,
+            eos_ids=loaded.eos_ids, pad_id=loaded.pad_id, verify=True, overwrite=True,
+        )
+        log.info("safetensors: %s (%d tensors, %d parameters)", sexp.directory, sexp.tensors, sexp.parameters)
+    if exp.format in ("zip", "both"):
+        zexp = export_zip(run_path, out_dir / f"{run_path.resolve().name}_step{step}.zip", step=step,
+                          checkpoint_root=root, config=_config_to_dict(config))
+        if exp.remove_checkpoints:
+            shutil.rmtree(root)
+            log.info("removed checkpoint tree %s after a verified zip", root)
+    return ExportResult(zexp, sexp)
+
+
+def _tokenizer_path(spec) -> Path | None:
+    path = getattr(spec, "path", None)
+    if path and (Path(path) / "tokenizer.model").is_file():
+        return Path(path) / "tokenizer.model"
+    return None
+
+
+def _config_to_dict(config) -> dict | None:
+    if config is None:
+        return None
+    if dataclasses.is_dataclass(config):
+        from dsa_cast_train import config as config_lib
+
+        return config_lib.to_dict(config)
+    if isinstance(config, Mapping):
+        return dict(config)
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dsa_cast_train.export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run-dir", required=True, help="run directory holding checkpoints and the resolved config")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest finished step)")
+    p.add_argument("--checkpoint-root", default=None, help="checkpoint root (default: detected in the run dir)")
+    p.add_argument("--out", default=None, help="zip path (default: RUN/export/<run>_step<N>.zip)")
+    p.add_argument("--params-only", action="store_true", help="leave optimizer_state out of the zip")
+    p.add_argument("--safetensors", default=None, metavar="DIR",
+                   help="also write a HuggingFace safetensors directory (needs the run's config)")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                   help="safetensors dtype (default: the parameters' own)")
+    p.add_argument("--no-verify", action="store_true", help="skip the reload-through-Tunix check")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing safetensors directory")
+    p.add_argument("--unpack", nargs=2, metavar=("ZIP", "TARGET"), help="verify and unpack an archive, then exit")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.unpack:
+            dest = unpack(*args.unpack)
+            print(f"unpacked {args.unpack[0]} -> {dest}")
+            return 0
+        run_path = Path(args.run_dir)
+        config = _load_run_config(run_path)
+        zexp = export_zip(run_path, args.out, step=args.step, checkpoint_root=args.checkpoint_root,
+                          include_optimizer=not args.params_only, config=_config_to_dict(config))
+        print(f"zip: {zexp.path} (step {zexp.step}, {zexp.files} files, {zexp.bytes} bytes, sha256 {zexp.sha256})")
+        if args.safetensors:
+            if config is None:
+                raise ExportError(f"{run_path}: no resolved config found; cannot build the model to export")
+            from dsa_cast_train import models
+
+            loaded = models.load(config.model)
+            models.restore_params(loaded.model, resolve_checkpoint_root(run_path, args.checkpoint_root), zexp.step)
+            sexp = export_safetensors(loaded.model, args.safetensors, tokenizer=loaded.tokenizer,
+                                      tokenizer_path=_tokenizer_path(config.model), dtype=args.dtype,
+                                      eos_ids=loaded.eos_ids, pad_id=loaded.pad_id,
+                                      verify=not args.no_verify, overwrite=args.overwrite)
+            print(f"safetensors: {sexp.directory} ({sexp.tensors} tensors, {sexp.parameters} parameters, "
+                  f"{sexp.dtype}, verified={sexp.verified})")
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _load_run_config(run_dir: Path):
+    """The run's resolved config object (via :mod:`dsa_cast_train.runs`), or None if absent."""
+    from dsa_cast_train import runs
+
+    return runs.load_resolved_config(run_dir)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

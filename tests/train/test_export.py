@@ -1,0 +1,365 @@
+"""Export: verified zip archives (round trip, tampering, path escapes, atomicity) and the
+HuggingFace safetensors layout (exact reload through Tunix's own loader)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+pytest.importorskip("tunix")
+pytestmark = pytest.mark.train
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from dsa_cast_train import export as ex  # noqa: E402
+
+
+def _tiny_model(num_kv_heads: int = 1, dtype=jnp.float32, seed: int = 0):
+    """A tiny Gemma 3 with every parameter random (the MLP kernels start at zero otherwise)."""
+    from tunix.models.gemma3 import model as gemma3_lib
+
+    cfg = gemma3_lib.ModelConfig(num_layers=2, num_embed=48, embed_dim=32, hidden_dim=64, num_heads=2,
+                                 head_dim=16, num_kv_heads=num_kv_heads, sliding_window_size=16,
+                                 param_dtype=dtype)
+    model = gemma3_lib.Gemma3(cfg, rngs=nnx.Rngs(seed))
+    state = nnx.state(model, nnx.Param)
+    leaves, treedef = jax.tree.flatten(state)
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+    nnx.update(model, jax.tree.unflatten(
+        treedef, [jax.random.normal(k, x.shape, jnp.float32).astype(x.dtype) for k, x in zip(keys, leaves)]))
+    return model
+
+
+def _params(model) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in ex._flat_params(model).items()}
+
+
+def _assert_same_params(a, b) -> None:
+    pa, pb = _params(a), _params(b)
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        assert pa[k].dtype == pb[k].dtype, k
+        np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    """A GRPO-style run directory: two actor steps (params + optimizer), config, metrics."""
+    import optax
+    from tunix.sft import checkpoint_manager as ckpt_lib
+
+    run = tmp_path_factory.mktemp("run")
+    model = _tiny_model()
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    mgr = ckpt_lib.CheckpointManager(str(run / "checkpoints" / "actor"))
+    assert mgr.save(1, model, optimizer, force=True)
+    first = {k: v.copy() for k, v in _params(model).items()}
+    nnx.update(model, jax.tree.map(lambda x: x + 1, nnx.state(model, nnx.Param)))
+    assert mgr.save(2, model, optimizer, force=True)
+    mgr.close()
+    (run / "config.json").write_text(json.dumps({"name": "tiny", "grpo": {"max_steps": 2}}))
+    (run / "metrics.jsonl").write_text('{"step": 1, "reward": 0.5}\n{"step": 2, "reward": 0.75}\n')
+    return run, model, first
+
+
+def _zip_members(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as zf:
+        return {i.filename: zf.read(i) for i in zf.infolist()}
+
+
+def _rewrite_zip(src: Path, dst: Path, members: dict[str, bytes], extra: list[zipfile.ZipInfo] = ()) -> None:
+    with zipfile.ZipFile(dst, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for info, data in extra:
+            zf.writestr(info, data)
+
+
+# ---------------------------------------------------------------------------- zip
+
+
+def test_zip_round_trip_restores_identical_params(saved_run, tmp_path):
+    from tunix.sft import checkpoint_manager as ckpt_lib
+
+    run, model, _ = saved_run
+    result = ex.export_zip(run, tmp_path / "out.zip")
+    assert result.step == 2 and result.path == tmp_path / "out.zip"
+    assert result.sha256 == ex.sha256_file(result.path)
+    manifest = ex.verify_zip(result.path)
+    assert manifest["step"] == 2
+    assert manifest["config"] == {"name": "tiny", "grpo": {"max_steps": 2}}
+    assert manifest["metrics"] == {"metrics.jsonl": {"step": 2, "reward": 0.75}}
+    names = {e["path"] for e in manifest["files"]}
+    assert "run/config.json" in names and "run/metrics.jsonl" in names
+    assert any(n.startswith("checkpoint/2/optimizer_state/") for n in names)
+    # every file of the step directory is in the archive, with its sha256
+    step_dir = run / "checkpoints" / "actor" / "2"
+    on_disk = {f"checkpoint/2/{p.relative_to(step_dir).as_posix()}": ex.sha256_file(p)
+               for p in step_dir.rglob("*") if p.is_file()}
+    assert {e["path"]: e["sha256"] for e in manifest["files"] if e["path"].startswith("checkpoint/")} == on_disk
+
+    target = ex.unpack(result.path, tmp_path / "unpacked")
+    for rel, digest in on_disk.items():
+        assert ex.sha256_file(target / rel) == digest
+    fresh = _tiny_model(seed=7)
+    step, _ = ckpt_lib.CheckpointManager(str(target / "checkpoint")).maybe_restore(fresh)
+    assert step == 2
+    _assert_same_params(fresh, model)
+
+
+def test_zip_chosen_step_and_params_only(saved_run, tmp_path):
+    run, _, first = saved_run
+    result = ex.export_zip(run, tmp_path / "s1.zip", step=1, include_optimizer=False)
+    manifest = ex.verify_zip(result.path)
+    assert manifest["step"] == 1 and manifest["include_optimizer"] is False
+    assert not any("optimizer_state" in e["path"] for e in manifest["files"])
+    assert any(e["path"].startswith("checkpoint/1/model_params/") for e in manifest["files"])
+    with pytest.raises(ex.ExportError, match=r"step 9 not found; available steps: \[1, 2\]"):
+        ex.export_zip(run, tmp_path / "s9.zip", step=9)
+    assert not (tmp_path / "s9.zip").exists()
+
+
+def test_default_output_path_and_missing_checkpoint(saved_run, tmp_path):
+    run, _, _ = saved_run
+    result = ex.export_zip(run)
+    assert result.path.parent == run / "export" and result.path.name.endswith("_step2.zip")
+    result.path.unlink()
+    with pytest.raises(ex.ExportError, match="no checkpoint found"):
+        ex.export_zip(tmp_path)
+
+
+def test_tampered_member_rejected_by_hash(saved_run, tmp_path):
+    run, _, _ = saved_run
+    good = ex.export_zip(run, tmp_path / "good.zip").path
+    members = _zip_members(good)
+    victim = next(n for n in members if n.startswith("checkpoint/2/model_params/"))
+    members[victim] = members[victim] + b"\x00"  # valid CRC, wrong content
+    bad = tmp_path / "bad.zip"
+    _rewrite_zip(good, bad, members)
+    with pytest.raises(ex.ExportError, match=f"member '{victim}': sha256/size mismatch"):
+        ex.verify_zip(bad)
+    with pytest.raises(ex.ExportError, match=victim):
+        ex.unpack(bad, tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".t.")]
+
+
+def test_corrupted_bytes_rejected_naming_member(saved_run, tmp_path):
+    run, _, _ = saved_run
+    good = ex.export_zip(run, tmp_path / "good.zip").path
+    with zipfile.ZipFile(good) as zf:
+        info = next(i for i in zf.infolist() if i.filename == "run/metrics.jsonl")
+    raw = bytearray(good.read_bytes())
+    # the member's data starts after its 30-byte local header, name and extra field
+    name_len = int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], "little")
+    extra_len = int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
+    data_at = info.header_offset + 30 + name_len + extra_len
+    raw[data_at] ^= 0xFF
+    bad = tmp_path / "flipped.zip"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ex.ExportError, match="member 'run/metrics.jsonl'"):
+        ex.verify_zip(bad)
+
+
+def test_unlisted_missing_and_manifestless_rejected(saved_run, tmp_path):
+    run, _, _ = saved_run
+    good = ex.export_zip(run, tmp_path / "good.zip").path
+    members = _zip_members(good)
+    extra = tmp_path / "extra.zip"
+    _rewrite_zip(good, extra, {**members, "run/smuggled.txt": b"hi"})
+    with pytest.raises(ex.ExportError, match="member 'run/smuggled.txt': not listed"):
+        ex.verify_zip(extra)
+    missing = tmp_path / "missing.zip"
+    _rewrite_zip(good, missing, {k: v for k, v in members.items() if k != "run/config.json"})
+    with pytest.raises(ex.ExportError, match="member 'run/config.json': listed in the manifest but missing"):
+        ex.verify_zip(missing)
+    bare = tmp_path / "bare.zip"
+    _rewrite_zip(good, bare, {k: v for k, v in members.items() if k != ex.MANIFEST_NAME})
+    with pytest.raises(ex.ExportError, match="MANIFEST.json missing"):
+        ex.verify_zip(bare)
+    notzip = tmp_path / "notzip.zip"
+    notzip.write_bytes(b"not a zip")
+    with pytest.raises(ex.ExportError, match="not a readable zip"):
+        ex.verify_zip(notzip)
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "/abs/evil.txt", "a/../../evil.txt", "a\\..\\evil.txt",
+                                  "C:/evil.txt"])
+def test_escaping_member_paths_refused(saved_run, tmp_path, name):
+    run, _, _ = saved_run
+    good = ex.export_zip(run, tmp_path / "good.zip").path
+    members = _zip_members(good)
+    manifest = json.loads(members[ex.MANIFEST_NAME])
+    manifest["files"].append({"path": name, "sha256": hashlib.sha256(b"x").hexdigest(), "size": 1})
+    members[ex.MANIFEST_NAME] = json.dumps(manifest).encode()
+    bad = tmp_path / "escape.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        for n, data in members.items():
+            zf.writestr(n, data)
+        info = zipfile.ZipInfo("placeholder")
+        info.filename = name  # bypass ZipInfo's own normalisation of the name
+        zf.writestr(info, b"x")
+    with pytest.raises(ex.ExportError, match="escapes the target|unsafe path"):
+        ex.unpack(bad, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path.parent / "evil.txt").exists()
+
+
+def test_symlink_member_refused(saved_run, tmp_path):
+    run, _, _ = saved_run
+    good = ex.export_zip(run, tmp_path / "good.zip").path
+    members = _zip_members(good)
+    manifest = json.loads(members[ex.MANIFEST_NAME])
+    manifest["files"].append({"path": "run/link", "sha256": hashlib.sha256(b"/etc/passwd").hexdigest(),
+                              "size": len(b"/etc/passwd")})
+    members[ex.MANIFEST_NAME] = json.dumps(manifest).encode()
+    info = zipfile.ZipInfo("run/link")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    bad = tmp_path / "link.zip"
+    _rewrite_zip(good, bad, members, extra=[(info, b"/etc/passwd")])
+    with pytest.raises(ex.ExportError, match="member 'run/link': symlinks are refused"):
+        ex.unpack(bad, tmp_path / "target")
+
+
+def test_unpack_refuses_non_empty_target(saved_run, tmp_path):
+    run, _, _ = saved_run
+    good = ex.export_zip(run, tmp_path / "good.zip").path
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(ex.ExportError, match="not an empty directory"):
+        ex.unpack(good, tmp_path / "full")
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    (tmp_path / "empty").mkdir()
+    assert (ex.unpack(good, tmp_path / "empty") / ex.MANIFEST_NAME).is_file()
+
+
+def test_interrupted_export_keeps_previous_zip(saved_run, tmp_path, monkeypatch):
+    run, _, _ = saved_run
+    out = tmp_path / "out.zip"
+    first = ex.export_zip(run, out, step=1)
+
+    def interrupted(path):
+        raise KeyboardInterrupt  # as if the process were stopped during verification
+
+    monkeypatch.setattr(ex, "verify_zip", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ex.export_zip(run, out, step=2)
+    monkeypatch.undo()
+    assert ex.sha256_file(out) == first.sha256  # the old archive is untouched
+    assert ex.verify_zip(out)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zip"]  # no partial left behind
+
+
+_SEGMENT = st.sampled_from(["a", "b.txt", "..", ".", "", "x:y", "C:", "~", "..."])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_SEGMENT, min_size=1, max_size=6), st.sampled_from(["", "/", "//"]))
+def test_accepted_member_names_stay_inside_target(tmp_path_factory, segments, lead):
+    """Property: a name :func:`_check_member_name` accepts never resolves outside the target."""
+    name = lead + "/".join(segments)
+    base = Path("/tmp/dsa_cast_target_root")
+    try:
+        rel = ex._check_member_name(Path("x.zip"), name)
+    except ex.ExportError:
+        return
+    resolved = Path(os.path.normpath(base / rel))
+    assert resolved == base or base in resolved.parents
+    assert not PurePosixPath(name).is_absolute()
+
+
+# ---------------------------------------------------------------------------- safetensors
+
+HF_LAYER_KEYS = (
+    "input_layernorm.weight", "post_attention_layernorm.weight", "pre_feedforward_layernorm.weight",
+    "post_feedforward_layernorm.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+    "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+    "self_attn.q_norm.weight", "self_attn.k_norm.weight",
+)
+
+
+@pytest.mark.parametrize("num_kv_heads,dtype", [(1, jnp.float32), (2, jnp.float32), (1, jnp.bfloat16)],
+                         ids=["q+kv", "fused-qkv", "bf16"])
+def test_safetensors_reloads_identically_through_tunix(tmp_path, num_kv_heads, dtype):
+    import safetensors.numpy as st_np
+    import sentencepiece as spm
+
+    model = _tiny_model(num_kv_heads=num_kv_heads, dtype=dtype)
+    fused = "qkv_einsum" in " ".join(_params(model))
+    assert fused == (num_kv_heads == 2)
+    tok = tmp_path / "tok.model"
+    tok.write_bytes(b"sentencepiece-bytes")
+    result = ex.export_safetensors(model, tmp_path / "hf", tokenizer_path=tok, eos_ids=(1, 106))
+    assert result.verified and result.tensors == 2 + 13 * 2
+    out = tmp_path / "hf"
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.model"]
+    assert (out / "tokenizer.model").read_bytes() == b"sentencepiece-bytes"
+    tensors = st_np.load_file(str(out / "model.safetensors"))
+    expected = {"model.embed_tokens.weight", "model.norm.weight"} | {
+        f"model.layers.{i}.{k}" for i in range(2) for k in HF_LAYER_KEYS}
+    assert set(tensors) == expected
+    cfg = model.config
+    assert tensors["model.layers.0.self_attn.q_proj.weight"].shape == (cfg.num_heads * cfg.head_dim, cfg.embed_dim)
+    assert tensors["model.layers.0.self_attn.k_proj.weight"].shape == (num_kv_heads * cfg.head_dim, cfg.embed_dim)
+    assert tensors["model.layers.0.self_attn.o_proj.weight"].shape == (cfg.embed_dim, cfg.num_heads * cfg.head_dim)
+    assert tensors["model.layers.0.mlp.gate_proj.weight"].shape == (cfg.hidden_dim, cfg.embed_dim)
+    # an independent reload (Tunix's loader, default mode) gives bit-identical parameters
+    _assert_same_params(ex.load_safetensors_model(out, cfg), model)
+    del spm
+
+
+def test_safetensors_config_json_reads_as_hf_gemma3(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    model = _tiny_model()
+    ex.export_safetensors(model, tmp_path / "hf", eos_ids=(1, 106), verify=False)
+    hf = transformers.AutoConfig.from_pretrained(str(tmp_path / "hf"))
+    c = model.config
+    assert type(hf).__name__ == "Gemma3TextConfig"
+    assert (hf.hidden_size, hf.intermediate_size, hf.num_hidden_layers) == (c.embed_dim, c.hidden_dim, c.num_layers)
+    assert (hf.num_attention_heads, hf.num_key_value_heads, hf.head_dim) == (c.num_heads, c.num_kv_heads, c.head_dim)
+    assert (hf.vocab_size, hf.sliding_window, hf.query_pre_attn_scalar) == (c.num_embed, 16, c.head_dim)
+    assert hf.eos_token_id == [1, 106] and hf.tie_word_embeddings
+
+
+def test_safetensors_serialises_sentencepiece_tokenizer_and_refuses_overwrite(tmp_path):
+    import io
+
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(["one two three four five six"] * 50),
+                                   model_writer=buf, vocab_size=40, hard_vocab_limit=False,
+                                   pad_id=0, eos_id=1, bos_id=2, unk_id=3)
+    sp = spm.SentencePieceProcessor()
+    sp.LoadFromSerializedProto(buf.getvalue())
+    model = _tiny_model()
+    ex.export_safetensors(model, tmp_path / "hf", tokenizer=sp, verify=False)
+    reloaded = spm.SentencePieceProcessor(model_file=str(tmp_path / "hf" / "tokenizer.model"))
+    assert reloaded.EncodeAsIds("one two") == sp.EncodeAsIds("one two")
+    with pytest.raises(ex.ExportError, match="exists and is not empty"):
+        ex.export_safetensors(model, tmp_path / "hf", verify=False)
+    ex.export_safetensors(model, tmp_path / "hf", verify=False, overwrite=True)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.")]
+
+
+def test_safetensors_bf16_cast_and_bad_dtype(tmp_path):
+    import ml_dtypes
+    import safetensors.numpy as st_np
+
+    model = _tiny_model()
+    ex.export_safetensors(model, tmp_path / "hf", dtype="bfloat16", verify=True)
+    tensors = st_np.load_file(str(tmp_path / "hf" / "model.safetensors"))
+    assert {v.dtype for v in tensors.values()} == {np.dtype(ml_dtypes.bfloat16)}
+    with pytest.raises(ex.ExportError, match="dtype 'int8' not supported"):
+        ex.export_safetensors(model, tmp_path / "hf2", dtype="int8")
