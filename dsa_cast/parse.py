@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from itertools import chain
 
 from dsa_cast.schema import DSA, Schema
 
@@ -257,8 +258,9 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
     canonical: dict[str, str] = {}  # heading text as written -> canonical name (memo per call)
     inside: list[tuple[int, int, int, str]] = []  # (line_start, heading_start, heading_end, name)
     outside = 0
-    m0 = patterns.heading_at.match(text)
-    for m in (m0, *patterns.headings.finditer(text)) if m0 else patterns.headings.finditer(text):
+    at_start = patterns.heading_at.match(text)  # the scan pattern needs a newline or tag before
+    matches = patterns.headings.finditer(text)
+    for m in chain((at_start,), matches) if at_start else matches:
         written = m.group("name")
         name = canonical.get(written)
         if name is None:
