@@ -1,0 +1,570 @@
+"""Tests of dsa_cast_train.data: GSM8K loading and conversion, competition loaders, chat template,
+tokenisation with an exact loss mask (checked token by token) and the grain pipelines."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dsa_cast.parse import parse
+from dsa_cast_train import data as D
+
+GSM8K_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gsm8k"
+ANNOTATION = re.compile(r"<<([^<>]*)>>")
+
+
+# ------------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def train_records() -> list[dict]:
+    return D.load_gsm8k(GSM8K_DIR, "train")
+
+
+@pytest.fixture(scope="module")
+def test_records() -> list[dict]:
+    return D.load_gsm8k(GSM8K_DIR, "test")
+
+
+@pytest.fixture(scope="module")
+def converted(train_records) -> list[D.Example]:
+    return [D.gsm8k_to_dsa(r) for r in train_records]
+
+
+@pytest.fixture(scope="module")
+def sp(train_records):
+    """A SentencePiece model trained here with Gemma's id convention and chat-turn symbols."""
+    import sentencepiece as spm
+
+    lines = [r["question"] for r in train_records[:300]] + [r["answer"] for r in train_records[:300]]
+    lines += [D.SYSTEM_PROMPT]
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=buf, vocab_size=600, hard_vocab_limit=False,
+        model_type="bpe", pad_id=0, eos_id=1, bos_id=2, unk_id=3,
+        user_defined_symbols=[D.START_OF_TURN, D.END_OF_TURN], normalization_rule_name="identity",
+        remove_extra_whitespaces=False, add_dummy_prefix=False, byte_fallback=True, minloglevel=2,
+    )
+    proc = spm.SentencePieceProcessor()
+    proc.LoadFromSerializedProto(buf.getvalue())
+    assert (proc.pad_id(), proc.eos_id(), proc.bos_id(), proc.unk_id()) == (0, 1, 2, 3)
+    return proc
+
+
+def _sections(response: str) -> dict[str, str]:
+    c = parse(response)
+    return {s.name: s.body for s in c.sections}
+
+
+# ------------------------------------------------------------------------------------------------
+# GSM8K loading
+
+
+def test_load_gsm8k_counts_and_ids(train_records, test_records):
+    assert len(train_records) == 7473 and len(test_records) == 1319
+    assert train_records[0]["id"] == "gsm8k-train-1"
+    assert all(set(r) == {"question", "answer", "id"} for r in train_records[:50])
+    assert D.load_gsm8k(GSM8K_DIR / "test.jsonl", limit=3) == test_records[:3]
+
+
+def test_load_gsm8k_missing_path_names_what_to_pass(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"train\.jsonl.*Pass the directory"):
+        D.load_gsm8k(tmp_path, "train")
+    with pytest.raises(ValueError, match="split"):
+        D.load_gsm8k(GSM8K_DIR, "validation")
+
+
+def test_load_gsm8k_malformed_line_names_file_and_line(tmp_path):
+    p = tmp_path / "train.jsonl"
+    good = json.dumps({"question": "q?", "answer": "1+1 = <<1+1=2>>2\n#### 2"})
+    p.write_text(f"{good}\n\n{{not json\n{json.dumps({'question': 'q'})}\n{good}\n", encoding="utf-8")
+    with pytest.raises(D.DataFormatError, match=rf"{re.escape(str(p))}:3: invalid JSON") as err:
+        D.load_gsm8k(tmp_path)
+    assert err.value.line == 3 and err.value.path == str(p)
+    recs = D.load_gsm8k(tmp_path, skip_bad=True)
+    assert [r["id"] for r in recs] == ["gsm8k-train-1", "gsm8k-train-5"]
+    read = D.read_jsonl(p, skip_bad=True, check=lambda r: None if "answer" in r else "no answer")
+    assert [(b.line, b.reason) for b in read.bad_lines] == [(3, read.bad_lines[0].reason), (4, "no answer")]
+
+
+def test_load_gsm8k_hf_and_tfds_offline_errors_say_which_path(monkeypatch):
+    fake = types.ModuleType("datasets")
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (LocalEntryNotFoundError)")
+
+    fake.load_dataset = offline
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    with pytest.raises(D.GSM8KUnavailable, match=r"HuggingFace datasets.*pass its directory: load_gsm8k\("):
+        D.load_gsm8k(source="hf", split="test")
+    monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
+    with pytest.raises(D.GSM8KUnavailable, match="not installed"):
+        D.load_gsm8k(source="hf")
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    with pytest.raises(D.GSM8KUnavailable, match=r"TensorFlow Datasets.*test\.jsonl"):
+        D.load_gsm8k(source="tfds", split="test")
+
+
+def test_load_gsm8k_hf_rows_are_checked(monkeypatch):
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = lambda *a, **k: [
+        {"question": "Q1?", "answer": "2+2 = <<2+2=4>>4\n#### 4"},
+        {"question": "Q2?", "answer": "no final line"},
+    ]
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    with pytest.raises(D.DataFormatError, match=r"hf:gsm8k/train:2: .*####"):
+        D.load_gsm8k(source="hf")
+    assert [r["id"] for r in D.load_gsm8k(source="hf", skip_bad=True)] == ["gsm8k-train-1"]
+
+
+# ------------------------------------------------------------------------------------------------
+# GSM8K -> DSA over real records
+
+
+def test_converted_records_parse_exactly(converted):
+    for ex in converted:
+        c = parse(ex.response)
+        assert c.issues == () and c.exact_format, (ex.id, c.issues)
+        assert [s.name for s in c.sections] == ["Plan", "Reasoning", "Evidence", "Sanity_check"]
+
+
+def test_answer_block_is_the_normalised_final_value(train_records, converted):
+    for rec, ex in zip(train_records, converted):
+        final = rec["answer"].rsplit("####", 1)[1].strip().replace(",", "")
+        c = parse(ex.response)
+        assert c.answer.body.strip() == final == ex.answer
+        assert re.fullmatch(r"-?\d+(\.\d+)?", ex.answer)
+
+
+def test_every_operator_annotation_becomes_a_calc_line_in_order(train_records, converted):
+    n_annotations = n_recovered = 0
+    for rec, ex in zip(train_records, converted):
+        evidence = _sections(ex.response)["Evidence"]
+        calc_lines = [ln for ln in evidence.splitlines() if ln.startswith("CALC: ")]
+        expected = []
+        for inner in ANNOTATION.findall(rec["answer"]):
+            expr, result = inner.rsplit("=", 1)
+            expr = D.gsm8k.normalize_expression(expr)
+            if D.gsm8k._has_operator(expr):
+                expected.append(f"CALC: {expr} = {result.strip()}")
+        n_annotations += len(expected)
+        # the annotation lines appear, in order, as a subsequence of the CALC lines
+        it = iter(calc_lines)
+        assert all(any(line == got for got in it) for line in expected), (ex.id, expected, calc_lines)
+        n_recovered += len(calc_lines) - len(expected)
+        for line in calc_lines:
+            assert re.fullmatch(r"CALC: [\d.+\-*/()]+ = -?(\d+(\.\d+)?|\.\d+)", line), line
+    assert n_annotations == 23359  # the train annotations that hold an operator
+    assert n_recovered > 0
+
+
+def test_reasoning_is_the_solution_without_annotations(train_records, converted):
+    for rec, ex in zip(train_records, converted):
+        reasoning = _sections(ex.response)["Reasoning"]
+        assert "<<" not in reasoning and ">>" not in reasoning and "####" not in reasoning
+        n_lines = len([ln for ln in rec["answer"].rsplit("####", 1)[0].splitlines() if ln.strip()])
+        assert len(reasoning.splitlines()) == n_lines
+
+
+def test_plan_has_one_numbered_item_per_step(converted):
+    for ex in converted:
+        sec = _sections(ex.response)
+        items = sec["Plan"].splitlines()
+        assert [int(i.split(".", 1)[0]) for i in items] == list(range(1, len(items) + 1))
+        assert len(items) == len(sec["Reasoning"].splitlines())
+        assert all(i.endswith(".") for i in items)
+
+
+def test_sanity_check_mentions_the_final_value_and_the_question(train_records, converted):
+    for rec, ex in zip(train_records, converted):
+        sanity = _sections(ex.response)["Sanity_check"]
+        assert re.search(rf"(?<![\d.]){re.escape(ex.answer)}(?![\d])", sanity), ex.id
+        assert sanity.startswith("The question asks: ")
+        assert f"The final value is {ex.answer}" in sanity
+
+
+def test_conversion_on_known_record():
+    rec = {
+        "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many "
+        "clips in May. How many clips did Natalia sell altogether in April and May?",
+        "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 "
+        "clips altogether in April and May.\n#### 72",
+        "id": "gsm8k-train-1",
+    }
+    ex = D.gsm8k_to_dsa(rec)
+    assert ex.response == (
+        "<reasoning>\nPlan:\n1. Divide 48 by 2 to find the clips in May.\n"
+        "2. Add 48 and 24 to find the clips altogether in April and May.\n"
+        "Reasoning:\nNatalia sold 48/2 = 24 clips in May.\n"
+        "Natalia sold 48+24 = 72 clips altogether in April and May.\n"
+        "Evidence:\nCALC: 48/2 = 24\nCALC: 48+24 = 72\n"
+        "Sanity_check:\nThe question asks: How many clips did Natalia sell altogether in April and May?\n"
+        "The final value is 72 clips.\nIt is the result of the last calculation, 48+24 = 72.\n"
+        "It is a whole number and not negative, as a count must be.\n"
+        "</reasoning>\n<answer>\n72\n</answer>"
+    )
+    assert (ex.answer, ex.source, ex.id) == ("72", "gsm8k", "gsm8k-train-1")
+
+
+def test_bare_annotations_are_folded_into_the_text():
+    sol = D.parse_solution("He has <<5*3=15>>15 goats and pays $<<15*2=30>>30.\n#### 30")
+    assert sol.steps[0].text == "He has 5*3 = 15 goats and pays 15*2 = $30."
+    assert [c.line for c in sol.calculations] == ["CALC: 5*3 = 15", "CALC: 15*2 = 30"]
+
+
+def test_annotation_quirks_are_normalised():
+    sol = D.parse_solution("a <<+30+46=76>>76 b <<560//10=56>>56 c <<3*+6=18>>18 d 1,200 / 200 = <<6=6>>6"
+                           "\ne x = <<465=465>>465\n#### 6")
+    assert [c.line for c in sol.calculations] == [
+        "CALC: 30+46 = 76", "CALC: 560/10 = 56", "CALC: 3*6 = 18", "CALC: 1200/200 = 6"]
+    assert sol.calculations[-1].origin == "text"
+    assert sol.skipped == ("465=465",)
+
+
+def test_solution_without_annotations_uses_plain_statements():
+    sol = D.parse_solution("349 - 108 = 241 and 241 - 153 = 88\nThere are 88 pieces left.\n#### 88")
+    assert [c.line for c in sol.calculations] == ["CALC: 349-108 = 241", "CALC: 241-153 = 88"]
+    # mixed numbers, variables and implicit products are not taken as calculations
+    sol = D.parse_solution("needs 3 / 4 * 2 = 1 1/2 feet, 2 + 1 1/2 = 3 1/2, 4x + 12 = 56, 44(.50)=22\n#### 7")
+    assert sol.calculations == ()
+    ex = D.gsm8k_to_dsa({"question": "How many?", "answer": "Let x be 7.\nSo x = 7\n#### 7"})
+    evidence = _sections(ex.response)["Evidence"]
+    assert "CALC" not in evidence and "7" in evidence
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200), st.text(max_size=20))
+def test_converter_never_raises_on_text_with_a_final_line(body, final):
+    final = final.replace("\n", " ")
+    record = {"question": "How many?", "answer": f"{body}\n#### {final}"}
+    if not D.normalize_final(final):
+        with pytest.raises(ValueError, match="empty"):
+            D.gsm8k_to_dsa(record)
+        return
+    ex = D.gsm8k_to_dsa(record)
+    assert ex.answer == D.normalize_final(final)
+
+
+_ops = st.sampled_from("+-*/")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 999), _ops, st.integers(1, 99), st.booleans()), min_size=1, max_size=6))
+def test_generated_annotations_become_calc_lines(steps):
+    lines, expected = [], []
+    for a, op, b, stated in steps:
+        res = f"{a}{op}{b}"  # the result text is not checked by the converter; it is copied
+        shown = "7"
+        lines.append(f"We get {a} {op} {b} = <<{a}{op}{b}={shown}>>{shown} units." if stated
+                     else f"We get <<{a}{op}{b}={shown}>>{shown} units.")
+        expected.append(f"CALC: {res} = {shown}")
+    ex = D.gsm8k_to_dsa({"question": "How many units?", "answer": "\n".join(lines) + "\n#### 7"})
+    sec = _sections(ex.response)
+    assert sec["Evidence"].splitlines() == expected
+    assert parse(ex.response).issues == ()
+    assert len(sec["Plan"].splitlines()) == len(steps)
+
+
+def test_conversion_is_deterministic(train_records):
+    for rec in train_records[:200]:
+        assert D.gsm8k_to_dsa(rec) == D.gsm8k_to_dsa(dict(rec))
+
+
+# ------------------------------------------------------------------------------------------------
+# competition JSONL, CSV, split
+
+
+def _write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+WRAPPED_R = "<reasoning>\nPlan:\n1. Add.\nReasoning:\n2 + 3 = 5\nEvidence:\nCALC: 2+3 = 5\nSanity_check:\n5 > 2\n</reasoning>"
+
+
+def test_dsa_jsonl_field_fallbacks(tmp_path):
+    rows = [
+        {"question": "What is 2+3?", "reasoning": WRAPPED_R, "answer": "<answer>5</answer>"},
+        {"prompt": "P?", "solution": "Plan: add", "final_answer": "7"},
+        {"input": "I?", "text": "bare reasoning", "answer": 9},
+        {"question": "Q?", "reasoning": WRAPPED_R + "\n<answer>\n5\n</answer>"},
+    ]
+    res = D.load_dsa_jsonl(_write_jsonl(tmp_path / "c.jsonl", rows))
+    assert res.bad_lines == ()
+    a, b, c, d = res.examples
+    assert (a.question, a.answer) == ("What is 2+3?", "5")
+    assert a.response == WRAPPED_R + "\n<answer>5</answer>"
+    assert (b.question, b.answer) == ("P?", "7")
+    assert b.response == "<reasoning>\nPlan: add\n</reasoning>\n<answer>\n7\n</answer>"
+    assert (c.question, c.answer, c.response) == ("I?", "9", "<reasoning>\nbare reasoning\n</reasoning>\n<answer>\n9\n</answer>")
+    assert (d.answer, d.response) == ("5", WRAPPED_R + "\n<answer>\n5\n</answer>")
+    assert [e.id for e in res.examples] == ["c.jsonl:1", "c.jsonl:2", "c.jsonl:3", "c.jsonl:4"]
+    assert all(parse(e.response).exact_format for e in (a, d))
+
+
+def test_dsa_jsonl_prebuilt_text_is_used_verbatim(tmp_path):
+    prompt = D.build_prompt("What is 1+1?", system_prompt="Be brief.")
+    response = WRAPPED_R.replace("5", "2") + "\n<answer>\n2\n</answer>"
+    res = D.load_dsa_jsonl(_write_jsonl(tmp_path / "t.jsonl", [{"text": prompt + response + D.END_OF_TURN}]))
+    (ex,) = res.examples
+    assert (ex.prompt, ex.response, ex.answer, ex.question) == (prompt, response, "2", "What is 1+1?")
+    assert ex.prompt_text() == prompt  # no second system prompt
+    assert ex.prompt_text(prefill=True) == prompt + "<reasoning>\n"
+
+
+def test_dsa_jsonl_errors_name_file_and_line_and_skip_counts(tmp_path):
+    p = _write_jsonl(tmp_path / "bad.jsonl", [
+        {"question": "ok?", "reasoning": "r", "answer": "1"},
+        "[1, 2]",
+        {"reasoning": "r", "answer": "1"},
+        {"question": "q?", "answer": "1"},
+        {"question": "q?", "reasoning": "r"},
+        "{broken",
+        {"question": "ok2?", "reasoning": "r", "answer": "<answer>2</answer>"},
+    ])
+    with pytest.raises(D.DataFormatError, match=r"bad\.jsonl:2: expected a JSON object, got list"):
+        D.load_dsa_jsonl(p)
+    res = D.load_dsa_jsonl(p, skip_bad=True)
+    assert [e.answer for e in res.examples] == ["1", "2"]
+    assert [b.line for b in res.bad_lines] == [2, 3, 4, 5, 6]
+    reasons = [b.reason for b in res.bad_lines]
+    assert "no question" in reasons[1] and "no reasoning" in reasons[2] and "no answer" in reasons[3]
+    assert "invalid JSON" in reasons[4]
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        D.load_dsa_jsonl(tmp_path / "nope.jsonl")
+
+
+def test_extra_csv_calc_expr_becomes_an_evidence_calc_line(tmp_path):
+    p = tmp_path / "extra.csv"
+    p.write_text(
+        "question,answer,reasoning,calc_expr\n"
+        "What is the square root of 144?,12,The square root of 144 is 12 because 12*12 = 144.,12*12 = 144\n"
+        '"A $25 shirt is 20% off, what is the sale price?",20,"The discount is 5, so 25 - 5 = 20.",25-5\n'
+        f'"Sectioned?",5,"{WRAPPED_R}",3+2\n',
+        encoding="utf-8",
+    )
+    a, b, c = D.load_extra_csv(p)
+    assert _sections(a.response)["Evidence"] == "CALC: 12*12 = 144"
+    assert _sections(b.response)["Evidence"] == "CALC: 25-5 = 20"
+    assert _sections(c.response)["Evidence"] == "CALC: 2+3 = 5\nCALC: 3+2 = 5"
+    for ex in (a, b, c):
+        assert parse(ex.response).exact_format, ex.response
+    assert (a.answer, a.id, a.source) == ("12", "extra.csv:2", "extra_csv")
+
+
+def test_extra_csv_errors(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("question,reasoning\nq,r\n", encoding="utf-8")
+    with pytest.raises(D.DataFormatError, match=r"x\.csv:1: missing column\(s\) \['answer'\]"):
+        D.load_extra_csv(p)
+    p.write_text("question,answer,reasoning,calc_expr\nq,1,r,\n,2,r,\n", encoding="utf-8")
+    with pytest.raises(D.DataFormatError, match=r"x\.csv:3: empty 'question'"):
+        D.load_extra_csv(p)
+
+
+def _examples(n: int) -> list[D.Example]:
+    return [D.Example(f"q{i}?", f"<reasoning>\nr{i}\n</reasoning>\n<answer>\n{i}\n</answer>", str(i), id=str(i))
+            for i in range(n)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 60), st.floats(0, 0.9), st.integers(0, 2**32 - 1))
+def test_split_is_deterministic_disjoint_and_complete(n, frac, seed):
+    exs = _examples(n)
+    train, ev = D.split_examples(exs, eval_fraction=frac, seed=seed)
+    assert (train, ev) == D.split_examples(exs, eval_fraction=frac, seed=seed)
+    assert sorted(e.id for e in train + ev) == sorted(e.id for e in exs)
+    assert n == 0 or len(train) >= 1
+    if frac > 0 and n >= 2:
+        assert len(ev) >= 1
+
+
+def test_split_sizes_and_seed():
+    exs = _examples(100)
+    train, ev = D.split_examples(exs)
+    assert (len(train), len(ev)) == (90, 10)
+    assert D.split_examples(exs, seed=1)[1] != ev
+    with pytest.raises(ValueError):
+        D.split_examples(exs, eval_fraction=1.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# chat template
+
+
+def test_build_prompt_template():
+    assert D.build_prompt("Q?", system_prompt="SYS") == (
+        "<start_of_turn>user\nSYS\n\nQ?<end_of_turn>\n<start_of_turn>model\n")
+    assert D.build_prompt("Q?", system_prompt="SYS", prefill=True).endswith("<start_of_turn>model\n<reasoning>\n")
+    assert D.build_prompt("Q?", system_prompt="") == "<start_of_turn>user\nQ?<end_of_turn>\n<start_of_turn>model\n"
+    prompt = D.build_prompt("Q?")
+    assert prompt.startswith("<start_of_turn>user\n" + D.SYSTEM_PROMPT + "\n\nQ?")
+    for heading in ("Plan:", "Reasoning:", "Evidence:", "Sanity_check:", "CALC:", "<answer>"):
+        assert heading in D.SYSTEM_PROMPT
+
+
+# ------------------------------------------------------------------------------------------------
+# tokenisation
+
+
+def test_mask_boundary_token_by_token(sp, converted):
+    eot, L = sp.PieceToId(D.END_OF_TURN), 2048
+    for ex in converted[:50]:
+        prompt = D.build_prompt(ex.question)
+        tok = D.tokenize_example(sp, prompt, ex.response, max_length=L)
+        p_ids = [sp.bos_id()] + sp.EncodeAsIds(prompt)
+        r_ids = sp.EncodeAsIds(ex.response + D.END_OF_TURN)
+        P, R = len(p_ids), len(r_ids)
+        assert (tok.prompt_length, tok.response_length, tok.truncated) == (P, R, False)
+        assert tok.tokens.dtype == np.int32 and tok.loss_mask.dtype == np.int32 and tok.pad_mask.dtype == bool
+        assert tok.tokens.shape == tok.loss_mask.shape == tok.pad_mask.shape == (L,)
+        for i in range(L):
+            if i < P:
+                assert (tok.tokens[i], tok.loss_mask[i], tok.pad_mask[i]) == (p_ids[i], 0, True), i
+            elif i < P + R:
+                assert (tok.tokens[i], tok.loss_mask[i], tok.pad_mask[i]) == (r_ids[i - P], 1, True), i
+            else:
+                assert (tok.tokens[i], tok.loss_mask[i], tok.pad_mask[i]) == (sp.pad_id(), 0, False), i
+        assert tok.tokens[0] == 2 and tok.tokens[P + R - 1] == eot
+        assert sp.DecodeIds(tok.tokens[P : P + R].tolist()) == ex.response + D.END_OF_TURN
+        assert sp.DecodeIds(tok.tokens[1:P].tolist()) == prompt
+
+
+def test_end_of_turn_not_doubled_and_bos_optional(sp):
+    a = D.tokenize_example(sp, "p", "r" + D.END_OF_TURN, max_length=16)
+    b = D.tokenize_example(sp, "p", "r", max_length=16)
+    assert np.array_equal(a.tokens, b.tokens)
+    c = D.tokenize_example(sp, "p", "r", max_length=16, add_bos=False)
+    assert c.tokens[0] != sp.bos_id() and c.prompt_length == b.prompt_length - 1
+
+
+class _ZeroTokenizer:
+    """Maps every character to id 0 (the pad id): padding must still be told apart."""
+
+    def encode(self, text):
+        return [0] * len(text)
+
+    def bos_id(self):
+        return 2
+
+    def pad_id(self):
+        return 0
+
+
+def test_pad_mask_is_explicit_not_inferred_from_id_zero():
+    tok = D.tokenize_example(_ZeroTokenizer(), "abc", "de", max_length=32)
+    n = 1 + 3 + 2 + len(D.END_OF_TURN)
+    assert tok.pad_mask.tolist() == [True] * n + [False] * (32 - n)
+    assert tok.loss_mask.tolist() == [0] * 4 + [1] * (n - 4) + [0] * (32 - n)
+    assert (tok.tokens[4:n] == 0).all()  # real tokens with id 0 keep loss mask 1
+
+
+def test_over_length_policies(sp):
+    prompt, response = D.build_prompt("What is 2+3?", system_prompt=""), WRAPPED_R + "\n<answer>\n5\n</answer>"
+    full = D.tokenize_example(sp, prompt, response, max_length=512)
+    P, R = full.prompt_length, full.response_length
+    cut = D.tokenize_example(sp, prompt, response, max_length=P + 5)
+    assert cut.truncated and (cut.prompt_length, cut.response_length) == (P, 5)
+    assert cut.tokens.tolist() == full.tokens[: P + 5].tolist()
+    assert cut.loss_mask.tolist() == [0] * P + [1] * 5 and cut.pad_mask.all()
+    assert D.tokenize_example(sp, prompt, response, max_length=P + R) is not None
+    assert D.tokenize_example(sp, prompt, response, max_length=P + R - 1, policy="drop") is None
+    assert D.tokenize_with_reason(sp, prompt, response, max_length=P, policy="truncate") == (None, "dropped_prompt_too_long")
+    with pytest.raises(ValueError, match="policy"):
+        D.tokenize_example(sp, prompt, response, max_length=64, policy="wrap")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=80), st.text(max_size=80), st.integers(2, 120), st.sampled_from(["truncate", "drop"]))
+def test_mask_invariants(sp, prompt, response, max_length, policy):
+    tok, reason = D.tokenize_with_reason(sp, prompt, response, max_length=max_length, policy=policy)
+    if tok is None:
+        assert reason in ("dropped_too_long", "dropped_prompt_too_long")
+        return
+    n = tok.prompt_length + tok.response_length
+    assert tok.response_length >= 1 and n <= max_length
+    assert tok.pad_mask.sum() == n and tok.pad_mask[:n].all()
+    assert tok.loss_mask.sum() == tok.response_length
+    assert tok.loss_mask[tok.prompt_length : n].all() and not tok.loss_mask[: tok.prompt_length].any()
+    assert not (tok.loss_mask.astype(bool) & ~tok.pad_mask).any()
+    assert tok.truncated == (reason == "truncated")
+
+
+# ------------------------------------------------------------------------------------------------
+# grain pipelines
+
+
+def test_sft_dataset_batches_stats_and_determinism(sp, converted):
+    exs = converted[:10]
+    ds, stats = D.sft_dataset(exs, sp, max_length=2048, batch_size=4, seed=3, epochs=2)
+    batches = list(ds)
+    assert len(batches) == 5  # 20 rows // 4
+    for b in batches:
+        assert set(b) == {"input_tokens", "input_mask", "pad_mask"}
+        assert b["input_tokens"].shape == b["input_mask"].shape == b["pad_mask"].shape == (4, 2048)
+        assert b["input_tokens"].dtype == np.int32 and b["input_mask"].dtype == np.int32
+        assert b["pad_mask"].dtype == bool
+    assert stats.total == stats.kept == 10 and stats.dropped == 0
+    again = list(D.sft_dataset(exs, sp, max_length=2048, batch_size=4, seed=3, epochs=2)[0])
+    assert all(np.array_equal(x[k], y[k]) for x, y in zip(batches, again) for k in x)
+    other = list(D.sft_dataset(exs, sp, max_length=2048, batch_size=4, seed=4, epochs=2)[0])
+    assert any(not np.array_equal(x["input_tokens"], y["input_tokens"]) for x, y in zip(batches, other))
+    # each epoch holds every example once
+    rows = np.concatenate([b["input_tokens"] for b in batches])
+    first_epoch = {r.tobytes() for r in rows[:10]}
+    second_epoch = {r.tobytes() for r in rows[10:]}
+    assert len(first_epoch) == len(second_epoch) == 10 and first_epoch == second_epoch
+
+
+def test_sft_dataset_remainder_and_policy_stats(sp, converted):
+    exs = converted[:7]
+    ds, _ = D.sft_dataset(exs, sp, max_length=2048, batch_size=3, seed=0, epochs=1)
+    assert [b["input_tokens"].shape[0] for b in ds] == [3, 3]
+    ds, _ = D.sft_dataset(exs, sp, max_length=2048, batch_size=3, seed=0, epochs=1, drop_remainder=False)
+    assert [b["input_tokens"].shape[0] for b in ds] == [3, 3, 1]
+    lengths = [D.tokenize_example(sp, e.prompt_text(), e.response, max_length=4096) for e in exs]
+    totals = sorted(t.prompt_length + t.response_length for t in lengths)
+    cap = totals[3]  # rows longer than the 4th shortest are over length
+    _, st_drop = D.sft_dataset(exs, sp, max_length=cap, batch_size=1, seed=0, epochs=1, policy="drop")
+    _, st_cut = D.sft_dataset(exs, sp, max_length=cap, batch_size=1, seed=0, epochs=1, policy="truncate")
+    n_over = sum(t > cap for t in totals)
+    assert (st_drop.kept, st_drop.dropped_too_long, st_drop.truncated) == (7 - n_over, n_over, 0)
+    assert (st_cut.kept, st_cut.truncated, st_cut.dropped) == (7, n_over, 0)
+    assert st_cut.max_tokens == cap
+
+
+def test_grpo_dataset_numpy_string_columns(converted):
+    exs = converted[:9]
+    ds = D.grpo_dataset(exs, batch_size=4, seed=0, prefill=True)
+    batches = list(ds)
+    assert len(batches) == 2  # the short last batch is dropped
+    by_q = {e.question: e for e in exs}
+    for b in batches:
+        assert set(b) == {"prompts", "question", "answer"}
+        for col in b.values():
+            assert isinstance(col, np.ndarray) and col.shape == (4,) and col.dtype.kind == "U"
+        for p, q, a in zip(b["prompts"], b["question"], b["answer"]):
+            assert p == D.build_prompt(q, prefill=True) and by_q[q].answer == a
+    again = list(D.grpo_dataset(exs, batch_size=4, seed=0, prefill=True))
+    assert [list(b["question"]) for b in batches] == [list(b["question"]) for b in again]
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        D.grpo_dataset(exs[:2], batch_size=4, seed=0)
+
+
+def test_import_is_light():
+    import subprocess
+
+    code = ("import sys, dsa_cast_train.data; "
+            "print(sorted(m for m in ('jax', 'grain', 'flax', 'tunix', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
