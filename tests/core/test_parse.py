@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -560,3 +563,31 @@ def test_dataclasses_are_frozen() -> None:
         with pytest.raises(AttributeError):
             setattr(obj, attr, None)
     assert isinstance(c.sections[0], Section)
+
+
+# ----------------------------------------------------------------------------- docs
+
+FORMAT_DOC = Path(__file__).resolve().parents[2] / "docs" / "format.md"
+DOC_EXAMPLE = re.compile(r"```dsa\n(.*?)```\nIssues: ([^\n]*)", re.DOTALL)
+
+
+def test_format_doc_examples() -> None:
+    """Every ```dsa example in docs/format.md parses to the issues its 'Issues:' line states."""
+    doc = FORMAT_DOC.read_text(encoding="utf-8")
+    examples = DOC_EXAMPLE.findall(doc)
+    assert len(examples) >= 10 and doc.count("```dsa\n") == len(examples)
+    for text, stated in examples:
+        expected = [] if stated == "none" else re.findall(r"`([a-z_]+)`", stated)
+        assert list(parse(text).issues) == expected, text
+
+
+def test_format_doc_lists_every_code_and_schema_field() -> None:
+    doc = FORMAT_DOC.read_text(encoding="utf-8")
+    table = re.findall(r"^\| `([a-z_]+)` \| when|^\| `([a-z_]+)` \|", doc, re.MULTILINE)
+    listed = [b for _, b in table]
+    codes = [c.value for c in Code]
+    assert [c for c in listed if c in codes] == codes  # every code, in Code order
+    fields = [f.name for f in dataclasses.fields(Schema)]
+    assert [f for f in listed if f in fields] == fields
+    for name in fields:
+        assert f"`{getattr(DSA, name)!r}`".replace("'", '"') in doc or name == "sections"
