@@ -26,7 +26,9 @@ class _Patterns:
     """Compiled, provably linear patterns derived from a schema (built once per schema)."""
 
     tags: re.Pattern[str]
-    headings: re.Pattern[str]  # a newline or opening tag, then a heading (groups line/head/name)
+    # Both heading patterns have groups 1 = line (from the leading blanks), 2 = head (the heading
+    # itself), 3 = name (the section name as written); the parser reads them by number.
+    headings: re.Pattern[str]  # a newline or opening tag, then a heading
     heading_at: re.Pattern[str]  # a heading right at the match position (for offset 0)
     heading_keys: dict[str, str]  # normalised heading text -> canonical section name
 

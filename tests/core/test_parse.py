@@ -289,6 +289,15 @@ def test_case_sensitive_tags_may_differ_only_by_case() -> None:
         Schema(reasoning_tag="A", answer_tag="a")
 
 
+@pytest.mark.parametrize("schema", [DSA, THINK, Schema(markdown_headings=False),
+                                    Schema(case_sensitive_tags=True, case_sensitive_headings=True,
+                                           flexible_separators=False, sections=("A b",))])
+def test_heading_patterns_group_numbers(schema: Schema) -> None:
+    # parse() reads groups by number; keep the schema's patterns in step with it.
+    for pattern in (schema._patterns.headings, schema._patterns.heading_at):
+        assert pattern.groupindex == {"line": 1, "head": 2, "name": 3}
+
+
 def test_schema_is_hashable_and_comparable() -> None:
     assert Schema() == DSA and hash(Schema()) == hash(DSA)
     assert {DSA: 1, THINK: 2}[Schema(reasoning_tag="think")] == 2
