@@ -1,0 +1,600 @@
+"""Checkable arithmetic claims in model text, and a small exact evaluator for them.
+
+Three kinds of claim are found (:func:`find_claims`):
+
+* ``"calc"`` - ``CALC: expr = result`` (the DSA Evidence convention), one per line;
+* ``"annotation"`` - GSM8K calculator annotations ``<<expr=result>>``;
+* ``"chain"`` - plain ``a op b = c`` in running text ("He pays 3 * 4 = 12 dollars",
+  "12 + 8 = 20 = 4 * 5"), one claim per adjacent pair of sides.
+
+Both sides are evaluated by :func:`evaluate`, a tokenizer plus recursive-descent parser over
+:class:`fractions.Fraction` (numbers, ``+ - * / x × ÷ · ^ **``, unary minus, parentheses,
+postfix percent). Model text is never given to ``eval``, ``exec``, ``ast`` or a computer
+algebra system. All work is bounded by :class:`Limits`, checked *before* the expensive step:
+expression length before tokenizing, nesting depth before recursing, exponent and operand
+size before raising to a power, and the number of claims before scanning further.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Union
+
+__all__ = [
+    "Limits",
+    "DEFAULT_LIMITS",
+    "EvalError",
+    "EVAL_REASONS",
+    "evaluate",
+    "Claim",
+    "Verdict",
+    "find_claims",
+    "check_claims",
+]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on the work spent on model-written arithmetic.
+
+    Attributes:
+        max_expr_chars: longest expression (one side of a claim) that is evaluated; longer
+            ones raise ``EvalError("too_long")`` without being tokenized.
+        max_literal_digits: most digits in one number literal (integer + fractional part).
+        max_tokens: most tokens in one expression.
+        max_depth: deepest nesting of parentheses/brackets (checked while tokenizing, so the
+            recursive parser never recurses deeper than this).
+        max_exponent: largest ``|k|`` for ``a ^ k`` and for ``e``-notation literals; the
+            exponent must also be an integer.
+        max_result_bits: largest bit length of the numerator or denominator of any
+            intermediate result; ``a ^ k`` is refused beforehand when
+            ``bits(a) * |k|`` would exceed it.
+        max_claims: most claims returned by :func:`find_claims` per text (the earliest ones).
+        max_chain_sides: most sides of plain-text chains (the parts between ``=`` signs)
+            examined per text; hostile runs such as ``1=1=1=...`` stop costing work here.
+    """
+
+    max_expr_chars: int = 256
+    max_literal_digits: int = 40
+    max_tokens: int = 128
+    max_depth: int = 32
+    max_exponent: int = 64
+    max_result_bits: int = 1024
+    max_claims: int = 64
+    max_chain_sides: int = 256
+
+
+DEFAULT_LIMITS = Limits()
+
+#: ``EvalError.reason`` codes.
+EVAL_REASONS = (
+    "empty",
+    "too_long",
+    "bad_token",
+    "too_many_tokens",
+    "too_deep",
+    "literal_too_long",
+    "syntax",
+    "division_by_zero",
+    "non_integer_exponent",
+    "exponent_too_large",
+    "result_too_large",
+)
+
+
+class EvalError(ValueError):
+    """An expression that cannot be evaluated safely; ``reason`` is one of :data:`EVAL_REASONS`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------------------
+# Tokenizer.
+# --------------------------------------------------------------------------------------
+
+_CURRENCY = r"(?:\\\$|US\$|\$|€|£|¥|₹)"
+_NUMBER = (
+    r"(?:[0-9]{1,3}(?:,[0-9]{3})++(?![0-9])|[0-9]++)(?:\.[0-9]++)?"
+    r"|\.[0-9]++"
+)
+_TOKEN = re.compile(
+    r"(?P<ws>\s++)"
+    r"|(?P<num>(?:" + _CURRENCY + r"[ ]?)?(?P<mant>" + _NUMBER + r")"
+    r"(?:[eE](?P<exp>[-+]?[0-9]++))?)"
+    r"|(?P<op>\*\*|[-+*/^×÷·⋅∙\u2212xX]|\\times|\\cdot|\\div)"
+    r"|(?P<pct>%|\\%)"
+    r"|(?P<open>[(\[])"
+    r"|(?P<close>[)\]])"
+)
+_OPS = {
+    "+": "+", "-": "-", "\u2212": "-",
+    "*": "*", "x": "*", "X": "*", "×": "*", "·": "*", "⋅": "*", "∙": "*", "\\times": "*", "\\cdot": "*",
+    "/": "/", "÷": "/", "\\div": "/",
+    "^": "^", "**": "^",
+}
+_CLOSER = {"(": ")", "[": "]"}
+
+# Token kinds: ("num", Fraction) ("op", "+-*/^") ("pct", None) ("open", ch) ("close", ch)
+Token = tuple[str, object]
+
+
+def _number_value(m: re.Match[str], limits: Limits) -> Fraction:
+    mant = m.group("mant").replace(",", "")
+    whole, _, frac = mant.partition(".")
+    if len(whole) + len(frac) > limits.max_literal_digits:
+        raise EvalError("literal_too_long", f"literal {m.group('num')[:20]!r}... has too many digits")
+    value = Fraction(int(whole + frac or "0"), 10 ** len(frac))
+    exp_s = m.group("exp")
+    if exp_s is not None:
+        digits = exp_s.lstrip("+-").lstrip("0") or "0"
+        if len(digits) > len(str(limits.max_exponent)) or int(digits) > limits.max_exponent:
+            raise EvalError("exponent_too_large", f"e-notation exponent {exp_s!r} over {limits.max_exponent}")
+        k = -int(digits) if exp_s.startswith("-") else int(digits)
+        value *= Fraction(10) ** k
+    return value
+
+
+def _tokenize(expr: str, limits: Limits) -> list[Token]:
+    if len(expr) > limits.max_expr_chars:
+        raise EvalError("too_long", f"expression of {len(expr)} chars over {limits.max_expr_chars}")
+    tokens: list[Token] = []
+    depth = 0
+    pos, n = 0, len(expr)
+    while pos < n:
+        m = _TOKEN.match(expr, pos)
+        if m is None:
+            raise EvalError("bad_token", f"unexpected {expr[pos:pos + 10]!r} at {pos}")
+        pos = m.end()
+        kind = m.lastgroup
+        if kind == "ws":
+            continue
+        if kind == "num":
+            tokens.append(("num", _number_value(m, limits)))
+        elif kind == "op":
+            tokens.append(("op", _OPS[m.group("op")]))
+        elif kind == "pct":
+            tokens.append(("pct", None))
+        elif kind == "open":
+            depth += 1
+            if depth > limits.max_depth:
+                raise EvalError("too_deep", f"nesting deeper than {limits.max_depth}")
+            tokens.append(("open", m.group()))
+        else:
+            depth -= 1
+            tokens.append(("close", m.group()))
+        if len(tokens) > limits.max_tokens:
+            raise EvalError("too_many_tokens", f"more than {limits.max_tokens} tokens")
+    if not tokens:
+        raise EvalError("empty", "empty expression")
+    return tokens
+
+
+# --------------------------------------------------------------------------------------
+# Parser -> small tree; evaluator over the tree.
+#   expr    := term (("+" | "-") term)*
+#   term    := signed (("*" | "/") signed)*
+#   signed  := ("+" | "-")* power                  -2^2 == -(2^2)
+#   power   := postfix ("^" ("+" | "-")* postfix)*  right-associative: 2^3^2 == 2^9
+#   postfix := primary "%"*                          50% == 50/100
+#   primary := number | "(" expr ")" | "[" expr "]"
+# Only brackets recurse, and their depth is capped by the tokenizer.
+# --------------------------------------------------------------------------------------
+
+Node = Union[tuple[str, Fraction], tuple[str, "Node"], tuple[str, str, "Node", "Node"]]
+
+
+class _Parser:
+    def __init__(self, tokens: list[Token]) -> None:
+        self.tokens = tokens
+        self.i = 0
+
+    def peek(self) -> Token | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def take_op(self, ops: str) -> str | None:
+        tok = self.peek()
+        if tok is not None and tok[0] == "op" and tok[1] in ops:
+            self.i += 1
+            return tok[1]  # type: ignore[return-value]
+        return None
+
+    def parse(self) -> Node:
+        node = self.expr()
+        if self.i != len(self.tokens):
+            raise EvalError("syntax", f"unexpected token {self.tokens[self.i]!r}")
+        return node
+
+    def expr(self) -> Node:
+        node = self.term()
+        while (op := self.take_op("+-")) is not None:
+            node = ("bin", op, node, self.term())
+        return node
+
+    def term(self) -> Node:
+        node = self.signed()
+        while (op := self.take_op("*/")) is not None:
+            node = ("bin", op, node, self.signed())
+        return node
+
+    def signs(self) -> bool:
+        negative = False
+        while (op := self.take_op("+-")) is not None:
+            negative ^= op == "-"
+        return negative
+
+    def signed(self) -> Node:
+        negative = self.signs()
+        node = self.power()
+        return ("neg", node) if negative else node
+
+    def power(self) -> Node:
+        operands = [(False, self.postfix())]
+        while self.take_op("^") is not None:
+            negative = self.signs()
+            operands.append((negative, self.postfix()))
+        node = operands[-1][1]
+        if operands[-1][0]:
+            node = ("neg", node)
+        for negative, base in reversed(operands[:-1]):
+            node = ("bin", "^", base, node)
+            if negative:
+                node = ("neg", node)
+        return node
+
+    def postfix(self) -> Node:
+        node = self.primary()
+        while (tok := self.peek()) is not None and tok[0] == "pct":
+            self.i += 1
+            node = ("pct", node)
+        return node
+
+    def primary(self) -> Node:
+        tok = self.peek()
+        if tok is None:
+            raise EvalError("syntax", "expression ends early")
+        self.i += 1
+        if tok[0] == "num":
+            return ("num", tok[1])  # type: ignore[return-value]
+        if tok[0] == "open":
+            node = self.expr()
+            close = self.peek()
+            if close is None or close[0] != "close" or close[1] != _CLOSER[tok[1]]:  # type: ignore[index]
+                raise EvalError("syntax", f"unbalanced {tok[1]!r}")
+            self.i += 1
+            return node
+        raise EvalError("syntax", f"unexpected token {tok!r}")
+
+
+def _parse(expr: str, limits: Limits) -> Node:
+    return _Parser(_tokenize(expr, limits)).parse()
+
+
+def _check_size(value: Fraction, limits: Limits) -> Fraction:
+    if (
+        value.numerator.bit_length() > limits.max_result_bits
+        or value.denominator.bit_length() > limits.max_result_bits
+    ):
+        raise EvalError("result_too_large", f"intermediate result over {limits.max_result_bits} bits")
+    return value
+
+
+def _power(base: Fraction, exponent: Fraction, limits: Limits) -> Fraction:
+    if exponent.denominator != 1:
+        raise EvalError("non_integer_exponent", f"exponent {exponent} is not an integer")
+    k = exponent.numerator
+    if abs(k) > limits.max_exponent:
+        raise EvalError("exponent_too_large", f"exponent {k} over {limits.max_exponent}")
+    if base == 0 and k < 0:
+        raise EvalError("division_by_zero", "zero to a negative power")
+    bits = max(base.numerator.bit_length(), base.denominator.bit_length())
+    if bits > 1 and bits * abs(k) > limits.max_result_bits:
+        raise EvalError("result_too_large", f"power would exceed {limits.max_result_bits} bits")
+    return base**k  # type: ignore[return-value]
+
+
+def _eval(node: Node, limits: Limits) -> Fraction:
+    kind = node[0]
+    if kind == "num":
+        return node[1]  # type: ignore[return-value]
+    if kind == "neg":
+        return -_eval(node[1], limits)  # type: ignore[arg-type]
+    if kind == "pct":
+        return _check_size(_eval(node[1], limits) / 100, limits)  # type: ignore[arg-type]
+    _, op, left_n, right_n = node  # type: ignore[misc]
+    left = _eval(left_n, limits)
+    right = _eval(right_n, limits)
+    if op == "+":
+        result = left + right
+    elif op == "-":
+        result = left - right
+    elif op == "*":
+        result = left * right
+    elif op == "/":
+        if right == 0:
+            raise EvalError("division_by_zero", "division by zero")
+        result = left / right
+    else:
+        result = _power(left, right, limits)
+    return _check_size(result, limits)
+
+
+def _has_operation(node: Node) -> bool:
+    """True when the tree holds a binary operation or a percent (not just a signed number)."""
+    while node[0] in ("neg",):
+        node = node[1]  # type: ignore[assignment]
+    return node[0] in ("bin", "pct")
+
+
+def evaluate(expr: str, limits: Limits = DEFAULT_LIMITS) -> Fraction:
+    """Exact value of an arithmetic expression; :class:`EvalError` for anything else.
+
+    Grammar: numbers (``1,234``, ``2.5``, ``.5``, ``1.5e3``, optional currency sign), binary
+    ``+ - * / x × ÷ · ^ **`` (``^``/``**`` right-associative and binding tighter than unary
+    minus: ``-2^2 == -4``), unary ``+``/``-``/``−``, postfix ``%`` (``/100``), ``( )`` and
+    ``[ ]``. Never raises anything but :class:`EvalError` for a ``str`` argument.
+    """
+    if not isinstance(expr, str):
+        raise TypeError(f"expr must be str, got {type(expr).__name__}")
+    return _eval(_parse(expr, limits), limits)
+
+
+# --------------------------------------------------------------------------------------
+# Claims.
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One checkable statement ``expr = stated`` found in a text.
+
+    ``kind`` is ``"calc"``, ``"annotation"`` or ``"chain"``; ``start``/``end`` span the claim
+    in the text given to :func:`find_claims` (for ``calc`` the first pair starts at ``CALC``).
+    """
+
+    kind: str
+    expr: str
+    stated: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The check of one claim.
+
+    ``ok`` is ``True`` (the stated value is right, exactly or as a correct rounding),
+    ``False`` (wrong) or ``None`` (not checkable: a side failed to evaluate, the claim holds
+    no operation at all, or there is no stated result). ``reason``: ``None`` when exactly
+    right, ``"rounded"``, ``"mismatch"``, ``"no_operation"``, or an :data:`EVAL_REASONS` code.
+    """
+
+    claim: Claim
+    ok: bool | None
+    value: Fraction | None
+    stated_value: Fraction | None
+    reason: str | None
+
+
+_RUN_TOKEN = (
+    r"(?:" + _CURRENCY + r"[ ]?)?(?:" + _NUMBER + r")(?:[eE][-+]?[0-9]++)?"
+    r"|\*\*|[-+*/^×÷·⋅∙\u2212=%()\[\]]|\\times|\\cdot|\\div|\\%"
+    r"|(?<![A-Za-z])[xX](?![A-Za-z])"
+)
+# A maximal run of arithmetic tokens on one line (spaces/tabs between tokens).
+_RUN = re.compile(r"(?:" + _RUN_TOKEN + r")(?:[ \t]*+(?:" + _RUN_TOKEN + r"))*+")
+_EXPLICIT = re.compile(
+    r"(?P<calc>(?<![A-Za-z_])(?i:calc)[ \t]*+:(?P<cbody>[^\n]*+))"
+    r"|(?P<ann><<(?P<abody>[^<>\n]*+)>>)"
+)
+_EQUALS = re.compile(r"=+")
+_TRAIL = re.compile(r"[\s.,;:]+\Z")
+
+
+def _segments(body: str, offset: int, max_sides: int | None = None) -> list[tuple[str, int, int]]:
+    """Split ``body`` at ``=`` into stripped sides with absolute spans (at most ``max_sides``)."""
+    bounds = []
+    pos = 0
+    for m in _EQUALS.finditer(body):
+        bounds.append((pos, m.start()))
+        pos = m.end()
+        if max_sides is not None and len(bounds) >= max_sides:
+            break
+    else:
+        bounds.append((pos, len(body)))
+    segs = []
+    for s, e in bounds:
+        raw = body[s:e]
+        lead = len(raw) - len(raw.lstrip())
+        text = raw.strip()
+        segs.append((text, offset + s + lead, offset + s + lead + len(text)))
+    return segs
+
+
+def _trim_result(text: str, start: int) -> tuple[str, int, int]:
+    """The leading arithmetic run of a stated result ("12 dollars." -> "12")."""
+    m = _RUN.match(text)
+    if m is None:
+        return text, start, start + len(text)
+    run = _TRAIL.sub("", m.group())
+    return run, start, start + len(run)
+
+
+def _balance(text: str, start: int) -> tuple[str, int, int]:
+    """Drop unmatched leading '(' / trailing ')' left by prose such as "(48/2=24)"."""
+    opens = text.count("(") + text.count("[")
+    closes = text.count(")") + text.count("]")
+    i, j = 0, len(text)
+    while opens > closes and i < j and text[i] in "([":
+        i += 1
+        opens -= 1
+        while i < j and text[i].isspace():
+            i += 1
+    while closes > opens and j > i and text[j - 1] in ")]":
+        j -= 1
+        closes -= 1
+        while j > i and text[j - 1].isspace():
+            j -= 1
+    return text[i:j], start + i, start + j
+
+
+def _syntax_ok(text: str, limits: Limits) -> Node | None:
+    if not text or len(text) > limits.max_expr_chars:
+        return None
+    try:
+        return _parse(text, limits)
+    except EvalError:
+        return None
+
+
+def _oriented(kind: str, a: str, b: str, start: int, end: int, limits: Limits) -> Claim:
+    """``expr`` is the side with the operation: "20 = 4 * 5" states that 4 * 5 is 20."""
+    left, right = _syntax_ok(a, limits), _syntax_ok(b, limits)
+    if left is not None and right is not None and not _has_operation(left) and _has_operation(right):
+        return Claim(kind, b, a, start, end)
+    return Claim(kind, a, b, start, end)
+
+
+def _explicit_claims(
+    kind: str, body: str, offset: int, claim_start: int, claim_end: int, limits: Limits
+) -> list[Claim]:
+    """Claims of one ``CALC:`` line or ``<<...>>`` annotation, one per adjacent pair of sides."""
+    segs = _segments(body, offset) if len(body) <= limits.max_expr_chars * (limits.max_claims + 1) else []
+    if len(segs) < 2:
+        text = body.strip()
+        return [Claim(kind, text, "", claim_start, claim_end)]
+    last_text, last_s, _ = segs[-1]
+    segs[-1] = _trim_result(last_text, last_s)
+    claims = []
+    for k in range(len(segs) - 1):
+        (a, a_s, _), (b, _, b_e) = segs[k], segs[k + 1]
+        last = k == len(segs) - 2
+        claims.append(
+            _oriented(kind, a, b, claim_start if k == 0 else a_s, claim_end if last and kind == "annotation" else b_e, limits)
+        )
+        if len(claims) >= limits.max_claims:
+            break
+    return claims
+
+
+def _chain_claims(run: str, offset: int, limits: Limits, max_sides: int) -> tuple[list[Claim], int]:
+    """Claims of one arithmetic run holding ``=``, and the number of sides examined."""
+    segs = _segments(run, offset, max_sides)
+    segs = [_balance(t, s) if len(t) <= limits.max_expr_chars else (t, s, e) for t, s, e in segs]
+    segs[-1] = _trim_result(*segs[-1][:2])
+    trees = [_syntax_ok(t, limits) for t, _, _ in segs]
+    claims = []
+    for k in range(len(segs) - 1):
+        left, right = trees[k], trees[k + 1]
+        if left is None or right is None:
+            continue
+        (a, a_s, _), (b, _, b_e) = segs[k], segs[k + 1]
+        if _has_operation(left):
+            claims.append(Claim("chain", a, b, a_s, b_e))
+        elif _has_operation(right):
+            claims.append(Claim("chain", b, a, a_s, b_e))  # "20 = 4 * 5": the result is 20
+        if len(claims) >= limits.max_claims:
+            break
+    return claims, len(segs)
+
+
+def find_claims(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Claim, ...]:
+    """The first ``limits.max_claims`` checkable claims in ``text``, in order of position.
+
+    ``CALC:`` lines and ``<<...>>`` annotations are taken as written (even when a side does
+    not parse: :func:`check_claims` then reports them as not checkable). Plain-text chains are
+    taken only where both sides parse and at least one holds an operation, and never inside a
+    ``CALC`` line or an annotation; at most ``limits.max_chain_sides`` chain sides are examined.
+    Linear in ``len(text)``; never raises for a ``str``.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, got {type(text).__name__}")
+    cap = limits.max_claims
+    if cap <= 0:
+        return ()
+    explicit: list[Claim] = []
+    spans: list[tuple[int, int]] = []
+    # str.find is much faster than a regex scan: start where an explicit claim could begin.
+    firsts = [i for i in (text.find("<<"), text.lower().find("calc")) if i >= 0]
+    for m in _EXPLICIT.finditer(text, min(firsts) if firsts else len(text)):
+        if m.group("calc") is not None:
+            body, kind = m.group("cbody"), "calc"
+            end = m.start("cbody") + len(body.rstrip())
+        else:
+            body, kind, end = m.group("abody"), "annotation", m.end()
+        found = _explicit_claims(kind, body, m.start(kind[0] + "body"), m.start(), end, limits)
+        explicit.extend(found)
+        spans.append((m.start(), m.end()))
+        if len(explicit) >= cap:
+            break
+    # Anything starting after the cap-th explicit claim would be cut anyway.
+    cutoff = explicit[cap - 1].start if len(explicit) >= cap else len(text)
+    chains: list[Claim] = []
+    sides_left = limits.max_chain_sides
+    gaps = [(0, len(text))] if not spans else (
+        [(0, spans[0][0])] + [(a[1], b[0]) for a, b in zip(spans, spans[1:])] + [(spans[-1][1], len(text))]
+    )
+    for gap_start, gap_end in gaps:  # chains are looked for only outside CALC lines/annotations
+        for m in _RUN.finditer(text, gap_start, min(gap_end, cutoff + 1)):
+            if len(chains) >= cap or sides_left < 2:
+                break
+            run = m.group()
+            if "=" not in run:
+                continue
+            found, used = _chain_claims(run, m.start(), limits, sides_left)
+            chains.extend(found)
+            sides_left -= used
+    merged = sorted(explicit + chains, key=lambda c: (c.start, c.end))
+    return tuple(merged[:cap])
+
+
+_ROUNDED = re.compile(
+    r"[-\u2212]?[ ]?(?:" + _CURRENCY + r"[ ]?)?[0-9,]*\.(?P<frac>[0-9]++)[ ]?(?P<pct>%|\\%)?"
+)
+
+
+def _rounding_tolerance(stated: str) -> Fraction | None:
+    """Half a unit in the last written decimal place of a plain decimal literal, else None."""
+    m = _ROUNDED.fullmatch(stated.strip())
+    if m is None:
+        return None
+    tol = Fraction(1, 2 * 10 ** len(m.group("frac")))
+    return tol / 100 if m.group("pct") else tol
+
+
+def _check(claim: Claim, limits: Limits) -> Verdict:
+    value = stated_value = None
+    try:
+        expr_tree = _parse(claim.expr, limits)
+        value = _eval(expr_tree, limits)
+    except EvalError as err:
+        return Verdict(claim, None, None, None, err.reason)
+    if not claim.stated:
+        return Verdict(claim, None, value, None, "empty")
+    try:
+        stated_tree = _parse(claim.stated, limits)
+        stated_value = _eval(stated_tree, limits)
+    except EvalError as err:
+        return Verdict(claim, None, value, None, err.reason)
+    if not _has_operation(expr_tree) and not _has_operation(stated_tree):
+        return Verdict(claim, None, value, stated_value, "no_operation")
+    if value == stated_value:
+        return Verdict(claim, True, value, stated_value, None)
+    tol = _rounding_tolerance(claim.stated)
+    if tol is not None and abs(value - stated_value) <= tol:
+        return Verdict(claim, True, value, stated_value, "rounded")
+    return Verdict(claim, False, value, stated_value, "mismatch")
+
+
+def check_claims(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Verdict, ...]:
+    """Evaluate every claim of :func:`find_claims` exactly; one :class:`Verdict` each.
+
+    A stated result written as a decimal with ``d >= 1`` fractional digits also counts as
+    right when it is within half a unit of its last digit of the exact value
+    (``10/3 = 3.33`` and ``2/3 = 0.67`` hold, ``2/3 = 0.66`` does not); integers and
+    fractions must be exact.
+    """
+    return tuple(_check(c, limits) for c in find_claims(text, limits))
