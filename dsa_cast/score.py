@@ -162,3 +162,15 @@ def reward_cast_math_and_completeness(prompts, completions, **kwargs) -> list[fl
     texts = _texts(completions, "reward_cast_math_and_completeness")
     refs = _column(kwargs.get("answer"), len(texts), "reward_cast_math_and_completeness(): answer")
     return [_SEED.cast_score(c, r) for c, r in zip(texts, refs)]
+
+
+# Framework adapters (Tunix, TRL, verl, OpenRLHF); dsa_cast.adapters imports only dsa_cast.rubrics.
+from dsa_cast.adapters import (  # noqa: E402
+    compute_score,
+    compute_score_batch,
+    reward_func,
+    trl_rewards,
+    tunix_rewards,
+)
+
+__all__ += ["tunix_rewards", "trl_rewards", "compute_score", "compute_score_batch", "reward_func"]

@@ -1,0 +1,490 @@
+"""Reward adapters for four RL stacks: Tunix, TRL, verl and OpenRLHF.
+
+Each adapter follows its framework's documented calling convention and needs no framework
+import (numpy arrays and torch tensors are handled by duck typing; torch is imported only to
+*return* tensors to OpenRLHF, and only when it is installed). Pages with copy-paste examples:
+``docs/adapters/{tunix,trl,verl,openrlhf}.md``.
+
+* :func:`tunix_rewards` / :func:`trl_rewards`: one named reward callable per rubric component,
+  so the trainer logs each as ``rewards/<name>`` and its sum is ``grade(...).total``. All the
+  callables of one call share a :class:`BatchGrader`, which grades a batch once and serves the
+  other components from a small, lock-protected cache kept on that object (no global state).
+* :func:`compute_score` / :func:`compute_score_batch`: verl's custom reward function (single
+  and batch reward managers), returning ``{"score": total, ...breakdown}``.
+* :func:`reward_func`: OpenRLHF's ``--remote_rm_url reward_func.py`` convention.
+
+Everything here is plain module-level classes and functions: picklable (spawned worker
+processes), thread-safe (worker threads, ``asyncio.to_thread``), and free of signal-based
+timeouts (grading is bounded by the core's own limits).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dsa_cast.rubrics import Grade, Rubric, get_rubric, resolve_rubric
+
+__all__ = [
+    "AdapterConfig",
+    "BatchGrader",
+    "ComponentReward",
+    "TunixReward",
+    "TRLReward",
+    "tunix_rewards",
+    "trl_rewards",
+    "compute_score",
+    "compute_score_batch",
+    "reward_func",
+    "completion_text",
+    "strip_prompt",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Shared plumbing.
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """How an adapter reads a batch.
+
+    Attributes:
+      answer_field: batch column holding the reference (GSM8K ``####`` text, a number...).
+        TRL's math datasets often call it ``solution``.
+      question_field: batch column holding the problem text, passed to the rubric (``dsa-cast``
+        grounds Evidence claims in the question's numbers); ignored when absent.
+      cache_batches: how many recent batches a :class:`BatchGrader` keeps graded (the N
+        component functions are called one after another on the same batch: 1 suffices; a
+        few more cover interleaved train/eval calls from several threads).
+    """
+
+    answer_field: str = "answer"
+    question_field: str | None = "question"
+    cache_batches: int = 4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.answer_field, str) or not self.answer_field:
+            raise ValueError(f"answer_field must be a non-empty str, got {self.answer_field!r}")
+        if self.question_field is not None and not isinstance(self.question_field, str):
+            raise ValueError(f"question_field must be a str or None, got {self.question_field!r}")
+        if isinstance(self.cache_batches, bool) or not isinstance(self.cache_batches, int) \
+                or self.cache_batches < 1:
+            raise ValueError(f"cache_batches must be an int >= 1, got {self.cache_batches!r}")
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar / 0-d array / bytes cell as a plain Python value (duck-typed)."""
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8")
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", None) == 0:
+        return _plain(item())
+    return value
+
+
+def _column(values: object, n: int, name: str) -> list[object]:
+    """One plain value per completion from a list, tuple or numpy array column."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"batch column {name!r} must be a sequence with one entry per completion, "
+                        f"got one {type(values).__name__}")
+    tolist = getattr(values, "tolist", None)  # numpy: native Python values in one call
+    out = [_plain(v) for v in (tolist() if callable(tolist) else values)]  # type: ignore[union-attr]
+    if len(out) != n:
+        raise ValueError(f"batch column {name!r} has {len(out)} entries for {n} completions")
+    return out
+
+
+def completion_text(completion: object) -> str:
+    """The text of one completion: a str, or a conversational list of messages.
+
+    For TRL's conversational format (``[{"role": "assistant", "content": ...}, ...]``) the
+    assistant messages' contents are joined with newlines (a single message is just its
+    content); a content given as parts (``[{"type": "text", "text": ...}]``) joins its text parts.
+    """
+    completion = _plain(completion)
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Mapping):
+        completion = [completion]
+    if isinstance(completion, Sequence) and not isinstance(completion, (bytes, bytearray)):
+        texts = []
+        for i, msg in enumerate(completion):
+            if not isinstance(msg, Mapping) or "content" not in msg:
+                raise TypeError(f"conversational completion message {i} must be a mapping with "
+                                f"'content', got {type(msg).__name__}")
+            if msg.get("role", "assistant") != "assistant":
+                continue
+            texts.append(_content_text(msg["content"]))
+        return "\n".join(texts)
+    raise TypeError(f"a completion must be a str or a list of messages, got {type(completion).__name__}")
+
+
+def _content_text(content: object) -> str:
+    content = _plain(content)
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        return "".join(p["text"] for p in content
+                       if isinstance(p, Mapping) and p.get("type", "text") == "text" and "text" in p)
+    raise TypeError(f"message content must be a str or a list of parts, got {type(content).__name__}")
+
+
+def _rubric(rubric: str | Rubric, options: Mapping[str, object]) -> Rubric:
+    if options:
+        if not isinstance(rubric, str):
+            raise TypeError("rubric options can only be given with a rubric name; "
+                            "configure a Rubric object through its own fields instead")
+        return get_rubric(rubric, **options)
+    return resolve_rubric(rubric)
+
+
+def _uses_reference(rubric: Rubric) -> bool:
+    """Whether the rubric reads references at all (the ``format`` rubric does not).
+
+    Decided by behaviour, not by type: a rubric that reports ``correct=None`` for a completion
+    whose answer equals a given reference ignores references."""
+    probe = rubric.score("<answer>1</answer>", 1)
+    return probe.correct is not None
+
+
+def _hashable(value: object) -> object:
+    try:
+        hash(value)
+    except TypeError:
+        return ("unhashable", type(value).__name__, repr(value))
+    return value
+
+
+def _component_name(rubric: Rubric, component: str) -> str:
+    raw = f"{rubric.name}_{component}"
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in raw)
+
+
+# --------------------------------------------------------------------------------------
+# Batch grading with a per-adapter cache.
+# --------------------------------------------------------------------------------------
+
+
+class BatchGrader:
+    """Grades whole batches with one rubric, remembering the last few batches.
+
+    The cache key is the batch's content: the completions, the references and the questions
+    (prompts are not part of it because a grade does not depend on them). Lookups compare
+    tuples of the very string objects the trainer passes, so a hit costs O(batch) pointer
+    comparisons. The cache is bounded (``config.cache_batches``) and guarded by a lock; grading
+    itself runs outside the lock, so threads never wait on each other's grading. Pickling keeps
+    the rubric and config and drops the cache and lock (a spawned worker starts empty).
+    """
+
+    def __init__(self, rubric: Rubric, config: AdapterConfig) -> None:
+        self.rubric = rubric
+        self.config = config
+        self.uses_reference = _uses_reference(rubric)
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple, tuple[Grade, ...]] = OrderedDict()
+        self.graded_batches = 0  # batches graded (not served from the cache): for tests/metrics
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"rubric": self.rubric, "config": self.config, "uses_reference": self.uses_reference}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.rubric = state["rubric"]  # type: ignore[assignment]
+        self.config = state["config"]  # type: ignore[assignment]
+        self.uses_reference = state["uses_reference"]  # type: ignore[assignment]
+        self._lock = threading.Lock()
+        self._cache = OrderedDict()
+        self.graded_batches = 0
+
+    def read_batch(self, who: str, completions: object, kwargs: Mapping[str, object]
+                   ) -> tuple[list[str], list[object], list[object]]:
+        """Texts, references and questions of a batch, validated, one per completion."""
+        if completions is None:
+            raise TypeError(f"{who}: missing 'completions'")
+        if isinstance(completions, str):
+            raise TypeError(f"{who}: completions must be a sequence with one entry per completion, got one str")
+        items = completions.tolist() if callable(getattr(completions, "tolist", None)) else completions
+        texts = []
+        for i, c in enumerate(items):  # type: ignore[union-attr]
+            try:
+                texts.append(completion_text(c))
+            except TypeError as err:
+                raise TypeError(f"{who}: completions[{i}]: {err}") from err
+        n = len(texts)
+        field = self.config.answer_field
+        if field in kwargs and kwargs[field] is not None:
+            answers = _column(kwargs[field], n, field)
+        elif self.uses_reference:
+            cols = ", ".join(sorted(k for k in kwargs if not callable(kwargs[k]))) or "none"
+            raise KeyError(f"{who}: the batch has no {field!r} column (columns: {cols}); pass "
+                           f"answer_field=... to name the reference column, or use rubric='format'")
+        else:
+            answers = [None] * n
+        qf = self.config.question_field
+        questions: list[object] = [None] * n
+        if qf is not None and kwargs.get(qf) is not None:
+            questions = [q if isinstance(q, str) else None for q in _column(kwargs[qf], n, qf)]
+        return texts, answers, questions
+
+    def grades(self, texts: list[str], answers: list[object], questions: list[object],
+               who: str = "reward") -> tuple[tuple[Grade, ...], bool]:
+        """The batch's grades and whether they were computed now (False: from the cache)."""
+        key = (tuple(texts), tuple(map(_hashable, answers)), tuple(questions))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit, False
+        score = self.rubric.score
+        out = []
+        for i, (t, a, q) in enumerate(zip(texts, answers, questions)):
+            try:
+                out.append(score(t, a, q))
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"{who}: {self.config.answer_field}[{i}]: {err}") from err
+        result = tuple(out)
+        with self._lock:
+            self._cache[key] = result
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.config.cache_batches:
+                self._cache.popitem(last=False)
+            self.graded_batches += 1
+        return result, True
+
+
+class ComponentReward:
+    """One rubric component as a reward function (base of the Tunix and TRL callables).
+
+    ``__name__`` is ``<rubric>_<component>`` with non-identifier characters as ``_``
+    (``dsa_cast_correctness``): trainers use it as the metric name."""
+
+    def __init__(self, grader: BatchGrader, component: str) -> None:
+        if component not in grader.rubric.components:
+            raise ValueError(f"rubric {grader.rubric.name!r} has no component {component!r}; "
+                             f"components: {grader.rubric.components}")
+        self.grader = grader
+        self.component = component
+        self.__name__ = self.__qualname__ = _component_name(grader.rubric, component)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.__name__}>"
+
+
+class TunixReward(ComponentReward):
+    """Tunix reward function: ``fn(prompts=..., completions=..., **batch_columns, mode=...)``.
+
+    Extra dataset columns arrive as numpy arrays repeated per generation; the reference comes
+    from ``config.answer_field``. Returns one float per completion, never None (an item without
+    a reference is graded without one: its correctness is 0)."""
+
+    def __call__(self, prompts: object = None, completions: object = None, **kwargs: Any) -> list[float]:
+        who = f"tunix reward {self.__name__}"
+        texts, answers, questions = self.grader.read_batch(who, completions, kwargs)
+        grades, _ = self.grader.grades(texts, answers, questions, who)
+        c = self.component
+        return [g.components[c] for g in grades]
+
+
+class TRLReward(ComponentReward):
+    """TRL ``GRPOTrainer`` reward function: ``fn(prompts, completions, completion_ids=None, **kwargs)``.
+
+    Completions may be plain strings or conversational (lists of messages). Returns one float
+    per completion, or None for an item without a reference when the rubric reads references
+    (TRL then ignores this function for that item). When the trainer passes ``log_extra`` /
+    ``log_metric``, the batch's breakdown is logged once per batch (by whichever component
+    function graded it): columns ``dsa_cast/predicted``, ``dsa_cast/correct``,
+    ``dsa_cast/issues``; metrics ``dsa_cast/accuracy``, ``dsa_cast/clean_rate``,
+    ``dsa_cast/total``."""
+
+    def __call__(self, prompts: object = None, completions: object = None,
+                 completion_ids: object = None, **kwargs: Any) -> list[float | None]:
+        who = f"TRL reward {self.__name__}"
+        texts, answers, questions = self.grader.read_batch(who, completions, kwargs)
+        grades, fresh = self.grader.grades(texts, answers, questions, who)
+        if fresh:
+            _trl_log(grades, kwargs.get("log_extra"), kwargs.get("log_metric"))
+        c = self.component
+        skip = self.grader.uses_reference
+        return [None if skip and a is None else g.components[c] for g, a in zip(grades, answers)]
+
+
+def _trl_log(grades: Sequence[Grade], log_extra: object, log_metric: object) -> None:
+    """TRL's hooks: ``log_extra(column, values)`` adds a completions-table column (one value
+    per completion), ``log_metric(name, value)`` records a scalar."""
+    if callable(log_extra):
+        log_extra("dsa_cast/predicted", [g.predicted if g.predicted is not None else "" for g in grades])
+        log_extra("dsa_cast/correct", [g.correct for g in grades])
+        log_extra("dsa_cast/issues", [", ".join(g.issues) for g in grades])
+    if callable(log_metric) and grades:
+        judged = [g.correct for g in grades if g.correct is not None]
+        if judged:
+            log_metric("dsa_cast/accuracy", sum(judged) / len(judged))
+        log_metric("dsa_cast/clean_rate", sum(not g.issues for g in grades) / len(grades))
+        log_metric("dsa_cast/total", sum(g.total for g in grades) / len(grades))
+
+
+def _component_rewards(cls: type[ComponentReward], rubric: str | Rubric, config: AdapterConfig,
+                       options: Mapping[str, object]) -> list:
+    grader = BatchGrader(_rubric(rubric, options), config)
+    return [cls(grader, c) for c in grader.rubric.components]
+
+
+def tunix_rewards(rubric: str | Rubric = "dsa-cast", *, answer_field: str = "answer",
+                  question_field: str | None = "question", cache_batches: int = 4,
+                  **options: object) -> list[TunixReward]:
+    """Reward functions for Tunix's ``GRPOLearner(reward_fns=...)``: one per rubric component.
+
+    Tunix sums them, so the summed reward is ``grade(...).total``; each is logged as
+    ``rewards/<rubric>_<component>``. ``options`` are rubric fields (``get_rubric(rubric,
+    **options)``), e.g. ``partial_credit=True``.
+    """
+    config = AdapterConfig(answer_field, question_field, cache_batches)
+    return _component_rewards(TunixReward, rubric, config, options)
+
+
+def trl_rewards(rubric: str | Rubric = "dsa-cast", *, answer_field: str = "answer",
+                question_field: str | None = "question", cache_batches: int = 4,
+                **options: object) -> list[TRLReward]:
+    """Reward functions for TRL's ``GRPOTrainer(reward_funcs=...)``: one per rubric component.
+
+    TRL sums them (with unit ``reward_weights``) to ``grade(...).total``. The reference column
+    is ``answer_field`` (``"answer"``; TRL's math datasets use ``"solution"``). Picklable.
+    """
+    config = AdapterConfig(answer_field, question_field, cache_batches)
+    return _component_rewards(TRLReward, rubric, config, options)
+
+
+# --------------------------------------------------------------------------------------
+# verl.
+# --------------------------------------------------------------------------------------
+
+
+def _verl_rubric(rubric: str | Rubric, rubric_options: Mapping[str, object] | None) -> Rubric:
+    return _rubric(rubric, dict(rubric_options or {}))
+
+
+def _verl_question(extra_info: object) -> str | None:
+    if isinstance(extra_info, Mapping):
+        q = _plain(extra_info.get("question"))
+        return q if isinstance(q, str) else None
+    return None
+
+
+def _verl_result(g: Grade) -> dict[str, float | str]:
+    out: dict[str, float | str] = {"score": g.total, "acc": 1.0 if g.correct else 0.0,
+                                   "pred": g.predicted if g.predicted is not None else ""}
+    for name, value in g.components.items():
+        out[name] = value
+    return out
+
+
+def compute_score(data_source: object, solution_str: str, ground_truth: object,
+                  extra_info: object = None, *, rubric: str | Rubric = "dsa-cast",
+                  rubric_options: Mapping[str, object] | None = None,
+                  **kwargs: Any) -> dict[str, float | str]:
+    """verl custom reward function (``custom_reward_function.name: compute_score``).
+
+    Returns ``{"score": total, "acc": 1.0|0.0, "pred": predicted-or-"", <component>: value...}``
+    with the same keys for every item (verl stacks them into ``reward_extra_info``). The
+    ``data_source`` is not used (every source is graded with ``rubric``); a ``question`` in
+    ``extra_info`` is passed to the rubric. ``rubric`` / ``rubric_options`` can be set from
+    ``custom_reward_function.reward_kwargs``; other keyword arguments are accepted and ignored.
+    """
+    r = _verl_rubric(rubric, rubric_options)
+    text = completion_text(solution_str)
+    return _verl_result(r.score(text, _plain(ground_truth), _verl_question(extra_info)))
+
+
+def compute_score_batch(data_sources: Sequence[object], solution_strs: Sequence[str],
+                        ground_truths: Sequence[object], extra_infos: Sequence[object] | None = None,
+                        *, rubric: str | Rubric = "dsa-cast",
+                        rubric_options: Mapping[str, object] | None = None,
+                        **kwargs: Any) -> list[dict[str, float | str]]:
+    """verl batch reward function (``reward_model.reward_manager: batch``): the plural
+    arguments verl's ``BatchRewardManager`` passes, one result dict per item (see
+    :func:`compute_score`)."""
+    r = _verl_rubric(rubric, rubric_options)
+    strs = solution_strs.tolist() if callable(getattr(solution_strs, "tolist", None)) else solution_strs
+    texts = [completion_text(s) for s in strs]  # type: ignore[union-attr]
+    n = len(texts)
+    refs = _column(ground_truths, n, "ground_truths")
+    infos = _column(extra_infos, n, "extra_infos") if extra_infos is not None else [None] * n
+    out = []
+    for i in range(n):
+        try:
+            out.append(_verl_result(r.score(texts[i], refs[i], _verl_question(infos[i]))))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"compute_score_batch: ground_truths[{i}]: {err}") from err
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# OpenRLHF.
+# --------------------------------------------------------------------------------------
+
+
+def strip_prompt(query: str, prompt: str) -> str:
+    """The response part of an OpenRLHF query (prompt + response).
+
+    The prompt is removed when the query starts with it, else after its first occurrence
+    (detokenisation can change leading whitespace); a query that does not contain the prompt
+    is returned whole."""
+    if prompt and query.startswith(prompt):
+        return query[len(prompt):]
+    k = query.find(prompt) if prompt else -1
+    if k >= 0:
+        return query[k + len(prompt):]
+    return query
+
+
+def _as_tensors(values: dict[str, list[float]], as_tensors: bool | None) -> dict[str, Any]:
+    use = importlib.util.find_spec("torch") is not None if as_tensors is None else as_tensors
+    if not use:
+        return values
+    import torch  # only to hand OpenRLHF the tensors it expects
+
+    return {k: torch.tensor(v, dtype=torch.float32) for k, v in values.items()}
+
+
+def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[object],
+                *, rubric: str | Rubric = "dsa-cast", rubric_options: Mapping[str, object] | None = None,
+                as_tensors: bool | None = None, **kwargs: Any) -> dict[str, Any]:
+    """OpenRLHF reward function (``--remote_rm_url reward_func.py``, ``--label_key answer``).
+
+    ``queries`` are prompt + response; the prompt is stripped (:func:`strip_prompt`) before
+    grading against ``labels``. Returns ``{"rewards": totals, "scores": 1.0 if correct else 0.0
+    (OpenRLHF's 0-1 score for dynamic filtering), "extra_logs": {"dsa_cast/<component>": ...,
+    "dsa_cast/accuracy": ...}}``, each one value per query: ``torch.float32`` tensors when torch
+    is installed (OpenRLHF's own convention), plain lists otherwise; ``as_tensors`` forces one.
+    """
+    qs = _column(queries, len(queries), "queries")
+    n = len(qs)
+    ps = _column(prompts, n, "prompts") if prompts is not None else [""] * n
+    refs = _column(labels, n, "labels") if labels is not None else [None] * n
+    r = _verl_rubric(rubric, rubric_options)
+    grades = []
+    for i in range(n):
+        text = strip_prompt(completion_text(qs[i]), ps[i] if isinstance(ps[i], str) else "")
+        try:
+            grades.append(r.score(text, refs[i], None))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"reward_func: labels[{i}]: {err}") from err
+    columns: dict[str, list[float]] = {
+        "rewards": [g.total for g in grades],
+        "scores": [1.0 if g.correct else 0.0 for g in grades],
+    }
+    logs = {f"dsa_cast/{c}": [g.components[c] for g in grades] for c in r.components}
+    logs["dsa_cast/accuracy"] = columns["scores"]
+    out = _as_tensors(columns, as_tensors)
+    out["extra_logs"] = _as_tensors(logs, as_tensors)
+    return out
+

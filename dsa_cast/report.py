@@ -1,0 +1,278 @@
+"""Grading reports: per-item records and a summary built in constant memory, plus optional plots.
+
+:class:`Summary` takes one :class:`ItemResult` at a time and keeps only running counts, sums and
+bounded histograms, so ``python -m dsa_cast grade`` can report on a 100k-line file without
+holding the results. :func:`write_plots` draws the distributions with matplotlib when it is
+installed (the ``plot`` extra); everything else needs only the standard library.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BoundedHistogram",
+    "ItemResult",
+    "ReportConfig",
+    "Summary",
+    "format_table",
+    "write_plots",
+]
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Knobs of the summary; every bound that keeps its memory constant is here.
+
+    Attributes:
+      histogram_bins: most bins one component histogram may hold; past it, bins merge pairwise.
+      histogram_resolution: initial bin width (score units); widths only ever double from it.
+      max_issue_codes: distinct issue codes counted one by one; any further ones count as "other"
+        (issue codes come from a fixed enum, so this only guards against a misbehaving rubric).
+      top_issues: how many of the most frequent issue codes the table shows.
+    """
+
+    histogram_bins: int = 256
+    histogram_resolution: float = 1e-3
+    max_issue_codes: int = 256
+    top_issues: int = 8
+
+    def __post_init__(self) -> None:
+        if self.histogram_bins < 2:
+            raise ValueError(f"ReportConfig.histogram_bins must be >= 2, got {self.histogram_bins}")
+        if not self.histogram_resolution > 0:
+            raise ValueError(
+                f"ReportConfig.histogram_resolution must be > 0, got {self.histogram_resolution}"
+            )
+        if self.max_issue_codes < 1 or self.top_issues < 0:
+            raise ValueError("ReportConfig.max_issue_codes must be >= 1 and top_issues >= 0")
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What the report needs from one graded completion (the CLI builds it from a Grade).
+
+    ``evidence_checked``/``evidence_ok`` count checkable claims and those that held; ``coherence``
+    is the rubric's coherence score in [0, 1] when it has one.
+    """
+
+    total: float
+    max_total: float
+    components: Mapping[str, float]
+    correct: bool | None
+    issues: tuple[str, ...]
+    exact_format: bool
+    sections_present: tuple[str, ...]
+    evidence_checked: int = 0
+    evidence_ok: int = 0
+    coherence: float | None = None
+
+
+class BoundedHistogram:
+    """Exact counts in at most ``max_bins`` equal-width bins; the width doubles when needed.
+
+    A value ``v`` falls in bin ``floor(v / width)``. When a new value would make more than
+    ``max_bins`` distinct bins, the width doubles and bins merge pairwise (counts stay exact,
+    resolution halves), so memory is O(max_bins) whatever the number or spread of values.
+    """
+
+    __slots__ = ("max_bins", "width", "bins", "count", "low", "high")
+
+    def __init__(self, max_bins: int = 256, resolution: float = 1e-3) -> None:
+        self.max_bins = max_bins
+        self.width = resolution
+        self.bins: dict[int, int] = {}
+        self.count = 0
+        self.low = math.inf
+        self.high = -math.inf
+
+    def add(self, value: float) -> None:
+        if not math.isfinite(value):
+            return
+        self.count += 1
+        self.low = min(self.low, value)
+        self.high = max(self.high, value)
+        key = math.floor(value / self.width)
+        self.bins[key] = self.bins.get(key, 0) + 1
+        while len(self.bins) > self.max_bins:
+            self.width *= 2
+            merged: dict[int, int] = {}
+            for k, c in self.bins.items():
+                merged[k // 2] = merged.get(k // 2, 0) + c
+            self.bins = merged
+
+    def items(self) -> list[tuple[float, float, int]]:
+        """``(left_edge, right_edge, count)`` for every non-empty bin, left to right."""
+        return [(k * self.width, (k + 1) * self.width, c) for k, c in sorted(self.bins.items())]
+
+
+@dataclass
+class Summary:
+    """Running aggregates over graded items: O(components + sections + issue codes) memory."""
+
+    config: ReportConfig = field(default_factory=ReportConfig)
+    n: int = 0
+    n_referenced: int = 0
+    n_correct: int = 0
+    n_exact_format: int = 0
+    n_skipped: int = 0  # bad input lines skipped with --skip-bad
+    total_sum: float = 0.0
+    max_total: float = 0.0
+    component_sums: dict[str, float] = field(default_factory=dict)
+    section_counts: dict[str, int] = field(default_factory=dict)
+    evidence_checked: int = 0
+    evidence_ok: int = 0
+    n_with_evidence: int = 0
+    coherence_sum: float = 0.0
+    n_coherence: int = 0
+    issue_counts: dict[str, int] = field(default_factory=dict)
+    total_hist: BoundedHistogram | None = None
+    component_hists: dict[str, BoundedHistogram] = field(default_factory=dict)
+
+    def _hist(self) -> BoundedHistogram:
+        return BoundedHistogram(self.config.histogram_bins, self.config.histogram_resolution)
+
+    def declare_sections(self, names: Iterable[str]) -> None:
+        """Name the schema's sections up front so absent ones report a 0 % presence rate."""
+        for name in names:
+            self.section_counts.setdefault(name, 0)
+
+    def add(self, item: ItemResult) -> None:
+        """Fold one item into the aggregates (constant work and memory per item)."""
+        self.n += 1
+        if item.correct is not None:
+            self.n_referenced += 1
+            self.n_correct += bool(item.correct)
+        self.n_exact_format += bool(item.exact_format)
+        self.total_sum += item.total
+        self.max_total = max(self.max_total, item.max_total)
+        if self.total_hist is None:
+            self.total_hist = self._hist()
+        self.total_hist.add(item.total)
+        for name, value in item.components.items():
+            self.component_sums[name] = self.component_sums.get(name, 0.0) + value
+            hist = self.component_hists.get(name)
+            if hist is None:
+                hist = self.component_hists[name] = self._hist()
+            hist.add(value)
+        for name in item.sections_present:
+            self.section_counts[name] = self.section_counts.get(name, 0) + 1
+        if item.evidence_checked:
+            self.n_with_evidence += 1
+            self.evidence_checked += item.evidence_checked
+            self.evidence_ok += item.evidence_ok
+        if item.coherence is not None:
+            self.n_coherence += 1
+            self.coherence_sum += item.coherence
+        for code in item.issues:
+            if code in self.issue_counts or len(self.issue_counts) < self.config.max_issue_codes:
+                self.issue_counts[code] = self.issue_counts.get(code, 0) + 1
+            else:
+                self.issue_counts["other"] = self.issue_counts.get("other", 0) + 1
+
+    @staticmethod
+    def _rate(num: float, den: int) -> float | None:
+        return num / den if den else None
+
+    def top_issues(self, k: int | None = None) -> list[tuple[str, int]]:
+        k = self.config.top_issues if k is None else k
+        return sorted(self.issue_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as JSON-ready data (rates are None where their denominator is 0)."""
+        return {
+            "n": self.n,
+            "n_skipped": self.n_skipped,
+            "n_referenced": self.n_referenced,
+            "accuracy": self._rate(self.n_correct, self.n_referenced),
+            "format_adherence": self._rate(self.n_exact_format, self.n),
+            "section_presence": {k: self._rate(v, self.n) for k, v in self.section_counts.items()},
+            "evidence_validity": self._rate(self.evidence_ok, self.evidence_checked),
+            "evidence_claims_checked": self.evidence_checked,
+            "completions_with_evidence": self.n_with_evidence,
+            "coherence": self._rate(self.coherence_sum, self.n_coherence),
+            "mean_total": self._rate(self.total_sum, self.n),
+            "max_total": self.max_total,
+            "mean_components": {k: v / self.n for k, v in self.component_sums.items()} if self.n else {},
+            "issue_counts": dict(sorted(self.issue_counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "histograms": {
+                name: [[lo, hi, c] for lo, hi, c in h.items()]
+                for name, h in {"total": self.total_hist, **self.component_hists}.items()
+                if h is not None
+            },
+        }
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def format_table(summary: Summary) -> str:
+    """A plain-text summary table (no third-party dependency)."""
+    d = summary.to_dict()
+    rows: list[tuple[str, str]] = [("completions", str(d["n"]))]
+    if d["n_skipped"]:
+        rows.append(("skipped bad lines", str(d["n_skipped"])))
+    rows += [
+        ("accuracy", f"{_pct(d['accuracy'])} ({summary.n_correct}/{d['n_referenced']} with a reference)"),
+        ("format adherence (exact)", _pct(d["format_adherence"])),
+    ]
+    rows += [(f"section {name}", _pct(rate)) for name, rate in d["section_presence"].items()]
+    rows += [
+        ("evidence validity", f"{_pct(d['evidence_validity'])} of {d['evidence_claims_checked']} checked claims"),
+        ("coherence", "n/a" if d["coherence"] is None else f"{d['coherence']:.3f}"),
+        ("mean total", "n/a" if d["mean_total"] is None else f"{d['mean_total']:.3f} / {d['max_total']:g}"),
+    ]
+    rows += [(f"  {name}", f"{mean:.3f}") for name, mean in d["mean_components"].items()]
+    top = summary.top_issues()
+    rows.append(("top issues", ", ".join(f"{c} ({n})" for c, n in top) if top else "none"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def write_plots(summary: Summary, out_dir: Path) -> list[Path]:
+    """Draw per-component histograms and issue frequencies as PNGs; [] without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    hists = {"total": summary.total_hist, **summary.component_hists}
+    hists = {k: h for k, h in hists.items() if h is not None and h.count}
+    if hists:
+        cols = min(3, len(hists))
+        rows = math.ceil(len(hists) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+        for ax in axes.flat[len(hists):]:
+            ax.axis("off")
+        for ax, (name, h) in zip(axes.flat, hists.items()):
+            bins = h.items()
+            ax.bar([lo for lo, _, _ in bins], [c for _, _, c in bins], width=h.width, align="edge")
+            ax.set_title(name)
+            ax.set_xlabel("score")
+            ax.set_ylabel("completions")
+        fig.tight_layout()
+        path = out_dir / "components.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    if summary.issue_counts:
+        top = summary.top_issues(k=len(summary.issue_counts))
+        fig, ax = plt.subplots(figsize=(7, 0.35 * len(top) + 1.2))
+        ax.barh([c for c, _ in reversed(top)], [n for _, n in reversed(top)])
+        ax.set_xlabel("completions with the issue")
+        ax.set_title(f"issue frequencies (n={summary.n})")
+        fig.tight_layout()
+        path = out_dir / "issues.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
