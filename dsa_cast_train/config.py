@@ -37,6 +37,7 @@ DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "block", "decoder")
 DATA_SOURCES = ("gsm8k", "dsa-jsonl")
 OVERLENGTH_POLICIES = ("truncate", "drop")
+GSM8K_LOADERS = ("local", "hf", "tfds")
 EXPORT_FORMATS = ("safetensors", "zip", "both")
 
 
@@ -83,7 +84,8 @@ class ModelSpec:
     handle: str | None = None
     """Kaggle handle or Hub repo id; ``None`` picks the variant's official one."""
     variant: str = "gemma3-1b-it"
-    """Which Tunix ``ModelConfig`` describes the weights (e.g. ``gemma3-270m``, ``gemma3-1b-it``)."""
+    """Which Tunix ``ModelConfig`` describes the weights (e.g. ``gemma3-270m``, ``gemma3-1b-it``;
+    ``tiny`` for an exported tiny model, whose dimensions are the fields below)."""
     dtype: str = "float32"
     """Parameter dtype: ``float32`` or ``bfloat16``."""
     remat: str = "none"
@@ -144,8 +146,11 @@ class DataConfig:
 
     source: str = "gsm8k"
     """``gsm8k`` (converted to DSA) or ``dsa-jsonl`` (competition JSONL)."""
-    path: str = "../shared/data/gsm8k"
-    """GSM8K directory/file (``train.jsonl``, ``test.jsonl``) or the DSA JSONL file."""
+    path: str | None = None
+    """GSM8K directory/file (``train.jsonl``, ``test.jsonl``) or the DSA JSONL file
+    (``None`` for GSM8K: ``$DSA_CAST_GSM8K``, else ``../shared/data/gsm8k`` beside the checkout)."""
+    gsm8k_loader: str = "local"
+    """Where GSM8K comes from: ``local`` (JSONL at ``path``), ``hf`` (``datasets``) or ``tfds``."""
     test_path: str | None = None
     """Evaluation items for ``dsa-jsonl`` (``None``: the held-out split of ``path``)."""
     extra_csv: str | None = None
@@ -170,6 +175,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         _choice(self, "data", "source", DATA_SOURCES)
         _choice(self, "data", "overlength", OVERLENGTH_POLICIES)
+        _choice(self, "data", "gsm8k_loader", GSM8K_LOADERS)
         _positive(self, "data", "limit", "max_length")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ConfigError(f"data.eval_fraction must be within [0, 1), got {self.eval_fraction!r}")

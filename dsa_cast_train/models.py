@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsa_cast_train.config import ModelSpec
+from dsa_cast_train.config import ConfigError, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ VARIANTS: Mapping[str, str] = {
     "gemma3-27b-it": "gemma3_27b_it",
 }
 """``ModelSpec.variant`` -> ``tunix.models.gemma3.model.ModelConfig`` constructor (text only)."""
+TINY_VARIANT = "tiny"
+"""``model.variant`` for a local directory holding an exported tiny model (dims from ``ModelSpec``)."""
 
 KAGGLE_HANDLES: Mapping[str, str] = {
     name: f"google/gemma-3/transformers/{name.replace('gemma3', 'gemma-3')}" for name in VARIANTS
@@ -291,7 +293,7 @@ def variant_config(variant: str, dtype: str = "bfloat16", remat: str = "none"):
     from tunix.models.gemma3 import model as gemma3_lib
 
     if variant not in VARIANTS:
-        raise ValueError(f"model.variant {variant!r} is not one of {sorted(VARIANTS)}")
+        raise ConfigError(f"model.variant {variant!r} is not one of {sorted([*VARIANTS, TINY_VARIANT])}")
     cfg = getattr(gemma3_lib.ModelConfig, VARIANTS[variant])()
     return dataclasses.replace(cfg, param_dtype=_dtype(dtype), remat_config=_remat(remat))
 
@@ -366,8 +368,11 @@ def _load_local(spec: ModelSpec, path: str | Path, mesh: Any, variant: str | Non
 
     variant = variant or spec.variant
     root = check_model_dir(path, dataclasses.replace(spec, variant=variant))
-    cfg = variant_config(variant, spec.dtype, spec.remat)
     tokenizer = load_tokenizer(root / "tokenizer.model")
+    if variant == TINY_VARIANT:
+        cfg = tiny_config(spec, tokenizer.GetPieceSize())
+    else:
+        cfg = variant_config(variant, spec.dtype, spec.remat)
     if tokenizer.GetPieceSize() > cfg.num_embed:
         raise ModelSourceError(
             f"{root / 'tokenizer.model'} has {tokenizer.GetPieceSize()} pieces but variant "

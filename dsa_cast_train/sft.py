@@ -1,0 +1,516 @@
+"""Full-parameter SFT of Gemma 3 on DSA-format data with Tunix ``PeftTrainer``.
+
+``python -m dsa_cast_train.sft --preset tiny --run-dir runs/sft-tiny`` or ``run(config, run_dir)``.
+
+The optimizer is the seed notebook's: linear warm-up then cosine decay, global-norm clipping,
+Adam with decoupled weight decay (``optax.adamw``), wrapped by Tunix in ``optax.MultiSteps``
+for gradient accumulation. The loss is Tunix's masked next-token NLL over response tokens;
+positions and the causal attention mask come from the explicit padding mask, never from
+token id 0. Checkpoints (orbax, model + optimizer) go to ``<run_dir>/checkpoints``; a second
+start with the same directory resumes from the newest one (see :mod:`dsa_cast_train.runs`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsa_cast_train import config as config_lib
+from dsa_cast_train import runs
+
+log = logging.getLogger("dsa_cast_train.sft")
+
+RESULT_FILE = "result.json"
+SAMPLES_FILE = "samples.jsonl"
+DATA_STATS_FILE = "data_stats.json"
+
+StepCallback = Callable[[int, float], None]
+"""Called after every optimizer update with ``(step, loss)`` (1-based step)."""
+
+
+@dataclass(frozen=True)
+class SFTResult:
+    """What an SFT start did (also written to ``<run_dir>/result.json``)."""
+
+    run_dir: str
+    checkpoint_dir: str
+    resumed: bool
+    start_step: int
+    """Update count restored from the checkpoint (0 for a fresh run)."""
+    final_step: int
+    train_losses: tuple[float, ...]
+    """Loss of every update made by this start, in order."""
+    eval_losses: tuple[tuple[int, float], ...]
+    """``(step, mean eval loss)`` of every eval pass of this start (step 0 = before training)."""
+    train_examples: int
+    eval_examples: int
+    data_stats: dict[str, Any]
+    """Tokenisation counts (kept, truncated, dropped, token lengths) of the training set."""
+    train_seconds: float
+    """Wall time of the training loop (compilation included)."""
+    total_seconds: float
+    """Wall time of the whole start (loading, data, training, samples)."""
+    tokens: int
+    """Real (non-padding) tokens fed to the model by this start."""
+    tokens_per_second: float
+    """Steady-state throughput: tokens / time after the first (compiling) update."""
+    samples_file: str | None = None
+    sample_mean_total: float | None = None
+    """Mean ``dsa_cast`` grade total of the after-training samples."""
+    samples: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+
+# ----------------------------------------------------------------------------------------
+# data
+
+
+def load_examples(cfg: config_lib.DataConfig, split: str = "train", *, limit: int | None = None) -> list:
+    """DSA examples for ``split`` (``train`` or ``test``) from the configured source.
+
+    GSM8K records are converted with ``data.gsm8k_to_dsa``. For ``dsa-jsonl`` the ``test``
+    split is ``data.test_path`` when set, else the held-out share of ``data.path``. The extra
+    CSV joins the training split only.
+    """
+    from dsa_cast_train import data
+
+    if cfg.source == "gsm8k":
+        path = cfg.path if cfg.path else data.default_gsm8k_dir()
+        if path is None and cfg.gsm8k_loader == "local":
+            raise FileNotFoundError(
+                "GSM8K not found: pass --data.path DIR (holding train.jsonl and test.jsonl), set "
+                "$DSA_CAST_GSM8K, or use --set data.gsm8k_loader=hf (needs network)")
+        n = limit if limit is not None else (cfg.limit if split == "train" else None)
+        records = data.load_gsm8k(path, split, limit=n, source=cfg.gsm8k_loader)
+        examples = [data.gsm8k_to_dsa(r) for r in records]
+    else:
+        if not cfg.path:
+            raise FileNotFoundError("data.source is 'dsa-jsonl' but data.path is not set")
+        if split == "test" and cfg.test_path:
+            examples = data.load_dsa_jsonl(cfg.test_path).examples
+        else:
+            examples = data.load_dsa_jsonl(cfg.path).examples
+            if split == "test":
+                examples = data.split_examples(examples, eval_fraction=max(cfg.eval_fraction, 0.1),
+                                               seed=cfg.split_seed)[1]
+            elif cfg.limit is not None:
+                examples = examples[: cfg.limit]
+        if limit is not None:
+            examples = examples[:limit]
+    if split == "train" and cfg.extra_csv:
+        examples = [*examples, *data.load_extra_csv(cfg.extra_csv)]
+    return examples
+
+
+def system_prompt(cfg: config_lib.DataConfig) -> str:
+    """The configured instruction, or the data module's default."""
+    from dsa_cast_train import data
+
+    return data.SYSTEM_PROMPT if cfg.system_prompt is None else cfg.system_prompt
+
+
+def host_shard(items: Sequence[Any], batch_size: int) -> tuple[list[Any], int]:
+    """This host's share of ``items`` and of the global batch (multi-host data parallelism).
+
+    With one process this is the identity. With P processes, each reads every P-th item and
+    feeds ``batch_size / P`` rows; ``jax.make_array_from_process_local_data`` (inside Tunix)
+    assembles the global batch.
+    """
+    import jax
+
+    count, index = jax.process_count(), jax.process_index()
+    if count == 1:
+        return list(items), batch_size
+    if batch_size % count:
+        raise ValueError(f"sft.micro_batch_size ({batch_size}) must be a multiple of the "
+                         f"process count ({count})")
+    return list(items[index::count]), batch_size // count
+
+
+class _CountingIterable:
+    """Wraps a batch iterable, recording the real-token count of every batch it yields."""
+
+    def __init__(self, batches: Any):
+        self._batches = batches
+        self.counts: list[int] = []
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self._batches:
+            self.counts.append(int(batch["pad_mask"].sum()))
+            yield batch
+
+
+# ----------------------------------------------------------------------------------------
+# optimizer and model inputs
+
+
+def learning_rate_schedule(peak: float, max_steps: int, warmup_fraction: float, final_fraction: float):
+    """Linear warm-up from 0 over ``warmup_fraction x max_steps``, then cosine to ``peak x final_fraction``."""
+    import optax
+
+    warmup = int(round(warmup_fraction * max_steps))
+    warmup = min(warmup, max(max_steps - 1, 0))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=peak, warmup_steps=warmup,
+        decay_steps=max(max_steps, warmup + 1), end_value=peak * final_fraction)
+
+
+def build_optimizer(cfg: config_lib.SFTConfig):
+    """Global-norm clip, then AdamW (Adam + decoupled weight decay) on the warm-up/cosine schedule."""
+    import optax
+
+    schedule = learning_rate_schedule(cfg.learning_rate, cfg.max_steps, cfg.warmup_fraction,
+                                      cfg.final_lr_fraction)
+    adamw = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.grad_clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), adamw)
+    return adamw
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """Tunix loss inputs from a data batch: positions and causal mask from ``pad_mask``."""
+    from tunix.sft import utils as sft_utils
+
+    pad_mask = batch["pad_mask"]
+    return {
+        "input_tokens": batch["input_tokens"],
+        "input_mask": batch["input_mask"],
+        "positions": sft_utils.build_positions_from_mask(pad_mask),
+        "attention_mask": sft_utils.make_causal_attn_mask(pad_mask),
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# trainer
+
+
+def _trainer_class():
+    from tunix.sft import peft_trainer
+
+    class SFTTrainer(peft_trainer.PeftTrainer):
+        """``PeftTrainer`` whose progress bar shows loss and tokens/s."""
+
+        @property
+        def _tqdm_train_metrics(self) -> list[str]:
+            extra = ["tokens_per_second"] if self.metrics_logger.metric_exists(
+                self.metrics_prefix, "tokens_per_second", "train") else []
+            return ["loss", *extra]
+
+    return SFTTrainer
+
+
+def _progress_hooks_class():
+    from tunix.sft import hooks
+
+    class ProgressHooks(hooks.TrainingHooks):
+        """Per-update bookkeeping: metrics JSONL, tokens/s, log lines, user callback."""
+
+        def __init__(self, *, counter: _CountingIterable, accumulation: int, schedule: Any,
+                     writer: runs.MetricsWriter, max_steps: int, log_every: int,
+                     on_step: StepCallback | None):
+            self.counter, self.accumulation, self.schedule = counter, accumulation, schedule
+            self.writer, self.max_steps, self.log_every, self.on_step = writer, max_steps, log_every, on_step
+            self.losses: list[float] = []
+            self.eval_losses: list[tuple[int, float]] = []
+            self.start_step = 0
+            self.t_start = self.t_last = self.t_first = 0.0
+            self.tokens = 0
+            self.steady_tokens = 0
+
+        def on_train_start(self, train_ctx: Any) -> None:
+            self.start_step = int(train_ctx.train_steps)
+            self.t_start = self.t_last = time.perf_counter()
+
+        def on_train_end(self, train_ctx: Any) -> None:
+            pass
+
+        def on_train_step_start(self, train_ctx: Any) -> None:
+            pass
+
+        def on_train_step_end(self, train_ctx: Any, train_step: int, train_loss: float) -> None:
+            now = time.perf_counter()
+            step = int(train_step)
+            first, last = (step - 1) * self.accumulation, step * self.accumulation
+            tokens = int(sum(self.counter.counts[first:last]))
+            seconds = max(now - self.t_last, 1e-9)
+            self.t_last = now
+            self.tokens += tokens
+            if step == self.start_step + 1:
+                self.t_first = now  # the first update includes compilation
+            else:
+                self.steady_tokens += tokens
+            loss = float(train_loss)
+            self.losses.append(loss)
+            rate = tokens / seconds
+            grad_norm = _last_metric(train_ctx, "grad_norm", "train")
+            lr = float(self.schedule(step - 1))
+            train_ctx.metrics_logger.log("", "tokens_per_second", rate, "train", step)
+            train_ctx.metrics_logger.log("", "learning_rate", lr, "train", step)
+            self.writer.write({"step": step, "split": "train", "loss": loss, "grad_norm": grad_norm,
+                               "learning_rate": lr, "tokens": tokens, "tokens_per_second": round(rate, 1),
+                               "seconds": round(seconds, 4)})
+            if step % self.log_every == 0 or step == self.max_steps or step == self.start_step + 1:
+                log.info("step %d/%d  loss %.4f  lr %.3g  grad_norm %s  %.0f tokens/s", step,
+                         self.max_steps, loss, lr, "n/a" if grad_norm is None else f"{grad_norm:.3g}", rate)
+            if self.on_step is not None:
+                self.on_step(step, loss)
+
+        def on_eval_step_start(self, train_ctx: Any) -> None:
+            pass
+
+        def on_eval_step_end(self, train_ctx: Any, eval_loss: float) -> None:
+            step = int(train_ctx.train_steps)
+            mean = _last_metric(train_ctx, "loss", "eval")
+            if mean is None:
+                return
+            self.eval_losses.append((step, mean))
+            self.writer.write({"step": step, "split": "eval", "loss": mean})
+            log.info("eval at step %d: loss %.4f", step, mean)
+
+        def steady_rate(self) -> float:
+            span = self.t_last - self.t_first
+            if span > 0 and self.steady_tokens:
+                return self.steady_tokens / span
+            span = self.t_last - self.t_start
+            return self.tokens / span if span > 0 else 0.0
+
+    return ProgressHooks
+
+
+def _last_metric(trainer: Any, name: str, mode: str) -> float | None:
+    logger = trainer.metrics_logger
+    if not logger.metric_exists("", name, mode):
+        return None
+    return float(logger.get_metric_history("", name, mode)[-1])
+
+
+def make_trainer(model: Any, cfg: config_lib.SFTConfig, checkpoint_dir: str | Path,
+                 tensorboard_dir: str | Path | None = None):
+    """A full-parameter ``PeftTrainer`` with our optimizer, checkpointing and input function.
+
+    Constructing it on a non-empty ``checkpoint_dir`` restores model and optimizer from the
+    newest checkpoint (Tunix behaviour); ``trainer.train_steps`` then says where it resumes.
+    """
+    import orbax.checkpoint as ocp
+    from tunix.sft import metrics_logger, peft_trainer
+
+    logging_options = None
+    if tensorboard_dir is not None:
+        tb_dir = str(tensorboard_dir)
+        logging_options = metrics_logger.MetricsLoggerOptions(
+            log_dir=tb_dir, flush_every_n_steps=cfg.log_every_steps,
+            backend_kwargs={"custom_backend": [
+                lambda: metrics_logger.TensorboardBackend(log_dir=tb_dir, flush_every_n_steps=cfg.log_every_steps)]})
+    training_config = peft_trainer.TrainingConfig(
+        eval_every_n_steps=cfg.eval_every_steps,
+        max_steps=cfg.max_steps,
+        gradient_accumulation_steps=cfg.grad_accumulation_steps if cfg.grad_accumulation_steps > 1 else None,
+        checkpoint_root_directory=str(checkpoint_dir),
+        checkpointing_options=ocp.CheckpointManagerOptions(
+            save_interval_steps=cfg.save_every_steps, max_to_keep=cfg.keep_checkpoints),
+        metrics_logging_options=logging_options,
+        pbar_description="SFT",
+    )
+    trainer = _trainer_class()(model, build_optimizer(cfg), training_config)
+    return trainer.with_gen_model_input_fn(model_inputs)
+
+
+# ----------------------------------------------------------------------------------------
+# samples
+
+
+def grade_to_dict(grade: Any) -> dict[str, Any]:
+    """JSON-ready fields of a ``dsa_cast.score.Grade``."""
+    return {"total": float(grade.total), "max_total": float(getattr(grade, "max_total", float("nan"))),
+            "components": {k: float(v) for k, v in dict(grade.components).items()},
+            "correct": grade.correct, "predicted": grade.predicted, "issues": list(grade.issues)}
+
+
+def sample_and_grade(loaded: Any, examples: Sequence[Any], *, max_new_tokens: int, max_prompt_length: int,
+                     system: str, prefill: bool, rubric: str = "dsa-cast") -> list[dict[str, Any]]:
+    """Greedy completions for ``examples``, graded against their answers with ``dsa_cast``."""
+    from dsa_cast import score
+
+    from dsa_cast_train import evaluate
+
+    if not examples:
+        return []
+    prompts = [ex.prompt_text(system_prompt=system, prefill=prefill) for ex in examples]
+    texts = evaluate.generate(loaded, prompts, max_new_tokens=max_new_tokens,
+                              max_prompt_length=max_prompt_length, batch_size=len(prompts))
+    out = []
+    for ex, prompt, text in zip(examples, prompts, texts):
+        completion = evaluate.completion_for_grading(text, prefill)
+        grade = score.grade(completion, ex.answer, rubric=rubric)
+        out.append({"id": ex.id, "question": ex.question, "answer": ex.answer, "prompt": prompt,
+                    "completion": completion, "grade": grade_to_dict(grade)})
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# run
+
+
+def run(config: config_lib.PipelineConfig, run_dir: str | Path, *, overwrite: bool = False,
+        on_step: StepCallback | None = None) -> SFTResult:
+    """Train (or resume) SFT into ``run_dir`` and return what happened."""
+    t0 = time.perf_counter()
+    run_info = runs.prepare(run_dir, "sft", config, overwrite=overwrite, resumable=True,
+                            must_match=("model", "data", "sft.micro_batch_size",
+                                        "sft.grad_accumulation_steps"))
+    with runs.logging_to(run_info), runs.MetricsWriter(run_info.metrics) as writer:
+        log.info("%s SFT in %s with config:\n%s", "resuming" if run_info.resumed else "starting",
+                 run_info.path, config_lib.to_json(config))
+        return _run(config, run_info, writer, on_step, t0)
+
+
+def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.MetricsWriter,
+         on_step: StepCallback | None, t0: float) -> SFTResult:
+    from dsa_cast_train import data, models
+
+    cfg = config.sft
+    models.maybe_initialize_distributed()
+    mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
+    if cfg.micro_batch_size % mesh.shape["fsdp"]:
+        log.warning("sft.micro_batch_size %d is not a multiple of mesh fsdp %d: batches are replicated",
+                    cfg.micro_batch_size, mesh.shape["fsdp"])
+    loaded = models.load(config.model, mesh)
+    system = system_prompt(config.data)
+
+    examples = load_examples(config.data, "train")
+    train_examples, held_out = data.split_examples(examples, eval_fraction=config.data.eval_fraction,
+                                                   seed=config.data.split_seed)
+    local_train, local_batch = host_shard(train_examples, cfg.micro_batch_size)
+    train_ds, stats = data.sft_dataset(
+        local_train, loaded.tokenizer, max_length=config.data.max_length, batch_size=local_batch,
+        seed=config.data.shuffle_seed, epochs=None, policy=config.data.overlength, system_prompt=system)
+    stats_dict = stats.as_dict()
+    runs.write_json(run_info.path / DATA_STATS_FILE, {"train": stats_dict})
+    log.info("training data: %d examples, %d kept, %d truncated, %d dropped over %d tokens "
+             "(mean %.0f, max %d tokens), %d held out for eval",
+             stats.total, stats.kept, stats.truncated, stats.dropped, config.data.max_length,
+             stats.mean_tokens, stats.max_tokens, len(held_out))
+    eval_batches = None
+    if held_out:
+        local_eval, _ = host_shard(held_out, cfg.micro_batch_size)
+        if len(local_eval) >= local_batch:
+            eval_ds, eval_stats = data.sft_dataset(
+                local_eval, loaded.tokenizer, max_length=config.data.max_length, batch_size=local_batch,
+                seed=0, epochs=1, shuffle=False, policy=config.data.overlength, system_prompt=system)
+            eval_batches = [eval_ds[i] for i in range(min(len(eval_ds), cfg.eval_batches))]
+            runs.write_json(run_info.path / DATA_STATS_FILE, {"train": stats_dict, "eval": eval_stats.as_dict()})
+        else:
+            log.warning("only %d held-out examples, fewer than one batch of %d: no eval loss",
+                        len(local_eval), local_batch)
+
+    trainer = make_trainer(loaded.model, cfg, run_info.checkpoints, run_info.tensorboard)
+    start_step = int(trainer.train_steps)
+    if run_info.resumed:
+        log.info("restored checkpoint step %d of %d", start_step, cfg.max_steps)
+    counter = _CountingIterable(train_ds)
+    schedule = learning_rate_schedule(cfg.learning_rate, cfg.max_steps, cfg.warmup_fraction,
+                                      cfg.final_lr_fraction)
+    hooks = _progress_hooks_class()(
+        counter=counter, accumulation=cfg.grad_accumulation_steps, schedule=schedule, writer=writer,
+        max_steps=cfg.max_steps, log_every=cfg.log_every_steps, on_step=on_step)
+    trainer.with_training_hooks(hooks)
+    t_train = time.perf_counter()
+    with mesh:
+        trainer.train(counter, eval_batches)
+    train_seconds = time.perf_counter() - t_train
+    final_step = int(trainer.train_steps)
+    rate = hooks.steady_rate()
+    log.info("trained steps %d -> %d in %.1f s, %d tokens, %.0f tokens/s (after the first update)",
+             start_step, final_step, train_seconds, hooks.tokens, rate)
+
+    samples: list[dict[str, Any]] = []
+    samples_file = None
+    if cfg.num_samples and held_out:
+        import jax
+
+        with mesh:
+            samples = sample_and_grade(
+                loaded, held_out[: cfg.num_samples], max_new_tokens=cfg.sample_max_new_tokens,
+                max_prompt_length=config.eval.max_prompt_length, system=system,
+                prefill=config.data.prefill_reasoning, rubric=config.eval.rubric)
+        if jax.process_index() == 0:
+            samples_file = str(run_info.path / SAMPLES_FILE)
+            _write_jsonl(samples_file, samples)
+        for s in samples:
+            log.info("sample %s: total %.3f correct %s predicted %r issues %s", s["id"], s["grade"]["total"],
+                     s["grade"]["correct"], s["grade"]["predicted"], s["grade"]["issues"][:4])
+    mean_total = sum(s["grade"]["total"] for s in samples) / len(samples) if samples else None
+    result = SFTResult(
+        run_dir=str(run_info.path), checkpoint_dir=str(run_info.checkpoints), resumed=run_info.resumed,
+        start_step=start_step, final_step=final_step, train_losses=tuple(hooks.losses),
+        eval_losses=tuple(hooks.eval_losses), train_examples=len(train_examples),
+        eval_examples=len(held_out), data_stats=stats_dict, train_seconds=round(train_seconds, 3),
+        total_seconds=round(time.perf_counter() - t0, 3), tokens=hooks.tokens,
+        tokens_per_second=round(rate, 1), samples_file=samples_file, sample_mean_total=mean_total,
+        samples=tuple(samples))
+    runs.write_json(run_info.path / RESULT_FILE, _result_dict(result))
+    return result
+
+
+def _result_dict(result: SFTResult) -> dict[str, Any]:
+    import dataclasses
+
+    out = dataclasses.asdict(result)
+    out.pop("samples")
+    return out
+
+
+def _write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    import json
+
+    tmp = Path(f"{path}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------------------
+# command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dsa_cast_train.sft``: resolve the config, train, print a summary."""
+    parser = argparse.ArgumentParser(
+        prog="python -m dsa_cast_train.sft", description=__doc__.split("\n\n")[0],
+        epilog="Any field can also be given as --section.field VALUE (e.g. --model.path DIR).")
+    config_lib.add_config_arguments(parser)
+    parser.add_argument("--run-dir", required=True, help="run directory (resumed when it holds this stage)")
+    parser.add_argument("--overwrite", action="store_true", help="delete a previous run in --run-dir first")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    args, extra = parser.parse_known_args(argv)
+    try:
+        config = config_lib.config_from_args(args, extra)
+    except config_lib.ConfigError as exc:
+        parser.error(str(exc))
+    if args.print_config:
+        sys.stdout.write(config_lib.to_json(config))
+        return 0
+    from dsa_cast_train.data import DataFormatError, GSM8KUnavailable
+    from dsa_cast_train.models import ModelSourceError
+
+    try:
+        result = run(config, args.run_dir, overwrite=args.overwrite)
+    except (runs.RunDirError, FileNotFoundError, ModelSourceError, GSM8KUnavailable, DataFormatError,
+            config_lib.ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    last = f"{result.train_losses[-1]:.4f}" if result.train_losses else "n/a"
+    print(f"SFT steps {result.start_step} -> {result.final_step}, last loss {last}, "
+          f"{result.tokens_per_second:.0f} tokens/s, {result.train_seconds:.1f} s training, "
+          f"{result.total_seconds:.1f} s total; run dir {result.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
