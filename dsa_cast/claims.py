@@ -57,7 +57,7 @@ class Limits:
     """
 
     max_expr_chars: int = 256
-    max_literal_digits: int = 40
+    max_literal_digits: int = 100
     max_tokens: int = 128
     max_depth: int = 32
     max_exponent: int = 64
