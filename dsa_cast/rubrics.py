@@ -130,7 +130,7 @@ def _grade(rubric: Rubric, parts: tuple[tuple[str, float], ...], correct: bool |
         components=MappingProxyType(dict(parts)),
         correct=correct,
         predicted=predicted,
-        issues=tuple(dict.fromkeys(issues)),
+        issues=tuple(dict.fromkeys(map(str, issues))),  # plain str codes, first occurrence order
         max_total=rubric.max_total,
         rubric=rubric.name,
         detail=detail,
@@ -285,6 +285,8 @@ FILLER_WORDS: frozenset[str] = frozenset(
 _WORD = re.compile(r"[^\W_]++")
 _OPERAND = re.compile(r"[0-9]++(?:,[0-9]{3}+(?![0-9]))*+(?:\.[0-9]++)?+")
 _MAX_OPERAND_CHARS = 40  # operand literals longer than this are ignored for grounding
+# A plain decimal that is not written negative ("-3", "−3"): the cheap path of _mentions.
+_UNSIGNED = re.compile(r"(?<![-\u2212\d.,])[0-9]++(?:,[0-9]{3}+(?![0-9]))*+(?:\.[0-9]++)?+")
 
 
 def _operand_value(s: str) -> int | Fraction:
@@ -470,11 +472,13 @@ class DsaCastRubric(Rubric):
 
     @staticmethod
     def _mentions(body: str, targets: tuple[Fraction, ...]) -> bool:
-        """Whether ``body`` writes a number equal to one of ``targets``: as a plain decimal
-        (sign ignored, cheap), or as any literal :func:`dsa_cast.numbers.numbers_in` reads."""
-        plain = _operand_set(body)
-        if any(abs(t) in plain for t in targets):
-            return True
+        """Whether ``body`` writes a number equal to one of ``targets``: as a plain unsigned
+        decimal (cheap), or as any literal :func:`dsa_cast.numbers.numbers_in` reads."""
+        if any(t >= 0 for t in targets):
+            plain = {_operand_value(s) for s in set(_UNSIGNED.findall(body))
+                     if len(s) <= _MAX_OPERAND_CHARS}
+            if any(t in plain for t in targets):
+                return True
         for value, _, _ in numbers_in(body):
             if value in targets:
                 return True
