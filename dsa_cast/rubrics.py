@@ -77,7 +77,11 @@ class Detail:
     extraction: Extraction | None
     reference: Fraction | None
     verdicts: tuple[Verdict, ...]
-    scores: Mapping[str, float]
+    scores: Mapping[str, float] = field(hash=False)
+
+    def __reduce__(self):  # the read-only mapping does not pickle; rebuild it
+        return (_detail, (self.parsed, self.extraction, self.reference, self.verdicts,
+                          dict(self.scores)))
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,19 @@ class Grade:
     max_total: float
     rubric: str = "dsa-cast"
     detail: Detail | None = field(default=None, compare=False, hash=False, repr=False)
+
+    def __reduce__(self):  # picklable (multiprocessing workers return grades)
+        return (_grade_from, (self.total, dict(self.components), self.correct, self.predicted,
+                              self.issues, self.max_total, self.rubric, self.detail))
+
+
+def _detail(parsed, extraction, reference, verdicts, scores) -> Detail:
+    return Detail(parsed, extraction, reference, verdicts, MappingProxyType(scores))
+
+
+def _grade_from(total, components, correct, predicted, issues, max_total, rubric, detail) -> Grade:
+    return Grade(total, MappingProxyType(components), correct, predicted, issues, max_total, rubric,
+                 detail)
 
 
 class RubricCode(enum.StrEnum):
@@ -289,6 +306,29 @@ _MAX_OPERAND_CHARS = 40  # operand literals longer than this are ignored for gro
 _UNSIGNED = re.compile(r"(?<![-\u2212\d.,])[0-9]++(?:,[0-9]{3}+(?![0-9]))*+(?:\.[0-9]++)?+")
 
 
+# Number words that ground claims like the digits they stand for ("three eggs" grounds
+# "CALC: 3 + 4 = 7"). Lower-case word -> values (a multiplier word stands for its factor).
+NUMBER_WORDS: Mapping[str, tuple[int | Fraction, ...]] = MappingProxyType({
+    **{w: (i,) for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty".split())},
+    **{w: (10 * i,) for i, w in enumerate(
+        "thirty forty fifty sixty seventy eighty ninety".split(), start=3)},
+    "hundred": (100,), "thousand": (1000,), "million": (1_000_000,), "dozen": (12,),
+    "half": (Fraction(1, 2), 2), "quarter": (Fraction(1, 4), 4), "third": (Fraction(1, 3), 3),
+    "twice": (2,), "double": (2,), "triple": (3,), "thrice": (3,), "once": (1,), "percent": (100,),
+})
+
+
+def _word_values(words: Iterable[str]) -> set[int | Fraction]:
+    out: set[int | Fraction] = set()
+    for w in words:
+        vals = NUMBER_WORDS.get(w)
+        if vals:
+            out.update(vals)
+    return out
+
+
 def _operand_value(s: str) -> int | Fraction:
     """Exact value of one ``_OPERAND`` match (an ``int`` when whole: cheaper, same hash/eq)."""
     s = s.replace(",", "")
@@ -460,14 +500,19 @@ class DsaCastRubric(Rubric):
             return RubricCode.BOILERPLATE_SECTION
         return RubricCode.COPIED_QUESTION
 
-    def _grounding(self, first: Mapping[str, object], question: str | None) -> set:
+    def _grounding(self, first: Mapping[str, object], question: str | None,
+                   question_words: frozenset[str] | None) -> set:
+        """Numbers a claim may start from: the question's (digits and number words), or without
+        a question those of the ``grounding_sections``."""
         if question is not None:
-            return _operand_set(question)
+            return _operand_set(question) | _word_values(question_words or ())
         found: set = set()
         for name in self.grounding_sections:
             sec = first.get(name)
             if sec is not None:
-                found |= _operand_set(sec.body)  # type: ignore[attr-defined]
+                body = sec.body  # type: ignore[attr-defined]
+                found |= _operand_set(body)
+                found |= _word_values(m.group().lower() for m in _WORD.finditer(body))
         return found
 
     @staticmethod
@@ -484,7 +529,9 @@ class DsaCastRubric(Rubric):
                 return True
         return False
 
-    def _reference(self, answer: object) -> Fraction | None:
+    def reference_value(self, answer: object) -> Fraction | None:
+        """The exact reference (:func:`dsa_cast.numbers.extract_reference`); ValueError when
+        ``answer`` holds no single number, TypeError for an unsupported type."""
         if answer is None:
             return None
         ref = extract_reference(answer, self.number_limits)
@@ -499,7 +546,7 @@ class DsaCastRubric(Rubric):
 
     def score(self, text: str, answer: object = None, question: str | None = None,
               detail: bool = False) -> Grade:
-        ref = self._reference(answer)
+        ref = self.reference_value(answer)
         w = self.weights
         c = parse(text, self.schema)
         issues: list[str] = list(c.issues)
@@ -565,6 +612,7 @@ class DsaCastRubric(Rubric):
             distinct.setdefault(("".join(v.claim.expr.split()), "".join(v.claim.stated.split())), v)
         n_claims = len(distinct)
         credited = 0
+        results: set = set()  # results of credited claims (they support the answer)
         if n_claims:
             allowed: set[Fraction] | None = None
             for v in distinct.values():
@@ -575,13 +623,14 @@ class DsaCastRubric(Rubric):
                         issues.append(RubricCode.TRIVIAL_CLAIM)
                         continue
                     if allowed is None:
-                        allowed = self._grounding(first, question)
+                        allowed = self._grounding(first, question, qwords)
                     if allowed.isdisjoint(ops):
                         issues.append(RubricCode.UNGROUNDED_CLAIM)
                         continue
                     credited += 1
                     if v.stated_value is not None:
                         allowed.add(abs(v.stated_value))
+                        results.add(v.stated_value)
                 elif v.ok is False:
                     issues.append(RubricCode.FALSE_CLAIM)
                 else:
@@ -596,7 +645,7 @@ class DsaCastRubric(Rubric):
         supported = refers = False
         if value is not None and c.reasoning is not None:
             targets = (value, value * 100) if ex.percent else (value,)  # type: ignore[union-attr]
-            supported = any(v.ok is True and v.stated_value in targets for v in distinct.values())
+            supported = any(t in results for t in targets)
             if not supported:
                 rs = first.get(self.reasoning_section)
                 supported = rs is not None and self._mentions(rs.body, targets)  # type: ignore[attr-defined]

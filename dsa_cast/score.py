@@ -16,6 +16,7 @@ from dsa_cast.rubrics import (
     DEFAULT_RUBRIC,
     RUBRICS,
     Detail,
+    DsaCastRubric,
     Grade,
     Rubric,
     SeedRubric,
@@ -92,6 +93,16 @@ def grade_batch(completions: Sequence[str], answers: Sequence[object] | None = N
     for i, q in enumerate(qs):
         _check_question(q, f"grade_batch(): questions[{i}]")
     r = resolve_rubric(rubric)
+    if isinstance(r, DsaCastRubric):  # read each distinct reference once (G completions share one)
+        memo: dict[object, object] = {}
+        for i, a in enumerate(refs):
+            if isinstance(a, str):
+                if a not in memo:
+                    try:
+                        memo[a] = r.reference_value(a)
+                    except ValueError as err:
+                        raise ValueError(f"grade_batch(): answers[{i}]: {err}") from err
+                refs[i] = memo[a]
     out = []
     for i in range(n):
         try:

@@ -439,3 +439,34 @@ def test_a_skeleton_earns_a_small_share(gap_body, answer, think, question):
     assert g.total - g.components["correctness"] <= SKELETON_SHARE * g.max_total
     if not g.correct:
         assert g.total <= SKELETON_SHARE * g.max_total
+
+
+def test_number_words_in_the_question_ground_claims():
+    q = "Janet's ducks lay 16 eggs. She eats three and bakes with four. How many are left?"
+    sections = (("Plan", "Subtract what she eats and bakes from the eggs laid."),
+                ("Reasoning", "She uses 3 + 4 = 7 eggs, so 16 - 7 = 9 are left."),
+                ("Evidence", "CALC: 3 + 4 = 7\nCALC: 16 - 7 = 9"),
+                ("Sanity_check", "9 is less than 16."))
+    g = grade(render(sections, "9"), "9", question=q)
+    assert g.components["evidence"] == 1.5 and g.issues == ()
+    g = grade(render(sections, "9"), "9", question=q.replace("three", "some").replace("four", "more"))
+    assert g.components["evidence"] == 1.5 / 2 and "ungrounded_claim" in g.issues
+
+
+def test_only_credited_claims_support_the_answer():
+    sections = replace(replace(CLEAN, "Reasoning", "The shop keeps twelve boxes of twelve pens."),
+                       "Evidence", "CALC: 144 * 1 = 144\nCALC: 16 - 4 = 12")
+    g = g_clean(sections)
+    assert "trivial_claim" in g.issues and "unsupported_answer" in g.issues
+    assert g.components["coherence"] == 0.5
+
+
+@pytest.mark.parametrize("name", sorted(RUBRICS))
+def test_grades_pickle(name):
+    import pickle
+
+    for detail in (False, True):
+        g = grade(render(CLEAN, "144"), "144", rubric=name, question=QUESTION, detail=detail)
+        back = pickle.loads(pickle.dumps(g))
+        assert back == g and type(back.components) is type(g.components)
+        assert (back.detail is None) == (not detail)

@@ -1,0 +1,135 @@
+"""Grading throughput of each rubric on realistic 1-2 KB DSA completions, with a stage breakdown.
+
+The corpus is :func:`corpus.build_corpus` (GSM8K test solutions turned into DSA completions,
+some wrong or malformed). For each rubric it reports completions/s (median of ``--runs`` full
+passes in one process), then, for ``dsa-cast``, the time of each stage on its own (parse,
+answer extraction, Evidence claim checking) so the bottleneck is visible; then the import time
+of ``dsa_cast.score`` in a fresh interpreter and the worst time on the adversarial set.
+
+Run: ``python benchmarks/rubric_throughput.py [--runs 5] [--limit N]``; prints the figures and
+writes ``benchmarks/results/rubric_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from corpus import CorpusConfig, build_adversarial, build_corpus, gsm8k_test_path  # noqa: E402
+
+from dsa_cast.claims import check_claims  # noqa: E402
+from dsa_cast.numbers import extract_answer  # noqa: E402
+from dsa_cast.parse import parse  # noqa: E402
+from dsa_cast.rubrics import RUBRICS  # noqa: E402
+from dsa_cast.score import grade, grade_batch  # noqa: E402
+
+TARGET_PER_S = 50_000  # the later issue's goal for full dsa-cast grading in one process
+
+
+def _median_rate(fn, n_items: int, runs: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return n_items / statistics.median(times), times
+
+
+def _import_ms(runs: int) -> float:
+    code = ("import time; t = time.perf_counter(); import dsa_cast.score; "
+            "print((time.perf_counter() - t) * 1000)")
+    out = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout) for _ in range(runs)]
+    return statistics.median(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--limit", type=int, default=None, help="GSM8K items (default: all 1,319)")
+    p.add_argument("--out", type=Path,
+                   default=Path(__file__).resolve().parent / "results" / "rubric_throughput.json")
+    a = p.parse_args(argv)
+
+    items = build_corpus(CorpusConfig(per_question=1, limit=a.limit))
+    texts = [it.completion for it in items]
+    refs = [it.reference for it in items]
+    with gsm8k_test_path().open(encoding="utf-8") as fh:
+        questions_by_row = [json.loads(line)["question"] for line in fh]
+    questions = [questions_by_row[int(it.id.split("-")[0])] for it in items]
+    n = len(texts)
+    sizes = sorted(len(t) for t in texts)
+    print(f"corpus: {n} completions, median {sizes[n // 2]} chars "
+          f"(min {sizes[0]}, max {sizes[-1]}); {a.runs} runs each, median reported")
+
+    result: dict = {"n": n, "runs": a.runs, "median_chars": sizes[n // 2],
+                    "python": platform.python_version(), "machine": platform.machine(),
+                    "rubrics": {}, "stages_dsa_cast": {}}
+    runs = [(name, None) for name in RUBRICS] + [("dsa-cast", questions)]
+    for name, qs in runs:
+        key = name if qs is None else f"{name}+question"
+        rate, times = _median_rate(
+            lambda name=name, qs=qs: grade_batch(texts, refs, rubric=name, questions=qs), n, a.runs)
+        result["rubrics"][key] = {"per_s": rate, "us_per_completion": 1e6 / rate,
+                                  "run_seconds": times}
+        print(f"  {key:<18} {rate:10,.0f} completions/s  ({1e6 / rate:7.1f} us each)")
+
+    graded = grade_batch(texts, refs)
+    agree = sum(g.correct == it.expected_correct for g, it in zip(graded, items))
+    result["agreement_with_labels"] = agree / n
+    result["target_met"] = result["rubrics"]["dsa-cast"]["per_s"] >= TARGET_PER_S
+    print(f"  dsa-cast correctness agrees with the corpus labels on {agree}/{n}")
+
+    parsed = [parse(t) for t in texts]
+    bodies = [c.answer.body for c in parsed if c.answer is not None]
+    evid = [s.body for c in parsed for s in c.sections[:8] if s.name == "Evidence"]
+    stages = {
+        "parse": lambda: [parse(t) for t in texts],
+        "extract_answer": lambda: [extract_answer(b) for b in bodies],
+        "check_claims(evidence)": lambda: [check_claims(b) for b in evid],
+    }
+    total_us = result["rubrics"]["dsa-cast"]["us_per_completion"]
+    spent = 0.0
+    print("  dsa-cast stages, us per completion (share of the full grade):")
+    for name, fn in stages.items():
+        rate, _ = _median_rate(fn, n, a.runs)
+        us = 1e6 / rate
+        spent += us
+        result["stages_dsa_cast"][name] = us
+        print(f"    {name:<24}{us:8.1f}  ({us / total_us:5.1%})")
+    rest = total_us - spent
+    result["stages_dsa_cast"]["rubric_rest"] = rest
+    print(f"    {'rubric (the rest)':<24}{rest:8.1f}  ({rest / total_us:5.1%})")
+
+    result["import_ms"] = _import_ms(a.runs)
+    print(f"  import dsa_cast.score: {result['import_ms']:.1f} ms (median of {a.runs} fresh interpreters)")
+
+    worst = {}
+    for name in RUBRICS:
+        w = (0.0, "")
+        for case in build_adversarial():
+            t = time.perf_counter()
+            grade(case.completion, case.reference, rubric=name)
+            dt = time.perf_counter() - t
+            w = max(w, (dt, case.name))
+        worst[name] = {"ms": w[0] * 1000, "case": w[1]}
+        print(f"  worst adversarial (~200 KB) {name:<9} {w[0] * 1000:7.1f} ms  ({w[1]})")
+    result["adversarial_worst"] = worst
+    result["target_per_s"] = TARGET_PER_S
+
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
