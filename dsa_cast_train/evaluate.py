@@ -271,9 +271,9 @@ def report_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, list[Any
 
 def write_markdown(path: str | Path, labels: Sequence[str], summaries: Sequence[dict[str, Any]],
                    config: config_lib.PipelineConfig) -> None:
-    """The side-by-side Markdown summary (a difference column when there are two models)."""
+    """The side-by-side Markdown summary (with a first-minus-second column for two models)."""
     ev = config.eval
-    head = ["metric", *labels] + (["difference"] if len(labels) == 2 else [])
+    head = ["metric", *labels] + ([f"{labels[0]} - {labels[1]}"] if len(labels) == 2 else [])
     lines = [f"# Evaluation: {summaries[0]['items']} items of {config.data.source} ({ev.split})", "",
              f"Greedy: {'yes' if ev.greedy else 'no'}; majority vote@{ev.vote_k} "
              f"(temperature {ev.temperature}, top-k {ev.top_k}, top-p {ev.top_p}); "
@@ -284,7 +284,7 @@ def write_markdown(path: str | Path, labels: Sequence[str], summaries: Sequence[
         cells = [_fmt(v) for v in values]
         if len(values) == 2:
             a, b = values
-            cells.append(_fmt(b - a) if isinstance(a, float) and isinstance(b, float) else "-")
+            cells.append(_fmt(a - b) if isinstance(a, float) and isinstance(b, float) else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "strict/approx/format/evidence/mean_total: greedy pass; vote_*: majority vote; "
               "component:*: mean weighted contribution (greedy).", ""]

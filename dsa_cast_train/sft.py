@@ -13,6 +13,7 @@ start with the same directory resumes from the newest one (see :mod:`dsa_cast_tr
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import time
@@ -289,6 +290,12 @@ def _last_metric(trainer: Any, name: str, mode: str) -> float | None:
     return float(logger.get_metric_history("", name, mode)[-1])
 
 
+def _on_interval(interval: int, step: int, last_saved_step: int | None) -> bool:
+    """Orbax save decision: every ``interval`` updates (orbax's default would also save step 1;
+    preemption saves and the trainer's final save still happen)."""
+    return step % interval == 0
+
+
 def make_trainer(model: Any, cfg: config_lib.SFTConfig, checkpoint_dir: str | Path,
                  tensorboard_dir: str | Path | None = None):
     """A full-parameter ``PeftTrainer`` with our optimizer, checkpointing and input function.
@@ -312,7 +319,8 @@ def make_trainer(model: Any, cfg: config_lib.SFTConfig, checkpoint_dir: str | Pa
         gradient_accumulation_steps=cfg.grad_accumulation_steps if cfg.grad_accumulation_steps > 1 else None,
         checkpoint_root_directory=str(checkpoint_dir),
         checkpointing_options=ocp.CheckpointManagerOptions(
-            save_interval_steps=cfg.save_every_steps, max_to_keep=cfg.keep_checkpoints),
+            should_save_fn=functools.partial(_on_interval, cfg.save_every_steps),
+            max_to_keep=cfg.keep_checkpoints),
         metrics_logging_options=logging_options,
         pbar_description="SFT",
     )
