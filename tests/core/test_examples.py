@@ -9,6 +9,7 @@ problem (answer 18) so that only the feature under test changes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +196,62 @@ def test_component_breakdown(row_id, expected):
     row = next(r for r in ROWS if r.id == row_id)
     g = grade(row.text, row.ref, rubric=row.rubric, question=row.question)
     assert dict(g.components) == expected
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "rewards.md"
+
+
+def _doc_table(header_start: str) -> list[list[str]]:
+    lines = DOC.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(header_start))
+    rows = []
+    for ln in lines[start + 2:]:
+        if not ln.startswith("|"):
+            break
+        rows.append([c.strip() for c in ln.strip().strip("|").split("|")])
+    return rows
+
+
+def test_docs_worked_examples_match_the_code():
+    rows = _doc_table("| example | format |")
+    assert len(rows) >= 10
+    by_id = {r.id: r for r in ROWS}
+    for rid, fmt, struct, corr, evid, coh, total, issues in rows:
+        row = by_id[rid]
+        g = grade(row.text, row.ref, rubric=row.rubric, question=row.question)
+        assert [g.components[k] for k in ("format", "structure", "correctness", "evidence",
+                                          "coherence")] == [float(fmt), float(struct), float(corr),
+                                                            float(evid), float(coh)], rid
+        assert g.total == float(total), rid
+        assert g.issues == tuple(i.strip() for i in issues.split(",") if i.strip()), rid
+
+
+def test_docs_weights_match_the_code():
+    from dsa_cast.rubrics import DsaCastRubric, DsaCastWeights
+
+    rows = {n.strip("*"): float(w.strip("*")) for n, w in _doc_table("| component | weight |")}
+    w = DsaCastWeights()
+    assert rows == {"format": w.format, "structure": w.structure, "correctness": w.correctness,
+                    "evidence": w.evidence, "coherence": w.coherence, "total": w.total}
+    r = DsaCastRubric()
+    text = DOC.read_text(encoding="utf-8")
+    for needle in (f"`min_section_words` = **{r.min_section_words}**",
+                   f"`min_novel_words` = **{r.min_novel_words}**",
+                   f"`unsound_factor` = **{r.unsound_factor:g}**",
+                   f"format_partial = {r.format_partial}", f"near_share = {r.near_share}",
+                   f"malformed_share = {r.malformed_share}", f"support_share = {r.support_share}",
+                   f"out_of_order_factor = {r.out_of_order_factor}",
+                   f"`Limits.max_claims` = {r.limits.max_claims}"):
+        assert needle in text, needle
+    for code in sorted(r.unsound_codes) + sorted(r.structure_void_codes) + sorted(r.answer_disqualifiers):
+        assert f"`{code}`" in text or code in text, code
+
+
+def test_docs_seed_worked_example():
+    g = grade(CLEAN, "18", rubric="seed", detail=True)
+    n = len(CLEAN.split("<reasoning>")[1].split("</reasoning>")[0])
+    text = DOC.read_text(encoding="utf-8")
+    assert f"the reasoning body is {n} characters" in text
+    assert f"{g.detail.scores['completeness']:.5f}" in text
+    assert f"cast = 3 x 1 + 2 x {g.detail.scores['completeness']:.5f} + 1 + 1 x 2/2 = {g.components['cast']:.5f}" in text
+    assert f"total {g.total:.5f} of {g.max_total:g}" in text
