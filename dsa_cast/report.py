@@ -34,12 +34,14 @@ class ReportConfig:
       max_issue_codes: distinct issue codes counted one by one; any further ones count as "other"
         (issue codes come from a fixed enum, so this only guards against a misbehaving rubric).
       top_issues: how many of the most frequent issue codes the table shows.
+      plot_bins: bars per histogram in the PNGs.
     """
 
     histogram_bins: int = 256
     histogram_resolution: float = 1e-3
     max_issue_codes: int = 256
     top_issues: int = 8
+    plot_bins: int = 30
 
     def __post_init__(self) -> None:
         if self.histogram_bins < 2:
@@ -108,6 +110,19 @@ class BoundedHistogram:
     def items(self) -> list[tuple[float, float, int]]:
         """``(left_edge, right_edge, count)`` for every non-empty bin, left to right."""
         return [(k * self.width, (k + 1) * self.width, c) for k, c in sorted(self.bins.items())]
+
+    def display_bins(self, n: int) -> tuple[float, list[tuple[float, int]]]:
+        """At most ``n`` equal bins spanning the observed range, for drawing: ``(width,
+        [(left_edge, count), ...])``. Stored bins are assigned whole, by their left edge."""
+        if not self.count:
+            return self.width, []
+        span = (self.high - self.low) or 1.0
+        width = max(self.width, span / n)
+        out: dict[int, int] = {}
+        for k, c in self.bins.items():
+            j = max(0, min(int((k * self.width - self.low) // width), n - 1))
+            out[j] = out.get(j, 0) + c
+        return width, [(self.low + j * width, c) for j, c in sorted(out.items())]
 
 
 @dataclass
@@ -254,8 +269,8 @@ def write_plots(summary: Summary, out_dir: Path) -> list[Path]:
         for ax in axes.flat[len(hists):]:
             ax.axis("off")
         for ax, (name, h) in zip(axes.flat, hists.items()):
-            bins = h.items()
-            ax.bar([lo for lo, _, _ in bins], [c for _, _, c in bins], width=h.width, align="edge")
+            width, bins = h.display_bins(summary.config.plot_bins)
+            ax.bar([lo for lo, _ in bins], [c for _, c in bins], width=width * 0.9, align="edge")
             ax.set_title(name)
             ax.set_xlabel("score")
             ax.set_ylabel("completions")

@@ -1,0 +1,527 @@
+"""``python -m dsa_cast`` (also the ``dsa-cast`` script): grade a file of outputs, explain one.
+
+``grade OUTPUTS.jsonl`` streams the file: each record is graded, written to
+``results.jsonl`` at once and folded into a constant-memory :class:`~dsa_cast.report.Summary`,
+so a 100k-line file never sits in memory. References come from the record itself or from a
+GSM8K-style ``--answers`` file joined by id or by order (only an id -> byte-offset index of that
+file is kept). ``explain`` prints what the rubric saw in one completion. Exit status: 0 on
+success, 2 on a usage or input error (the message names the file and line). Full reference:
+``docs/cli.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from dsa_cast.adapters import completion_text
+from dsa_cast.parse import Completion, parse
+from dsa_cast.report import ItemResult, ReportConfig, Summary, format_table, write_plots
+from dsa_cast.rubrics import RUBRICS, Grade, Rubric, get_rubric
+from dsa_cast.schema import DSA
+
+__all__ = ["main", "CliConfig", "InputError"]
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class CliConfig:
+    """Fixed knobs of the CLI.
+
+    Attributes:
+      progress_min_bytes: ``--progress auto`` shows a bar only for files at least this large.
+      max_reported_skips: with ``--skip-bad``, at most this many skipped lines are listed on
+        stderr (all are counted).
+      explain_preview_chars: ``explain`` shows at most this many characters of each section body.
+    """
+
+    progress_min_bytes: int = 1 << 20
+    max_reported_skips: int = 20
+    explain_preview_chars: int = 60
+
+
+CONFIG = CliConfig()
+
+
+class InputError(Exception):
+    """Bad input; the message names the file and line (``path:line: what``)."""
+
+
+# --------------------------------------------------------------------------------------
+# Reading JSONL.
+# --------------------------------------------------------------------------------------
+
+
+def _records(fh: BinaryIO, path: str) -> Iterator[tuple[int, int, dict[str, Any] | InputError]]:
+    """``(line_number, bytes_read, record-or-error)`` for each non-blank line, streaming."""
+    for lineno, raw in enumerate(fh, 1):
+        size = len(raw)
+        if not raw.strip():
+            yield lineno, size, None  # type: ignore[misc]  # blank: skipped by callers
+            continue
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            yield lineno, size, InputError(f"{path}:{lineno}: not UTF-8 ({err.reason})")
+            continue
+        except json.JSONDecodeError as err:
+            yield lineno, size, InputError(f"{path}:{lineno}: invalid JSON: {err.msg} (column {err.colno})")
+            continue
+        if not isinstance(rec, dict):
+            yield lineno, size, InputError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+            continue
+        yield lineno, size, rec
+
+
+def _id_key(value: object) -> str:
+    """Ids compare as text, so ``17`` and ``"17"`` join."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class References:
+    """The ``--answers`` file: joined by order (streamed) or by id (an id -> offset index).
+
+    A record without the id field gets its 0-based record number as id (GSM8K files have none).
+    """
+
+    def __init__(self, path: Path, answer_field: str, id_field: str, question_field: str,
+                 by_id: bool) -> None:
+        self.path, self.name = path, str(path)
+        self.answer_field, self.id_field, self.question_field = answer_field, id_field, question_field
+        self.by_id = by_id
+        self.fh = path.open("rb")
+        self.count = 0
+        self.index: dict[str, tuple[int, int]] = {}  # id -> (byte offset, line number)
+        if by_id:
+            self._build_index()
+        else:
+            self._stream = self._iter()
+
+    def close(self) -> None:
+        self.fh.close()
+
+    def _build_index(self) -> None:
+        offset = 0
+        for lineno, raw in enumerate(self.fh, 1):
+            here, offset = offset, offset + len(raw)
+            if not raw.strip():
+                continue
+            rec = self._decode(raw, lineno)
+            key = _id_key(rec[self.id_field]) if self.id_field in rec else str(self.count)
+            if key in self.index:
+                raise InputError(f"{self.name}:{lineno}: duplicate id {key!r} "
+                                 f"(first at line {self.index[key][1]})")
+            self.index[key] = (here, lineno)
+            self.count += 1
+
+    def _decode(self, raw: bytes, lineno: int) -> dict[str, Any]:
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(f"{self.name}:{lineno}: invalid JSON ({err})") from err
+        if not isinstance(rec, dict):
+            raise InputError(f"{self.name}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+        if self.answer_field not in rec:
+            raise InputError(f"{self.name}:{lineno}: no {self.answer_field!r} field "
+                             f"(fields: {', '.join(rec) or 'none'}); use --ref-answer-field")
+        return rec
+
+    def _iter(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        for lineno, raw in enumerate(self.fh, 1):
+            if raw.strip():
+                self.count += 1
+                yield lineno, self._decode(raw, lineno)
+
+    def lookup(self, where: str, rec_id: object) -> tuple[object, object, str]:
+        """``(answer, question, "file:line")`` for the next record (order) or for ``rec_id``."""
+        if self.by_id:
+            key = _id_key(rec_id)
+            hit = self.index.get(key)
+            if hit is None:
+                raise InputError(f"{where}: id {key!r} is not in {self.name}")
+            offset, lineno = hit
+            self.fh.seek(offset)
+            ref = self._decode(self.fh.readline(), lineno)
+        else:
+            nxt = next(self._stream, None)
+            if nxt is None:
+                raise InputError(f"{where}: no matching record in {self.name} "
+                                 f"(it has only {self.count} records)")
+            lineno, ref = nxt
+        return ref[self.answer_field], ref.get(self.question_field), f"{self.name}:{lineno}"
+
+    def leftover(self) -> int:
+        """Records of an order-joined file that no output used."""
+        return 0 if self.by_id else sum(1 for _ in self._stream)
+
+
+# --------------------------------------------------------------------------------------
+# grade
+# --------------------------------------------------------------------------------------
+
+
+def _parsed(grade: Grade, text: str, rubric: Rubric) -> Completion:
+    d = grade.detail
+    if d is not None and d.parsed is not None:
+        return d.parsed
+    return parse(text, getattr(rubric, "schema", DSA))  # the seed rubric does not parse
+
+
+def _item(grade: Grade, parsed: Completion) -> ItemResult:
+    d = grade.detail
+    verdicts = d.verdicts if d is not None else ()
+    coherence = d.scores.get("coherence") if d is not None and "coherence" in grade.components else None
+    return ItemResult(
+        total=grade.total,
+        max_total=grade.max_total,
+        components=grade.components,
+        correct=grade.correct,
+        issues=grade.issues,
+        exact_format=parsed.exact_format,
+        sections_present=tuple(dict.fromkeys(s.name for s in parsed.sections)),
+        evidence_checked=len(verdicts),
+        evidence_ok=sum(v.ok is True for v in verdicts),
+        coherence=coherence,
+    )
+
+
+def _json_value(v: object) -> object:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _result_record(lineno: int, rec_id: object, g: Grade, item: ItemResult) -> dict[str, Any]:
+    return {
+        "line": lineno,
+        "id": rec_id,
+        "total": _json_value(g.total),
+        "max_total": g.max_total,
+        "correct": g.correct,
+        "predicted": g.predicted,
+        "components": {k: _json_value(v) for k, v in g.components.items()},
+        "issues": list(g.issues),
+        "exact_format": item.exact_format,
+        "sections": list(item.sections_present),
+        "claims": item.evidence_checked,
+        "claims_true": item.evidence_ok,
+    }
+
+
+class _Progress:
+    """A byte-based tqdm bar when tqdm is installed and wanted; otherwise nothing."""
+
+    def __init__(self, mode: str, total: int, desc: str) -> None:
+        self.bar = None
+        want = mode == "on" or (mode == "auto" and total >= CONFIG.progress_min_bytes
+                                and sys.stderr.isatty())
+        if want:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _grade_command(a: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    outputs = Path(a.outputs)
+    if not outputs.is_file():
+        raise InputError(f"{outputs}: no such file")
+    rubric = get_rubric(a.rubric)
+    out_dir = Path(a.out) if a.out else Path.cwd() / f"{outputs.stem}.graded"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = Summary(ReportConfig(top_issues=a.top_issues))
+    summary.declare_sections(getattr(rubric, "schema", DSA).sections)
+    refs: References | None = None
+    if a.answers:
+        ref_path = Path(a.answers)
+        if not ref_path.is_file():
+            raise InputError(f"{ref_path}: no such file")
+        join = a.join
+        if join == "auto":
+            join = "id" if _first_record_has(outputs, a.id_field) else "order"
+        refs = References(ref_path, a.ref_answer_field, a.id_field, a.question_field, join == "id")
+    results_path = out_dir / "results.jsonl"
+    reported = 0
+    error: InputError | None = None
+    progress = _Progress(a.progress, outputs.stat().st_size, outputs.name)
+    try:
+        with outputs.open("rb") as fh, results_path.open("w", encoding="utf-8") as res:
+            for lineno, size, rec in _records(fh, str(outputs)):
+                progress.update(size)
+                if rec is None:
+                    continue
+                try:
+                    if isinstance(rec, InputError):
+                        raise rec
+                    rec_id, g, item = _grade_record(a, rubric, refs, str(outputs), lineno, rec)
+                except InputError as e:
+                    if not a.skip_bad:
+                        error = e
+                        break
+                    summary.n_skipped += 1
+                    if reported < CONFIG.max_reported_skips:
+                        print(f"skipped {e}", file=err)
+                        reported += 1
+                    continue
+                summary.add(item)
+                res.write(json.dumps(_result_record(lineno, rec_id, g, item)) + "\n")
+            if error is None and refs is not None and refs.leftover():
+                print(f"warning: {refs.name} has records no output used (joined by order)", file=err)
+    finally:
+        progress.close()
+        if refs is not None:
+            refs.close()
+    if summary.n_skipped > reported:
+        print(f"skipped {summary.n_skipped - reported} more bad lines", file=err)
+    data = summary.to_dict()
+    data.update({"rubric": rubric.name, "outputs": str(outputs), "complete": error is None})
+    if error is not None:
+        data["error"] = str(error)
+    (out_dir / "summary.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    if error is not None:
+        raise error
+    print(format_table(summary), file=out)
+    written = [] if a.no_plots else write_plots(summary, out_dir)
+    print(f"\nwrote {results_path} and {out_dir / 'summary.json'}"
+          + "".join(f", {p.name}" for p in written), file=out)
+    if not a.no_plots and not written:
+        print("(no plots: install matplotlib, e.g. pip install 'dsa-cast[plot]')", file=out)
+    return EXIT_OK
+
+
+def _first_record_has(path: Path, field: str) -> bool:
+    with path.open("rb") as fh:
+        for _, _, rec in _records(fh, str(path)):
+            if rec is None:
+                continue
+            return isinstance(rec, dict) and field in rec
+    return False
+
+
+def _grade_record(a: argparse.Namespace, rubric: Rubric, refs: References | None, path: str,
+                  lineno: int, rec: dict[str, Any]) -> tuple[object, Grade, ItemResult]:
+    where = f"{path}:{lineno}"
+    if a.completion_field not in rec:
+        raise InputError(f"{where}: no {a.completion_field!r} field (fields: "
+                         f"{', '.join(rec) or 'none'}); use --completion-field")
+    try:
+        text = completion_text(rec[a.completion_field])
+    except TypeError as e:
+        raise InputError(f"{where}: field {a.completion_field!r}: {e}") from e
+    rec_id = rec.get(a.id_field)
+    question = rec.get(a.question_field)
+    if refs is not None:
+        if refs.by_id and a.id_field not in rec:
+            raise InputError(f"{where}: no {a.id_field!r} field to join on (--join id)")
+        answer, ref_question, source = refs.lookup(where, rec_id)
+        if question is None:
+            question = ref_question
+    else:
+        answer, source = rec.get(a.answer_field), f"field {a.answer_field!r}"
+    if not isinstance(question, str):
+        question = None
+    try:
+        g = rubric.score(text, answer, question, True)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{where}: reference ({source}): {e}") from e
+    return rec_id, g, _item(g, _parsed(g, text, rubric))
+
+
+# --------------------------------------------------------------------------------------
+# explain
+# --------------------------------------------------------------------------------------
+
+
+def _preview(s: str) -> str:
+    s = " ".join(s.split())
+    n = CONFIG.explain_preview_chars
+    return json.dumps(s if len(s) <= n else s[: n - 3] + "...")
+
+
+def _fmt_value(v: Fraction | None) -> str:
+    if v is None:
+        return "-"
+    from dsa_cast.numbers import format_value
+
+    return format_value(v)
+
+
+def _explain_text(g: Grade, text: str, rubric: Rubric) -> str:
+    d = g.detail
+    lines = [f"rubric: {g.rubric}    total: {g.total:.3f} / {g.max_total:g}"]
+    ref = d.reference if d is not None else None
+    lines.append(f"correct: {g.correct}    predicted: {g.predicted}    reference: {_fmt_value(ref)}")
+    lines.append("components:")
+    scores = dict(d.scores) if d is not None else {}
+    for name, value in g.components.items():
+        raw = scores.get(name)
+        lines.append(f"  {name:<14}{value:8.3f}" + (f"   (score {raw:.3f})" if raw is not None else ""))
+    extra = {k: v for k, v in scores.items() if k not in g.components}
+    if extra:
+        lines.append("details: " + ", ".join(f"{k}={v:g}" for k, v in extra.items()))
+    c = _parsed(g, text, rubric)
+    lines.append(f"parse: exact_format={c.exact_format}")
+    for kind, blocks in (("reasoning", c.reasoning_blocks), ("answer", c.answer_blocks)):
+        if not blocks:
+            lines.append(f"  {kind}: none")
+        for i, b in enumerate(blocks):
+            state = "closed" if b.closed else "UNCLOSED"
+            lines.append(f"  {kind}[{i}] chars {b.start}-{b.end} {state}: {_preview(b.body)}")
+            if kind == "reasoning" and i == 0:
+                for s in c.sections:
+                    lines.append(f"    {s.name:<13} at {s.heading_start}: {_preview(s.body)}")
+    if d is not None and d.extraction is not None:
+        ex = d.extraction
+        lines.append(f"answer extraction: value={_fmt_value(ex.value)} text={ex.text!r} "
+                     f"percent={ex.percent} issue={ex.issue}")
+    if g.issues:
+        lines.append("issues:")
+        located = {}
+        for f in c.findings:
+            located.setdefault(str(f.code), []).append(
+                f"{f.start}-{f.end}" + (f" ({f.section})" if f.section else ""))
+        for code in g.issues:
+            where = located.get(str(code))
+            lines.append(f"  {code}" + (f"  at {', '.join(where)}" if where else ""))
+    else:
+        lines.append("issues: none")
+    verdicts = d.verdicts if d is not None else ()
+    if verdicts:
+        lines.append(f"claims ({len(verdicts)}):")
+        mark = {True: "ok   ", False: "FALSE", None: "n/a  "}
+        for v in verdicts:
+            why = f"  [{v.reason}]" if v.reason else ""
+            lines.append(f"  {mark[v.ok]} {v.claim.kind:<10} {v.claim.expr} = {v.claim.stated}"
+                         f"  -> {_fmt_value(v.value)}{why}")
+    else:
+        lines.append("claims: none checked")
+    return "\n".join(lines)
+
+
+def _explain_json(g: Grade, text: str, rubric: Rubric) -> dict[str, Any]:
+    d = g.detail
+    c = _parsed(g, text, rubric)
+    return {
+        "rubric": g.rubric,
+        "total": g.total,
+        "max_total": g.max_total,
+        "correct": g.correct,
+        "predicted": g.predicted,
+        "reference": _fmt_value(d.reference) if d is not None and d.reference is not None else None,
+        "components": dict(g.components),
+        "scores": dict(d.scores) if d is not None else {},
+        "issues": list(g.issues),
+        "exact_format": c.exact_format,
+        "blocks": {
+            kind: [{"start": b.start, "end": b.end, "closed": b.closed} for b in blocks]
+            for kind, blocks in (("reasoning", c.reasoning_blocks), ("answer", c.answer_blocks))
+        },
+        "sections": [{"name": s.name, "heading_start": s.heading_start, "body": s.body}
+                     for s in c.sections],
+        "findings": [{"code": str(f.code), "start": f.start, "end": f.end, "section": f.section}
+                     for f in c.findings],
+        "claims": [
+            {"kind": v.claim.kind, "expr": v.claim.expr, "stated": v.claim.stated,
+             "ok": v.ok, "value": _fmt_value(v.value) if v.value is not None else None,
+             "reason": v.reason}
+            for v in (d.verdicts if d is not None else ())
+        ],
+    }
+
+
+def _explain_command(a: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
+    text = stdin.read() if a.completion in (None, "-") else a.completion
+    rubric = get_rubric(a.rubric)
+    try:
+        g = rubric.score(text, a.answer, a.question, True)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"--answer: {e}") from e
+    if a.json:
+        print(json.dumps(_explain_json(g, text, rubric), indent=2), file=out)
+    else:
+        print(_explain_text(g, text, rubric), file=out)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------
+# Entry point.
+# --------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dsa_cast",
+                                description="Grade structured-reasoning (DSA) completions.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{grade,explain}")
+    g = sub.add_parser("grade", help="grade a JSONL file of model outputs and write a report")
+    g.add_argument("outputs", help="JSONL file, one model output per line")
+    g.add_argument("--answers", help="JSONL file of references (GSM8K style: '... #### 42')")
+    g.add_argument("--rubric", default="dsa-cast", choices=sorted(RUBRICS), help="default: dsa-cast")
+    g.add_argument("--out", help="output directory (default: ./<OUTPUTS stem>.graded)")
+    g.add_argument("--completion-field", default="completion", help="default: completion")
+    g.add_argument("--answer-field", default="answer",
+                   help="reference field of an output record (default: answer)")
+    g.add_argument("--ref-answer-field", default="answer",
+                   help="reference field of an --answers record (default: answer)")
+    g.add_argument("--question-field", default="question", help="default: question")
+    g.add_argument("--id-field", default="id", help="default: id")
+    g.add_argument("--join", default="auto", choices=("auto", "id", "order"),
+                   help="how --answers lines up with the outputs (auto: id when the first output "
+                        "record has the id field, else order)")
+    g.add_argument("--skip-bad", action="store_true", help="skip bad lines (counted) instead of stopping")
+    g.add_argument("--no-plots", action="store_true", help="do not draw PNGs")
+    g.add_argument("--progress", default="auto", choices=("auto", "on", "off"),
+                   help="progress bar (needs tqdm; auto: files >= 1 MiB on a terminal)")
+    g.add_argument("--top-issues", type=int, default=ReportConfig.top_issues,
+                   help="issue codes listed in the table")
+    e = sub.add_parser("explain", help="show how one completion is graded")
+    e.add_argument("completion", nargs="?", help="the completion text; '-' or omitted: read stdin")
+    e.add_argument("--answer", help="the reference (e.g. 42, or a GSM8K solution)")
+    e.add_argument("--question", help="the problem text (grounds Evidence claims)")
+    e.add_argument("--rubric", default="dsa-cast", choices=sorted(RUBRICS))
+    e.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, *, stdin: IO[str] | None = None,
+         stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 usage or input error)."""
+    stdin = stdin or sys.stdin
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    parser = build_parser()
+    try:
+        a = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the usage message
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        if a.command == "grade":
+            return _grade_command(a, out, err)
+        return _explain_command(a, stdin, out)
+    except InputError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=err)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,409 @@
+"""Framework adapters, tested against each framework's documented calling convention.
+
+No framework is imported: numpy columns are imitated by a duck-typed array (and checked with
+real numpy when it is installed), TRL's logging hooks by recorders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dsa_cast import adapters
+from dsa_cast.adapters import (
+    BatchGrader,
+    completion_text,
+    compute_score,
+    compute_score_batch,
+    reward_func,
+    strip_prompt,
+    trl_rewards,
+    tunix_rewards,
+)
+from dsa_cast.rubrics import RUBRICS, DsaCastRubric, Grade
+from dsa_cast.score import grade
+
+QUESTION = "A shop packs 6 boxes with 7 apples in each box. How many apples are packed?"
+GOOD = (
+    "<reasoning>\nPlan:\nMultiply the number of boxes by the apples per box.\n"
+    "Reasoning:\nThere are 6 boxes and each holds 7 apples, so 6 times 7 gives 42 apples.\n"
+    "Evidence:\nCALC: 6*7 = 42\n"
+    "Sanity_check:\nDividing 42 apples by 7 per box gives back 6 boxes.\n"
+    "</reasoning>\n<answer>42</answer>"
+)
+WRONG = GOOD.replace("<answer>42</answer>", "<answer>41</answer>")
+MALFORMED = "Plan: just guess\n<answer>42"
+TEXTS = [GOOD, WRONG, MALFORMED, ""]
+
+
+class FakeArray:
+    """The parts of a numpy array the adapters may touch (``tolist``, iteration, ``len``)."""
+
+    def __init__(self, values):
+        self._values = list(values)
+
+    def tolist(self):
+        return list(self._values)
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self):
+        return len(self._values)
+
+
+@dataclass(frozen=True)
+class CountingRubric(DsaCastRubric):
+    """dsa-cast, recording every completion it grades (module level: picklable)."""
+
+    calls: list = field(default_factory=list, compare=False, hash=False)
+
+    def score(self, text, answer=None, question=None, detail=False):
+        self.calls.append(text)
+        return super().score(text, answer, question, detail)
+
+
+def _tunix_call(fn, completions, answers, questions=None, **extra):
+    cols = {"answer": FakeArray(answers)}
+    if questions is not None:
+        cols["question"] = FakeArray(questions)
+    return fn(prompts=["p"] * len(completions), completions=completions, mode="train",
+              trajectory_ids=list(range(len(completions))), **cols, **extra)
+
+
+# -- names and sums ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(RUBRICS))
+def test_one_named_function_per_component(name):
+    rubric = RUBRICS[name]
+    for factory in (tunix_rewards, trl_rewards):
+        fns = factory(name)
+        prefix = name.replace("-", "_")
+        assert [f.__name__ for f in fns] == [f"{prefix}_{c}" for c in rubric.components]
+        assert all(f.__name__.isidentifier() for f in fns)
+        assert len({id(f.grader) for f in fns}) == 1  # one shared grader per call
+
+
+@pytest.mark.parametrize("name", sorted(RUBRICS))
+def test_tunix_components_sum_to_grade_total(name):
+    fns = tunix_rewards(name)
+    answers = ["42", "#### 42", 42, "1,234"]
+    questions = [QUESTION] * 4
+    per_fn = [_tunix_call(f, TEXTS, answers, questions) for f in fns]
+    for i, text in enumerate(TEXTS):
+        g = grade(text, answers[i], rubric=name, question=questions[i])
+        values = [col[i] for col in per_fn]
+        assert values == list(g.components.values())
+        assert math.fsum(values) == pytest.approx(g.total, abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    texts=st.lists(
+        st.text(alphabet=st.sampled_from(list("<>/reasoninganswrPlRmEvdcSy_k:= 0123456789*+\n")),
+                max_size=120),
+        min_size=1, max_size=4),
+    ref=st.integers(-50, 50),
+)
+def test_property_tunix_never_none_finite_and_sums(texts, ref):
+    fns = tunix_rewards()
+    cols = [_tunix_call(f, texts, [str(ref)] * len(texts)) for f in fns]
+    for i, text in enumerate(texts):
+        values = [c[i] for c in cols]
+        assert all(isinstance(v, float) and math.isfinite(v) for v in values)
+        assert math.fsum(values) == pytest.approx(grade(text, ref).total, abs=1e-9)
+    assert fns[0].grader.graded_batches == 1  # every component served from one grading
+
+
+# -- Tunix convention ----------------------------------------------------------------------
+
+
+def test_tunix_numpy_like_columns_repeated_per_generation_and_extra_params():
+    fns = tunix_rewards()
+    completions = [GOOD, WRONG, GOOD, MALFORMED]  # rows p0,p0,p1,p1
+    out = [f(prompts=["p0", "p0", "p1", "p1"], completions=completions,
+             answer=FakeArray(["42", "42", "7", "7"]), question=FakeArray([QUESTION] * 4),
+             mode="eval", trajectory_ids=["a", "b", "c", "d"], num_generations=2) for f in fns]
+    correctness = dict(zip([f.__name__ for f in fns], out))["dsa_cast_correctness"]
+    assert correctness == [5.0, 0.0, 0.0, 0.0]
+    assert all(len(col) == 4 and None not in col for col in out)
+
+
+def test_tunix_with_real_numpy_arrays():
+    np = pytest.importorskip("numpy")  # only in the full venv; the duck-typed test covers core
+    fns = tunix_rewards()
+    answers = np.repeat(np.array(["42", "#### 41"]), 2)  # '<U7' array, repeated per generation
+    out = [f(prompts=["a", "a", "b", "b"], completions=[GOOD, WRONG, GOOD, WRONG],
+             answer=answers, question=np.array([QUESTION] * 4, dtype=object), mode="train")
+           for f in fns]
+    assert [c[2] for c in out][2] == 0.0 and [c[0] for c in out][2] == 5.0
+    num = tunix_rewards()[2](prompts=["x"], completions=[GOOD], answer=np.array([42]))
+    assert num == [5.0]  # numpy integer references read as plain ints
+
+
+def test_tunix_item_without_reference_is_graded_not_none():
+    fns = tunix_rewards()
+    out = [_tunix_call(f, [GOOD, GOOD], ["42", None]) for f in fns]
+    assert all(None not in col for col in out)
+    assert out[2] == [5.0, 0.0]
+
+
+def test_missing_reference_column_is_a_clear_error_but_not_for_format():
+    fn = tunix_rewards()[0]
+    with pytest.raises(KeyError, match="'answer'"):
+        fn(prompts=["p"], completions=[GOOD], mode="train")
+    assert tunix_rewards("format")[0](prompts=["p"], completions=[GOOD]) == [1.0]
+
+
+def test_bad_reference_names_the_item():
+    fn = tunix_rewards()[0]
+    with pytest.raises(ValueError, match=r"answer\[1\]"):
+        _tunix_call(fn, [GOOD, GOOD], ["42", "not a number"])
+
+
+def test_column_length_mismatch_is_reported():
+    with pytest.raises(ValueError, match="'answer' has 1 entries for 2 completions"):
+        _tunix_call(tunix_rewards()[0], [GOOD, GOOD], ["42"])
+
+
+def test_rubric_options_are_passed_to_the_rubric():
+    fns = tunix_rewards("dsa-cast", partial_credit=True)
+    assert fns[0].grader.rubric.partial_credit is True
+    near = GOOD.replace("<answer>42</answer>", "<answer>40</answer>")
+    col = _tunix_call(fns[2], [near], ["42"])
+    assert 0.0 < col[0] < 5.0
+    with pytest.raises(ValueError, match="no option"):
+        tunix_rewards("dsa-cast", no_such_option=1)
+    with pytest.raises(TypeError, match="rubric name"):
+        tunix_rewards(RUBRICS["dsa-cast"], partial_credit=True)
+
+
+# -- grading once per batch -----------------------------------------------------------
+
+
+def test_batch_is_graded_once_for_all_components_and_cache_is_bounded():
+    rubric = CountingRubric()
+    fns = tunix_rewards(rubric, cache_batches=2)
+    rubric.calls.clear()  # construction probes whether the rubric reads references
+    batch = [GOOD, WRONG, MALFORMED]
+    for f in fns:
+        _tunix_call(f, batch, ["42"] * 3)
+    assert len(rubric.calls) == 3  # 5 components, each completion graded once
+    assert fns[0].grader.graded_batches == 1
+    # a copy with equal content (new list, new str objects) is still a hit
+    for f in fns:
+        _tunix_call(f, [s + "" for s in list(batch)], ["42"] * 3)
+    assert len(rubric.calls) == 3
+    # different references are a different batch
+    _tunix_call(fns[0], batch, ["41"] * 3)
+    assert len(rubric.calls) == 6
+    # bounded: two newer batches evict the first one
+    _tunix_call(fns[0], [GOOD], ["1"])
+    _tunix_call(fns[0], batch, ["42"] * 3)
+    assert len(rubric.calls) == 10
+    assert len(fns[0].grader._cache) == 2
+
+
+def test_separate_adapters_do_not_share_a_cache():
+    a, b = tunix_rewards(), tunix_rewards()
+    _tunix_call(a[0], [GOOD], ["42"])
+    assert a[0].grader.graded_batches == 1 and b[0].grader.graded_batches == 0
+
+
+# -- TRL convention ------------------------------------------------------------------------
+
+
+def test_trl_plain_and_conversational_completions_agree():
+    fns = trl_rewards()
+    conv = [[{"role": "assistant", "content": t}] for t in TEXTS]
+    plain = [f(["p"] * 4, TEXTS, completion_ids=[[1, 2]] * 4, answer=["42"] * 4) for f in fns]
+    chat = [f([[{"role": "user", "content": "q"}]] * 4, conv, None, answer=["42"] * 4) for f in fns]
+    assert plain == chat
+    for i, t in enumerate(TEXTS):
+        assert math.fsum(c[i] for c in plain) == pytest.approx(grade(t, "42").total)
+
+
+def test_trl_reference_column_is_configurable_and_none_skips():
+    fns = trl_rewards(answer_field="solution")
+    out = [f(["p"] * 3, [GOOD] * 3, solution=["42", None, "#### 42"], trainer_state=object())
+           for f in fns]
+    assert all(col[1] is None for col in out)
+    assert out[2] == [5.0, None, 5.0]
+    fmt = trl_rewards("format")[0](["p"], [GOOD])  # a rubric that reads no reference never skips
+    assert fmt == [1.0]
+
+
+def test_trl_logs_breakdown_once_per_batch():
+    extra: list[tuple[str, list]] = []
+    metrics: list[tuple[str, float]] = []
+    fns = trl_rewards()
+    kw = {"answer": ["42", "42", "42"], "log_extra": lambda c, v: extra.append((c, v)),
+          "log_metric": lambda n, v: metrics.append((n, v))}
+    for f in fns:
+        f(["p"] * 3, [GOOD, WRONG, MALFORMED], **kw)
+    assert [c for c, _ in extra] == ["dsa_cast/predicted", "dsa_cast/correct", "dsa_cast/issues"]
+    assert all(len(v) == 3 for _, v in extra)
+    assert dict(extra)["dsa_cast/predicted"] == ["42", "41", "42"]
+    assert dict(extra)["dsa_cast/correct"] == [True, False, False]
+    m = dict(metrics)
+    assert set(m) == {"dsa_cast/accuracy", "dsa_cast/clean_rate", "dsa_cast/total"}
+    assert m["dsa_cast/accuracy"] == pytest.approx(1 / 3)
+    assert len(metrics) == 3  # logged by the grading call only
+
+
+def test_completion_text_formats():
+    assert completion_text("x") == "x"
+    assert completion_text([{"role": "assistant", "content": "a"}]) == "a"
+    assert completion_text({"role": "assistant", "content": "a"}) == "a"
+    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "a"},
+                                                              {"type": "image"}, {"text": "b"}]}]) == "ab"
+    assert completion_text([{"role": "tool", "content": "t"}, {"role": "assistant", "content": "a"},
+                            {"role": "assistant", "content": "b"}]) == "a\nb"
+    with pytest.raises(TypeError, match="message 0"):
+        completion_text(["bare string"])
+    with pytest.raises(TypeError):
+        completion_text(42)
+
+
+# -- verl convention ----------------------------------------------------------------------
+
+
+def test_verl_compute_score_single_and_batch():
+    single = compute_score("openai/gsm8k", GOOD, "42", {"question": QUESTION, "split": "train"})
+    g = grade(GOOD, "42", question=QUESTION)
+    assert single["score"] == g.total and single["acc"] == 1.0 and single["pred"] == "42"
+    assert {k: single[k] for k in g.components} == dict(g.components)
+    results = compute_score_batch(
+        data_sources=FakeArray(["openai/gsm8k"] * 4), solution_strs=TEXTS,
+        ground_truths=FakeArray(["42"] * 4), extra_infos=FakeArray([{"question": QUESTION}] * 4))
+    assert results[0] == single
+    assert len({tuple(r) for r in results}) == 1  # same keys for every item (reward_extra_info)
+    assert [r["score"] for r in results] == [grade(t, "42", question=QUESTION).total for t in TEXTS]
+    assert compute_score_batch(["s"], [GOOD], ["42"]) == [compute_score("s", GOOD, "42")]
+
+
+def test_verl_reward_kwargs_select_the_rubric():
+    r = compute_score("s", GOOD, "42", None, rubric="seed")
+    assert set(r) == {"score", "acc", "pred", "format_exact", "format_soft", "cast"}
+    r = compute_score("s", WRONG, "42", rubric_options={"partial_credit": True}, unknown_kw=1)
+    assert r["correctness"] > 0.0 and r["acc"] == 0.0
+    with pytest.raises(ValueError, match=r"ground_truths\[0\]"):
+        compute_score_batch(["s"], [GOOD], ["n/a"])
+
+
+# -- OpenRLHF convention ------------------------------------------------------------------
+
+
+def test_openrlhf_strips_prompt_and_returns_lists_without_torch(monkeypatch):
+    real = adapters.importlib.util.find_spec
+    monkeypatch.setattr(adapters.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    prompt = "<start_of_turn>user\nQ<end_of_turn>\n<start_of_turn>model\n"
+    out = reward_func([prompt + GOOD, prompt + WRONG], [prompt, prompt], ["42", "42"])
+    assert out["rewards"] == [grade(GOOD, "42").total, grade(WRONG, "42").total]
+    assert out["scores"] == [1.0, 0.0]
+    logs = out["extra_logs"]
+    assert set(logs) == {f"dsa_cast/{c}" for c in RUBRICS["dsa-cast"].components} | {"dsa_cast/accuracy"}
+    assert all(len(v) == 2 for v in logs.values())
+
+
+def test_openrlhf_tensors_when_torch_is_installed():
+    torch = pytest.importorskip("torch")
+    out = reward_func(["p" + GOOD], ["p"], ["42"])
+    assert isinstance(out["rewards"], torch.Tensor) and out["rewards"].dtype == torch.float32
+    assert isinstance(out["extra_logs"]["dsa_cast/accuracy"], torch.Tensor)
+
+
+def test_openrlhf_as_tensors_false_forces_lists_and_errors_name_label():
+    assert reward_func(["p" + GOOD], ["p"], ["42"], as_tensors=False)["rewards"] == [10.0]
+    with pytest.raises(ValueError, match=r"labels\[0\]"):
+        reward_func(["p" + GOOD], ["p"], ["??"], as_tensors=False)
+
+
+def test_strip_prompt():
+    assert strip_prompt("PROMPTabc", "PROMPT") == "abc"
+    assert strip_prompt("  PROMPTabc", "PROMPT") == "abc"  # detokenised leading whitespace
+    assert strip_prompt("abc", "zzz") == "abc"
+    assert strip_prompt("abc", "") == "abc"
+
+
+# -- concurrency and pickling -------------------------------------------------------------
+
+
+def _sequential(fns, batches):
+    return [[f(["p"] * len(b), b, answer=["42"] * len(b)) for f in fns] for b in batches]
+
+
+BATCHES = [[GOOD, WRONG], [MALFORMED, GOOD, ""], [WRONG], [GOOD] * 5]
+
+
+@pytest.mark.parametrize("factory", [tunix_rewards, trl_rewards])
+def test_pickle_round_trip(factory):
+    fns = factory()
+    _sequential(fns, BATCHES[:1])  # populate the cache: it must not travel
+    copies = pickle.loads(pickle.dumps(fns))
+    assert [c.__name__ for c in copies] == [f.__name__ for f in fns]
+    assert copies[0].grader is copies[1].grader  # still one shared grader after unpickling
+    assert copies[0].grader.graded_batches == 0 and not copies[0].grader._cache
+    assert _sequential(copies, BATCHES) == _sequential(fns, BATCHES)
+    for f in (compute_score, compute_score_batch, reward_func):
+        assert pickle.loads(pickle.dumps(f)) is f
+
+
+def _call_all(fns, batch):
+    return [f(["p"] * len(batch), batch, answer=["42"] * len(batch)) for f in fns]
+
+
+def test_spawned_process_pool():
+    fns = trl_rewards()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        remote = pool.starmap(_call_all, [(fns, b) for b in BATCHES])
+        verl = pool.starmap(compute_score, [("s", GOOD, "42")])
+    assert remote == _sequential(fns, BATCHES)
+    assert verl == [compute_score("s", GOOD, "42")]
+
+
+def test_thread_pool_and_asyncio_to_thread():
+    fns = tunix_rewards()
+    expected = _sequential(tunix_rewards(), BATCHES)
+    jobs = [(i % len(BATCHES), f) for i in range(40) for f in fns]
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        results = list(ex.map(lambda j: (j[0], j[1].__name__,
+                                         j[1](["p"] * len(BATCHES[j[0]]), BATCHES[j[0]],
+                                              answer=["42"] * len(BATCHES[j[0]]))), jobs))
+    names = [f.__name__ for f in fns]
+    for b, name, values in results:
+        assert values == expected[b][names.index(name)]
+
+    async def main():
+        return await asyncio.gather(*(asyncio.to_thread(compute_score_batch, ["s"] * len(b), b,
+                                                        ["42"] * len(b)) for b in BATCHES))
+
+    assert asyncio.run(main()) == [compute_score_batch(["s"] * len(b), b, ["42"] * len(b))
+                                   for b in BATCHES]
+
+
+def test_batch_grader_reports_type_errors_with_index():
+    grader = BatchGrader(RUBRICS["dsa-cast"], adapters.AdapterConfig())
+    with pytest.raises(TypeError, match=r"completions\[1\]"):
+        grader.read_batch("t", [GOOD, 3], {"answer": ["1", "2"]})
+    with pytest.raises(TypeError, match="one str"):
+        grader.read_batch("t", GOOD, {"answer": ["1"]})
+
+
+def test_grade_objects_are_what_grade_returns():
+    grader = BatchGrader(RUBRICS["dsa-cast"], adapters.AdapterConfig())
+    grades, fresh = grader.grades([GOOD], [Fraction(42)], [None])
+    assert fresh and isinstance(grades[0], Grade) and grades[0] == grade(GOOD, Fraction(42))
+    assert grader.grades([GOOD], [Fraction(42)], [None]) == (grades, False)

@@ -1,0 +1,315 @@
+"""``python -m dsa_cast``: grade (streaming report, joins, bad input) and explain."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dsa_cast.cli import main
+from dsa_cast.report import BoundedHistogram, ItemResult, ReportConfig, Summary, format_table
+from dsa_cast.score import grade
+
+GSM8K_TEST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gsm8k" / "test.jsonl"
+
+GOOD = (
+    "<reasoning>\nPlan:\nMultiply the number of boxes by the apples per box.\n"
+    "Reasoning:\nThere are 6 boxes and each holds 7 apples, so 6 times 7 gives 42 apples.\n"
+    "Evidence:\nCALC: 6*7 = 42\nCALC: 6+7 = 14\n"
+    "Sanity_check:\nDividing 42 apples by 7 per box gives back 6 boxes.\n"
+    "</reasoning>\n<answer>42</answer>"
+)
+WRONG = GOOD.replace("<answer>42</answer>", "<answer>41</answer>")
+
+
+def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdin=io.StringIO(stdin), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records),
+                    encoding="utf-8")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# -- grade -------------------------------------------------------------------------------
+
+
+def test_grade_with_references_in_the_records(tmp_path):
+    src = write_jsonl(tmp_path / "outs.jsonl", [
+        {"id": "a", "completion": GOOD, "answer": "42"},
+        {"id": "b", "completion": WRONG, "answer": "#### 42"},
+        {"id": "c", "completion": "<answer>42</answer>", "answer": 42},
+    ])
+    code, out, err = run("grade", str(src), "--out", str(tmp_path / "rep"), "--no-plots")
+    assert code == 0, err
+    for label in ("accuracy", "format adherence", "section Plan", "section Sanity_check",
+                  "evidence validity", "coherence", "mean total", "top issues"):
+        assert label in out
+    results = read_jsonl(tmp_path / "rep" / "results.jsonl")
+    assert [r["id"] for r in results] == ["a", "b", "c"]
+    assert [r["line"] for r in results] == [1, 2, 3]
+    assert results[0]["total"] == grade(GOOD, "42").total
+    assert results[0]["components"] == dict(grade(GOOD, "42").components)
+    assert results[0]["claims"] == 2 and results[0]["claims_true"] == 1
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert summary["complete"] is True and summary["n"] == 3
+    assert summary["accuracy"] == pytest.approx(2 / 3)
+    assert summary["section_presence"]["Plan"] == pytest.approx(2 / 3)
+    assert summary["evidence_validity"] == pytest.approx(2 / 4)
+    assert summary["issue_counts"]["false_claim"] == 2
+
+
+def test_grade_joins_gsm8k_answers_by_order_and_by_id(tmp_path):
+    refs = write_jsonl(tmp_path / "refs.jsonl", [
+        {"question": "Six boxes of 7 apples. How many apples?", "answer": "6*7=<<6*7=42>>42\n#### 42"},
+        {"question": "What is 3 + 4?", "answer": "3+4=7\n#### 7"},
+    ])
+    outs = write_jsonl(tmp_path / "outs.jsonl", [{"completion": GOOD}, {"completion": GOOD}])
+    code, _, err = run("grade", str(outs), "--answers", str(refs), "--out", str(tmp_path / "o"),
+                       "--no-plots")
+    assert code == 0, err
+    assert [r["correct"] for r in read_jsonl(tmp_path / "o" / "results.jsonl")] == [True, False]
+    # by id: a GSM8K file has no id field, so its record numbers are the ids
+    by_id = write_jsonl(tmp_path / "ids.jsonl", [{"id": 1, "completion": GOOD},
+                                                 {"id": "0", "completion": GOOD}])
+    code, _, err = run("grade", str(by_id), "--answers", str(refs), "--join", "id",
+                       "--out", str(tmp_path / "i"), "--no-plots")
+    assert code == 0, err
+    assert [r["correct"] for r in read_jsonl(tmp_path / "i" / "results.jsonl")] == [False, True]
+
+
+def test_grade_against_the_real_gsm8k_test_file(tmp_path):
+    first = json.loads(GSM8K_TEST.read_text(encoding="utf-8").splitlines()[0])  # answer 18
+    outs = write_jsonl(tmp_path / "outs.jsonl", [
+        {"id": 0, "completion": GOOD.replace("42", "18")},
+        {"id": 1, "completion": GOOD.replace("42", "3")},
+    ])
+    code, out, err = run("grade", str(outs), "--answers", str(GSM8K_TEST), "--out",
+                         str(tmp_path / "o"), "--no-plots")
+    assert code == 0, err  # join auto -> id (the outputs have ids)
+    assert first["answer"].endswith("#### 18")
+    assert [r["correct"] for r in read_jsonl(tmp_path / "o" / "results.jsonl")] == [True, True]
+    assert "100.0% (2/2" in out
+
+
+def test_bad_line_names_file_and_line_and_keeps_what_was_written(tmp_path):
+    src = write_jsonl(tmp_path / "outs.jsonl",
+                      [{"completion": GOOD, "answer": 42}, {"completion": WRONG, "answer": 42},
+                       "{not json", {"completion": GOOD, "answer": 42}])
+    code, out, err = run("grade", str(src), "--out", str(tmp_path / "rep"), "--no-plots")
+    assert code == 2
+    assert f"{src}:3: invalid JSON" in err
+    assert len(read_jsonl(tmp_path / "rep" / "results.jsonl")) == 2  # lines 1-2 kept
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert summary["complete"] is False and summary["n"] == 2 and ":3:" in summary["error"]
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"text": GOOD}, "no 'completion' field (fields: text); use --completion-field"),
+    ({"completion": GOOD, "answer": "lots"}, "reference (field 'answer'): answer 'lots'"),
+    ({"completion": 5}, "field 'completion': a completion must be a str"),
+    ([1, 2], "expected a JSON object, got list"),
+])
+def test_each_kind_of_bad_record(tmp_path, record, message):
+    src = write_jsonl(tmp_path / "o.jsonl", [{"completion": GOOD}, record])
+    code, _, err = run("grade", str(src), "--out", str(tmp_path / "r"), "--no-plots")
+    assert code == 2 and f"{src}:2: " in err and message in err
+
+
+def test_skip_bad_goes_on_and_counts(tmp_path):
+    src = write_jsonl(tmp_path / "o.jsonl", [
+        {"completion": GOOD, "answer": 42}, "nope", "", {"completion": 1},
+        "\xff", {"completion": WRONG, "answer": 42}])
+    src.write_bytes(src.read_bytes().replace("\xff".encode(), b"\xff"))  # a non-UTF-8 line
+    code, out, err = run("grade", str(src), "--skip-bad", "--out", str(tmp_path / "r"), "--no-plots")
+    assert code == 0
+    assert err.count("skipped ") == 3 and f"{src}:5: not UTF-8" in err
+    assert "skipped bad lines" in out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["n"] == 2 and summary["n_skipped"] == 3
+
+
+def test_join_errors(tmp_path):
+    refs = write_jsonl(tmp_path / "refs.jsonl", [{"id": "x", "answer": "#### 1"},
+                                                 {"id": "x", "answer": "#### 2"}])
+    outs = write_jsonl(tmp_path / "outs.jsonl", [{"id": "x", "completion": GOOD}])
+    code, _, err = run("grade", str(outs), "--answers", str(refs), "--out", str(tmp_path / "r"))
+    assert code == 2 and f"{refs}:2: duplicate id 'x' (first at line 1)" in err
+    refs = write_jsonl(tmp_path / "refs.jsonl", [{"id": "x", "answer": "#### 1"}])
+    outs = write_jsonl(tmp_path / "outs.jsonl", [{"id": "y", "completion": GOOD}])
+    code, _, err = run("grade", str(outs), "--answers", str(refs), "--out", str(tmp_path / "r"))
+    assert code == 2 and f"{outs}:1: id 'y' is not in {refs}" in err
+    outs = write_jsonl(tmp_path / "outs.jsonl", [{"completion": GOOD}, {"completion": GOOD}])
+    code, _, err = run("grade", str(outs), "--answers", str(refs), "--join", "order",
+                       "--out", str(tmp_path / "r"))
+    assert code == 2 and f"{outs}:2: no matching record in {refs} (it has only 1 records)" in err
+    refs = write_jsonl(tmp_path / "refs.jsonl", [{"solution": "1"}])
+    code, _, err = run("grade", str(outs), "--answers", str(refs), "--join", "order",
+                       "--out", str(tmp_path / "r"))
+    assert code == 2 and f"{refs}:1: no 'answer' field" in err
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert run()[0] == 2
+    assert run("grade", str(tmp_path / "missing.jsonl"))[0] == 2
+    assert run("grade", "x.jsonl", "--rubric", "nope")[0] == 2
+    assert run("frobnicate")[0] == 2
+
+
+def test_plots_without_matplotlib_and_progress_without_tqdm(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    src = write_jsonl(tmp_path / "o.jsonl", [{"completion": GOOD, "answer": 42}])
+    code, out, err = run("grade", str(src), "--out", str(tmp_path / "r"), "--progress", "on")
+    assert code == 0, err
+    assert "accuracy" in out and "no plots: install matplotlib" in out
+    assert not list((tmp_path / "r").glob("*.png"))
+
+
+def test_plots_with_matplotlib(tmp_path):
+    pytest.importorskip("matplotlib")  # the plot extra; the table test above covers core
+    src = write_jsonl(tmp_path / "o.jsonl", [{"completion": GOOD, "answer": 42},
+                                             {"completion": "x", "answer": 42}])
+    code, out, _ = run("grade", str(src), "--out", str(tmp_path / "r"))
+    assert code == 0
+    for name in ("components.png", "issues.png"):
+        data = (tmp_path / "r" / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 1000
+
+
+def test_conversational_completions_and_custom_fields(tmp_path):
+    src = write_jsonl(tmp_path / "o.jsonl", [
+        {"uid": 7, "messages": [{"role": "assistant", "content": GOOD}], "gold": "42"}])
+    code, _, err = run("grade", str(src), "--completion-field", "messages", "--answer-field", "gold",
+                       "--id-field", "uid", "--out", str(tmp_path / "r"), "--no-plots",
+                       "--rubric", "seed")
+    assert code == 0, err
+    (rec,) = read_jsonl(tmp_path / "r" / "results.jsonl")
+    assert rec["id"] == 7 and rec["correct"] is True
+    assert rec["total"] == grade(GOOD, "42", rubric="seed").total
+
+
+_PEAK_RSS = """
+import io, resource, sys
+from dsa_cast.cli import main
+out = io.StringIO()
+rc = main(sys.argv[1:], stdout=out)
+print(rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, out.getvalue().splitlines()[0])
+"""
+
+
+def _grade_in_fresh_process(src: Path, out: Path) -> tuple[int, int, str]:
+    """Exit code, peak RSS (KiB, Linux) and the table's first line of a fresh interpreter."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, "grade", str(src), "--rubric", "format", "--out", str(out),
+         "--no-plots", "--progress", "off"],
+        capture_output=True, text=True, timeout=300, check=True)
+    rc, rss, first = proc.stdout.split(maxsplit=2)
+    return int(rc), int(rss), first.strip()
+
+
+def test_streams_100k_lines_in_bounded_memory(tmp_path):
+    def make(n: int) -> Path:
+        src = tmp_path / f"n{n}.jsonl"
+        with src.open("w", encoding="utf-8") as fh:
+            for i in range(n):
+                fh.write(json.dumps({"id": i, "completion": f"<reasoning>Plan: x{i}</reasoning>"
+                                                            f"<answer>{i % 7}</answer>"}) + "\n")
+        return src
+
+    rc_small, rss_small, _ = _grade_in_fresh_process(make(1_000), tmp_path / "r1")
+    rc_big, rss_big, first = _grade_in_fresh_process(make(100_000), tmp_path / "r2")
+    assert rc_small == rc_big == 0
+    assert first == "completions               100000"
+    with (tmp_path / "r2" / "results.jsonl").open(encoding="utf-8") as fh:
+        assert sum(1 for _ in fh) == 100_000
+    # 100x the lines, (almost) the same peak: holding 100k graded results would add >100 MiB
+    assert rss_big - rss_small < 16 * 1024, f"peak RSS grew by {(rss_big - rss_small) / 1024:.1f} MiB"
+
+
+def test_summary_state_is_constant_size():
+    def item(i: int) -> ItemResult:
+        return ItemResult(total=(i * 7919) % 1000 / 100.0, max_total=10.0,
+                          components={"a": i % 3 / 2.0, "b": ((i * 31) % 997) / 99.7},
+                          correct=bool(i % 2), issues=("x", f"code{i % 5}"), exact_format=i % 4 == 0,
+                          sections_present=("Plan",), evidence_checked=i % 3, evidence_ok=i % 2,
+                          coherence=0.5)
+
+    def size(s: Summary) -> int:
+        hists = [s.total_hist, *s.component_hists.values()]
+        return (len(s.issue_counts) + len(s.component_sums) + len(s.section_counts)
+                + sum(len(h.bins) for h in hists))
+
+    s = Summary(ReportConfig(histogram_bins=64))
+    for i in range(1_000):
+        s.add(item(i))
+    small = size(s)
+    for i in range(1_000, 100_000):
+        s.add(item(i))
+    assert size(s) <= small + 3 * 64  # histograms only ever merge, counters are per code
+    assert all(len(h.bins) <= 64 for h in [s.total_hist, *s.component_hists.values()])
+    assert sum(c for _, _, c in s.total_hist.items()) == 100_000  # counts stay exact
+    d = s.to_dict()
+    assert d["n"] == 100_000 and d["accuracy"] == 0.5 and d["coherence"] == 0.5
+    assert "top issues" in format_table(s)
+
+
+def test_bounded_histogram_merges_exactly():
+    h = BoundedHistogram(max_bins=4, resolution=1.0)
+    for v in [0, 1, 2, 3, 4, 5, 6, 7, float("nan")]:
+        h.add(v)
+    assert h.count == 8 and len(h.bins) <= 4 and h.width == 2.0
+    assert [c for _, _, c in h.items()] == [2, 2, 2, 2]
+    width, bins = h.display_bins(2)
+    assert width == 3.5 and sum(c for _, c in bins) == 8
+
+
+# -- explain ------------------------------------------------------------------------------
+
+
+def test_explain_argument_shows_parse_issues_claims_and_components():
+    code, out, err = run("explain", "--answer", "42", GOOD + " thanks")
+    assert code == 0, err
+    for needle in ("total:", "correct: True", "predicted: 42", "components:", "correctness",
+                   "Plan", "Sanity_check", "text_after", "false_claim", "ok    calc       6*7 = 42",
+                   "FALSE calc       6+7 = 14  -> 13  [mismatch]"):
+        assert needle in out
+
+
+@pytest.mark.parametrize("args", [["-"], []])
+def test_explain_reads_stdin(args):
+    code, out, _ = run("explain", "--answer", "42", *args, stdin="<answer>41")
+    assert code == 0
+    assert "UNCLOSED" in out and "missing_reasoning" in out and "correct: False" in out
+
+
+def test_explain_json_and_errors():
+    code, out, _ = run("explain", "--answer", "42", "--json", GOOD)
+    assert code == 0
+    data = json.loads(out)
+    g = grade(GOOD, "42")
+    assert data["total"] == g.total and data["components"] == dict(g.components)
+    assert [c["ok"] for c in data["claims"]] == [True, False]
+    assert [s["name"] for s in data["sections"]] == ["Plan", "Reasoning", "Evidence", "Sanity_check"]
+    code, _, err = run("explain", "--answer", "forty", GOOD)
+    assert code == 2 and "--answer" in err
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dsa_cast", "explain", "--answer", "42", "-"],
+                          input=GOOD, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "correct: True" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "dsa_cast", "grade"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "usage" in proc.stderr
