@@ -1,0 +1,580 @@
+"""Full-parameter GRPO with DSA-CAST rewards on Tunix 0.1.7 (``RLCluster`` + ``GRPOLearner``).
+
+The actor starts from an SFT checkpoint (``grpo.init_checkpoint``) or from the model source's
+weights; the frozen reference is an independent copy of the model source's (base) weights; actor,
+reference and the vanilla rollout share one mesh (so actor and rollout share weights and no sync
+is needed). Rewards are ``dsa_cast.score.tunix_rewards(grpo.rubric)``: one named function per rubric
+component, so Tunix logs each as ``rewards/<name>`` and sums them.
+
+Each reward batch is also recorded by :class:`RewardLogger` into ``<run_dir>/metrics.jsonl``
+(mean total reward, each component's mean, format adherence, accuracy) and, optionally, every
+rollout into ``rollouts.jsonl``; a reward-curve PNG is drawn at the end. Checkpoints go to
+``<run_dir>/checkpoints/actor/<step>``; TensorBoard to ``<run_dir>/tensorboard``. Re-running on the
+same directory resumes from the newest actor checkpoint (Tunix restores model, optimizer and data
+position).
+
+CLI: ``python -m dsa_cast_train.grpo --preset tiny --run-dir runs/grpo-tiny``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+ROLLOUTS_FILE = "rollouts.jsonl"
+REWARD_CURVE_FILE = "reward_curve.png"
+SUMMARY_FILE = "grpo_summary.json"
+CHECKPOINT_DIR = "checkpoints"
+ACTOR_SUBDIR = "actor"  # RLCluster writes the actor under <checkpoint_root>/actor/<step>
+TENSORBOARD_DIR = "tensorboard"
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOResult:
+    """What a GRPO run produced."""
+
+    run_dir: Path
+    checkpoint_dir: Path
+    """``<run_dir>/checkpoints/actor``: orbax steps of the actor (params + optimizer)."""
+    actor_steps: int
+    """Actor optimizer updates reached (== ``grpo.max_steps`` when finished)."""
+    resumed_from: int
+    """Actor step restored at start (0 for a fresh run)."""
+    prompts: int
+    """Training prompts used (after dropping over-long ones)."""
+    dropped_prompts: int
+    """Prompts longer than ``grpo.max_prompt_length`` tokens, left out."""
+    metrics_path: Path
+    reward_curve: Path | None
+    seconds: float
+    last: Mapping[str, Any] | None
+    """The last training record of ``metrics.jsonl``."""
+
+
+# --------------------------------------------------------------------------------------------
+# reward logging
+# --------------------------------------------------------------------------------------------
+
+
+class RewardLogger:
+    """Wraps Tunix reward functions and records each reward batch into a JSONL file.
+
+    :attr:`reward_fns` are the wrapped functions (same ``__name__``, same values). Each reward
+    batch produces one record, written by :meth:`metric_fn` (which Tunix calls right after the
+    rewards, in the same thread)::
+
+        {"step", "mode", "n", "reward_mean", "reward_min", "reward_max",
+         "components": {name: mean}, "format_adherence", "accuracy", "graded_with_reference",
+         "completion_chars_mean", "reward_seconds", "time"}
+
+    ``format_adherence`` is the share of completions whose parse has ``exact_format``;
+    ``accuracy`` the share whose ``dsa_cast.score.grade(completion, answer, question=...).correct``
+    is true among those with a reference. ``step`` is the 1-based global step the rollouts feed (``step_fn() + 1``).
+    With ``prefix`` (the ``<reasoning>\\n`` pre-fill) the text graded is ``prefix + completion``,
+    as the model's full answer begins with the pre-filled tag.
+    """
+
+    def __init__(
+        self,
+        reward_fns: Sequence[Callable[..., Any]],
+        *,
+        metrics_path: str | Path,
+        rubric: str,
+        step_fn: Callable[[], int] = lambda: 0,
+        rollouts_path: str | Path | None = None,
+        prefix: str = "",
+        on_record: Callable[[dict], None] | None = None,
+    ):
+        self.metrics_path = Path(metrics_path)
+        self.rollouts_path = Path(rollouts_path) if rollouts_path else None
+        self.rubric = rubric
+        self.step_fn = step_fn
+        self.prefix = prefix
+        self.on_record = on_record
+        self._lock = threading.Lock()
+        self._pending: dict[int, dict[str, Any]] = {}
+        self.reward_fns = [self._wrap(fn) for fn in reward_fns]
+        self.names = [fn.__name__ for fn in reward_fns]
+        graders = {id(getattr(fn, "grader", None)) for fn in reward_fns}
+        shared = getattr(reward_fns[0], "grader", None) if reward_fns else None
+        self._grader = shared if shared is not None and len(graders) == 1 else None
+        self.reward_seconds = 0.0  # time inside the reward functions (what Tunix would spend anyway)
+        self.logging_seconds = 0.0  # time in metric_fn: grading lookups, records, files
+
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        name = fn.__name__
+
+        def wrapped(prompts, completions, **kwargs):
+            t0 = time.perf_counter()
+            texts = [self.prefix + c for c in completions] if self.prefix else list(completions)
+            values = [float(v) for v in fn(prompts=prompts, completions=texts, **kwargs)]
+            dt = time.perf_counter() - t0
+            with self._lock:
+                slot = self._pending.setdefault(threading.get_ident(), {"components": {}, "seconds": 0.0})
+                slot["components"][name] = values
+                slot["mode"] = str(kwargs.get("mode", "train"))
+                slot["seconds"] += dt
+                self.reward_seconds += dt
+            return values
+
+        wrapped.__name__ = name
+        wrapped.__qualname__ = name
+        wrapped.__doc__ = fn.__doc__
+        return wrapped
+
+    def metric_fn(self, prompts, completions, rewards, advantages, **kwargs) -> dict[str, Any]:
+        """Tunix ``metric_fns`` entry: format adherence and accuracy of the batch, then the record.
+
+        The grades come from the reward functions' shared ``BatchGrader`` cache when they have
+        one (``dsa_cast.score.tunix_rewards``: no second grading), else from ``dsa_cast.score.grade``.
+        """
+        import numpy as np
+        from dsa_cast import parse as dsa_parse
+
+        t0 = time.perf_counter()
+        with self._lock:
+            slot = self._pending.pop(threading.get_ident(), {"components": {}, "mode": "train", "seconds": 0.0})
+        texts = [self.prefix + c for c in completions] if self.prefix else list(completions)
+        answers = _column(kwargs.get("answer"), len(texts))
+        questions = _column(kwargs.get("question"), len(texts))
+        fmt = [bool(dsa_parse.parse(t).exact_format) for t in texts]
+        grades = self._grades(texts, kwargs, answers, questions)
+        judged = [g.correct for g in grades if g.correct is not None]
+        total = np.asarray(rewards, dtype=np.float64)
+        record = {
+            "step": int(self.step_fn()) + 1,
+            "mode": slot["mode"],
+            "n": len(texts),
+            "reward_mean": float(total.mean()),
+            "reward_min": float(total.min()),
+            "reward_max": float(total.max()),
+            "components": {k: float(np.mean(v)) for k, v in slot["components"].items()},
+            "format_adherence": float(np.mean(fmt)) if fmt else 0.0,
+            "accuracy": float(np.mean(judged)) if judged else None,
+            "graded_with_reference": len(judged),
+            "completion_chars_mean": float(np.mean([len(c) for c in completions])) if completions else 0.0,
+            "reward_seconds": slot["seconds"],
+            "time": time.time(),
+        }
+        _append_jsonl(self.metrics_path, [record])
+        if self.rollouts_path is not None:
+            rows = []
+            for i, (c, a, q) in enumerate(zip(completions, answers, questions)):
+                rows.append({"step": record["step"], "mode": record["mode"], "index": i, "question": q,
+                             "answer": a, "completion": c,
+                             "rewards": {k: v[i] for k, v in slot["components"].items()},
+                             "exact_format": fmt[i], "correct": grades[i].correct})
+            _append_jsonl(self.rollouts_path, rows)
+        with self._lock:
+            self.logging_seconds += time.perf_counter() - t0
+        if self.on_record is not None:
+            self.on_record(record)
+        return {
+            "dsa/format_adherence": (record["format_adherence"], np.mean),
+            "dsa/accuracy": (record["accuracy"] if record["accuracy"] is not None else float("nan"), np.mean),
+        }
+
+
+    def _grades(self, texts, kwargs, answers, questions) -> list[Any]:
+        grader = self._grader
+        if grader is not None:
+            cols = {k: v for k, v in kwargs.items() if k in ("answer", "question")}
+            grades, _ = grader.grades(*grader.read_batch("RewardLogger", texts, cols), who="RewardLogger")
+            return list(grades)
+        from dsa_cast import score
+
+        return [score.grade(t, a, rubric=self.rubric, question=q) for t, a, q in zip(texts, answers, questions)]
+
+
+def _column(values: Any, n: int) -> list[str | None]:
+    """A dataset column (numpy array repeated per generation) as a list of ``n`` texts."""
+    if values is None:
+        return [None] * n
+    return [_as_text(v) for v in values]
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return str(value)
+
+
+def _append_jsonl(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+        f.flush()
+
+
+def read_metrics(path: str | Path, mode: str | None = "train") -> list[dict]:
+    """Records of a ``metrics.jsonl`` (only ``mode`` ones unless ``mode`` is None); a torn last
+    line from a killed writer is skipped."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    out = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and (mode is None or rec.get("mode") == mode):
+            out.append(rec)
+    return out
+
+
+def truncate_records(path: str | Path, max_step: int) -> int:
+    """Keep only records with ``step <= max_step`` (rewrites the file atomically); returns how
+    many were dropped. On resume, rollouts logged after the restored checkpoint are redone."""
+    p = Path(path)
+    if not p.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            dropped += 1
+            continue
+        if isinstance(rec, dict) and int(rec.get("step", 0)) <= max_step:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        os.replace(tmp, p)
+    return dropped
+
+
+def plot_reward_curve(metrics_path: str | Path, out_path: str | Path, *, title: str = "GRPO") -> Path | None:
+    """Draw mean reward and each component per step (left) and format adherence / accuracy
+    (right) from ``metrics.jsonl``; returns the PNG path, or None without records."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = read_metrics(metrics_path, "train")
+    if not recs:
+        return None
+    by_step: dict[int, list[dict]] = {}
+    for r in recs:
+        by_step.setdefault(int(r["step"]), []).append(r)
+    steps = sorted(by_step)
+
+    def mean_of(key: Callable[[dict], float | None]) -> list[float]:
+        vals = []
+        for s in steps:
+            xs = [key(r) for r in by_step[s] if key(r) is not None]
+            vals.append(sum(xs) / len(xs) if xs else float("nan"))
+        return vals
+
+    names = sorted({k for r in recs for k in r.get("components", {})})
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot(steps, mean_of(lambda r: r["reward_mean"]), label="total (mean)", linewidth=2, color="black")
+    for name in names:
+        ax1.plot(steps, mean_of(lambda r, n=name: r.get("components", {}).get(n)), label=name, alpha=0.8)
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("reward")
+    ax1.set_title(f"{title}: reward per step")
+    ax1.legend(fontsize=7)
+    ax2.plot(steps, mean_of(lambda r: r.get("format_adherence")), label="format adherence")
+    ax2.plot(steps, mean_of(lambda r: r.get("accuracy")), label="accuracy")
+    ax2.set_ylim(-0.05, 1.05)
+    ax2.set_xlabel("step")
+    ax2.set_title(f"{title}: rollouts")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Tunix wiring
+# --------------------------------------------------------------------------------------------
+
+
+def reward_functions(rubric: str) -> list[Callable[..., Any]]:
+    """The Tunix reward functions of a ``dsa_cast`` rubric (one per component)."""
+    from dsa_cast import score
+
+    fns = list(score.tunix_rewards(rubric))
+    if not fns:
+        raise ValueError(f"grpo.rubric {rubric!r}: dsa_cast.score.tunix_rewards returned no functions")
+    return fns
+
+
+def make_optimizer(g) -> Any:
+    """AdamW with linear warm-up then cosine decay and a global-norm clip (the notebook's GRPO
+    optimizer), from a :class:`~dsa_cast_train.config.GRPOConfig`."""
+    import optax
+
+    warmup = int(g.warmup_fraction * g.max_steps)
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=g.learning_rate, warmup_steps=warmup,
+        decay_steps=max(g.max_steps, warmup + 1), end_value=g.learning_rate * g.final_lr_fraction)
+    return optax.chain(
+        optax.clip_by_global_norm(g.grad_clip_norm),
+        optax.adamw(schedule, b1=g.b1, b2=g.b2, weight_decay=g.weight_decay),
+    )
+
+
+def rollout_config(g, eos_ids: Sequence[int]):
+    """Tunix ``RolloutConfig`` from a GRPOConfig; the KV cache holds exactly prompt + new tokens."""
+    from tunix.rl.rollout import base_rollout
+
+    return base_rollout.RolloutConfig(
+        max_tokens_to_generate=g.max_new_tokens, max_prompt_length=g.max_prompt_length,
+        kv_cache_size=g.max_prompt_length + g.max_new_tokens, temperature=g.temperature,
+        top_p=g.top_p, top_k=g.top_k, eos_tokens=[int(i) for i in eos_ids], seed=int(g.seed))
+
+
+def copy_model(model) -> Any:
+    """An independent copy of an NNX model (new buffers; same graph and shardings)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    graphdef, state = nnx.split(model)
+    return nnx.merge(graphdef, jax.tree.map(jnp.copy, state))
+
+
+def build_learner(*, actor, reference, tokenizer, mesh, g, eos_ids: Sequence[int], run_dir: Path,
+                  reward_fns: Sequence[Callable[..., Any]], metric_fns: Sequence[Callable[..., Any]] = ()):
+    """``(GRPOLearner, RLCluster)`` for actor + frozen reference + vanilla rollout on one mesh."""
+    import orbax.checkpoint as ocp
+    from tunix.rl import rl_cluster as rl_cluster_lib
+    from tunix.rl.grpo import grpo_learner as grpo_lib
+    from tunix.sft import metrics_logger
+
+    if g.batch_size % g.micro_batch_size:
+        raise ValueError(f"grpo.micro_batch_size ({g.micro_batch_size}) must divide "
+                         f"grpo.batch_size ({g.batch_size})")
+    Role = rl_cluster_lib.Role
+    training = rl_cluster_lib.RLTrainingConfig(
+        actor_optimizer=make_optimizer(g),
+        eval_every_n_steps=g.eval_every_steps,
+        max_steps=g.max_steps,
+        mini_batch_size=g.batch_size,
+        train_micro_batch_size=g.micro_batch_size,
+        checkpoint_root_directory=str(run_dir / CHECKPOINT_DIR),
+        checkpointing_options=ocp.CheckpointManagerOptions(
+            save_interval_steps=g.save_every_steps, max_to_keep=g.keep_checkpoints),
+        metrics_logging_options=metrics_logger.MetricsLoggerOptions(log_dir=str(run_dir / TENSORBOARD_DIR)),
+        pbar_description="GRPO",
+    )
+    cluster_config = rl_cluster_lib.ClusterConfig(
+        role_to_mesh={Role.ACTOR: mesh, Role.REFERENCE: mesh, Role.ROLLOUT: mesh},
+        rollout_engine="vanilla", offload_to_cpu=False, training_config=training,
+        rollout_config=rollout_config(g, eos_ids))
+    cluster = rl_cluster_lib.RLCluster(actor=actor, reference=reference, tokenizer=tokenizer,
+                                       cluster_config=cluster_config)
+    learner = grpo_lib.GRPOLearner(
+        rl_cluster=cluster,
+        algo_config=grpo_lib.GRPOConfig(num_generations=g.num_generations, num_iterations=g.num_iterations,
+                                        beta=g.beta, epsilon=g.epsilon),
+        reward_fns=list(reward_fns), metric_fns=list(metric_fns))
+    return learner, cluster
+
+
+def prompt_length(tokenizer, prompt: str) -> int:
+    """Tokens the sampler feeds for ``prompt``: its ids plus the BOS the sampler prepends."""
+    ids = tokenizer.EncodeAsIds(prompt)
+    return len(ids) + (0 if ids and ids[0] == tokenizer.bos_id() else 1)
+
+
+def filter_prompts(examples: Sequence[Any], tokenizer, *, max_prompt_length: int, system_prompt: str,
+                   prefill: bool) -> tuple[list[Any], int]:
+    """Drop examples whose prompt exceeds ``max_prompt_length`` tokens (Tunix does not truncate;
+    a longer prompt grows the padded length and can overflow the KV cache). Returns
+    ``(kept, dropped_count)``."""
+    kept = [ex for ex in examples
+            if prompt_length(tokenizer, ex.prompt_text(system_prompt=system_prompt, prefill=prefill))
+            <= max_prompt_length]
+    return kept, len(examples) - len(kept)
+
+
+def load_examples(data_cfg) -> tuple[list[Any], list[Any]]:
+    """(train, held-out) examples exactly as SFT splits them (``sft.load_examples`` then
+    ``data.split_examples`` with ``data.eval_fraction`` / ``data.split_seed``), so GRPO never
+    trains on SFT's held-out items."""
+    from dsa_cast_train import data, sft
+
+    examples = sft.load_examples(data_cfg, "train")
+    return data.split_examples(examples, eval_fraction=data_cfg.eval_fraction, seed=data_cfg.split_seed)
+
+
+# --------------------------------------------------------------------------------------------
+# stage entry point
+# --------------------------------------------------------------------------------------------
+
+
+def run(config, run_dir: str | Path, *, overwrite: bool = False) -> GRPOResult:
+    """Run GRPO as configured (``config`` is a :class:`~dsa_cast_train.config.PipelineConfig`).
+
+    Resumes from ``<run_dir>/checkpoints/actor`` when it holds a step; a run directory holding
+    files of another kind refuses to start unless ``overwrite``.
+    """
+    import jax  # noqa: F401  (initialise JAX before anything else touches devices)
+
+    from dsa_cast_train import runs
+
+    t_start = time.perf_counter()
+    run_path = Path(run_dir)
+    rd = runs.prepare(run_path, "grpo", config, overwrite=overwrite, must_match=RESUME_MUST_MATCH)
+    run_path = rd.path
+    ckpt_dir = run_path / CHECKPOINT_DIR / ACTOR_SUBDIR
+    with runs.logging_to(rd):
+        return _run(config, run_path, ckpt_dir, t_start, resumed=rd.resumed)
+
+
+def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: bool) -> GRPOResult:
+    from dsa_cast_train import data, models
+
+    g = config.grpo
+    done = models.checkpoint_steps(ckpt_dir)
+    resumed_from = done[-1] if done else 0
+    metrics_path = run_path / METRICS_FILE
+    rollouts_path = run_path / ROLLOUTS_FILE
+    if resumed:
+        # records logged after the newest checkpoint belong to steps that will be redone
+        for p in (metrics_path, rollouts_path):
+            n = truncate_records(p, _global_step_of(resumed_from, g))
+            if n:
+                log.info("resume: dropped %d records of %s logged after step %d", n, p.name, resumed_from)
+        log.info("resuming GRPO from actor step %d in %s", resumed_from, ckpt_dir)
+
+    system_prompt = config.data.system_prompt or data.SYSTEM_PROMPT
+    prefill = config.data.prefill_reasoning
+    mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
+    loaded = models.load(config.model, mesh)
+    train_examples, _ = load_examples(config.data)
+    train_examples, dropped = filter_prompts(train_examples, loaded.tokenizer, max_prompt_length=g.max_prompt_length,
+                                             system_prompt=system_prompt, prefill=prefill)
+    if dropped:
+        log.warning("dropped %d training prompts longer than grpo.max_prompt_length=%d tokens",
+                    dropped, g.max_prompt_length)
+    if len(train_examples) < g.batch_size:
+        raise ValueError(f"only {len(train_examples)} training prompts fit grpo.max_prompt_length="
+                         f"{g.max_prompt_length}; need at least grpo.batch_size={g.batch_size}")
+
+    actor_steps = resumed_from
+    if resumed_from < g.max_steps:
+        reference = copy_model(loaded.model)  # frozen copy of the base weights
+        actor = loaded.model
+        if g.init_checkpoint and not resumed_from:
+            step = models.restore_params(actor, g.init_checkpoint)
+            log.info("actor initialised from %s (step %d)", g.init_checkpoint, step)
+        rec_logger = RewardLogger(reward_functions(g.rubric), metrics_path=metrics_path, rubric=g.rubric,
+                                  rollouts_path=rollouts_path,
+                                  prefix=data.REASONING_START + "\n" if prefill else "",
+                                  on_record=_progress_line(g.max_steps))
+        learner, cluster = build_learner(actor=actor, reference=reference, tokenizer=loaded.tokenizer,
+                                         mesh=mesh, g=g, eos_ids=loaded.eos_ids, run_dir=run_path,
+                                         reward_fns=rec_logger.reward_fns, metric_fns=[rec_logger.metric_fn])
+        rec_logger.step_fn = lambda: cluster.global_steps
+        train_ds = data.grpo_dataset(train_examples, batch_size=g.batch_size, seed=config.data.shuffle_seed,
+                                     system_prompt=system_prompt, prefill=prefill, epochs=None)
+        with mesh:
+            learner.train(train_ds)
+        actor_steps = int(cluster.actor_trainer.train_steps)
+    else:
+        log.info("GRPO already finished (actor step %d >= grpo.max_steps=%d)", resumed_from, g.max_steps)
+
+    curve = plot_reward_curve(metrics_path, run_path / REWARD_CURVE_FILE)
+    train_recs = read_metrics(metrics_path, "train")
+    result = GRPOResult(run_dir=run_path, checkpoint_dir=ckpt_dir, actor_steps=actor_steps,
+                        resumed_from=resumed_from, prompts=len(train_examples), dropped_prompts=dropped,
+                        metrics_path=metrics_path, reward_curve=curve,
+                        seconds=time.perf_counter() - t_start, last=train_recs[-1] if train_recs else None)
+    summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}
+    (run_path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    return result
+
+
+def _global_step_of(actor_step: int, g) -> int:
+    """Global steps behind ``actor_step`` optimizer updates: each global step is one mini-batch
+    (``mini_batch_size == batch_size``) updated ``num_iterations`` times."""
+    return actor_step // max(1, g.num_iterations)
+
+
+def _progress_line(max_steps: int) -> Callable[[dict], None]:
+    def show(rec: dict) -> None:
+        acc = rec["accuracy"]
+        comps = " ".join(f"{k}={v:.3f}" for k, v in sorted(rec["components"].items()))
+        log.info("[%s] step %d/%d reward %.3f format %.2f accuracy %s | %s", rec["mode"], rec["step"], max_steps,
+                 rec["reward_mean"], rec["format_adherence"], "n/a" if acc is None else f"{acc:.2f}", comps)
+    return show
+
+
+RESUME_MUST_MATCH = ("model", "data", "grpo.rubric", "grpo.batch_size", "grpo.num_generations",
+                     "grpo.num_iterations", "grpo.init_checkpoint")
+"""Fields that may not change when a GRPO run directory is resumed (they change what the
+checkpoint or the data position means); ``grpo.max_steps`` may grow, for instance."""
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dsa_cast_train import config as config_lib
+
+    p = argparse.ArgumentParser(prog="python -m dsa_cast_train.grpo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run-dir", required=True, help="run directory (resumed if it holds a GRPO checkpoint)")
+    p.add_argument("--overwrite", action="store_true", help="start fresh in a non-empty run directory")
+    p.add_argument("--rubric", default=None, help="dsa_cast rubric for the rewards (e.g. dsa-cast, seed)")
+    p.add_argument("--init-checkpoint", default=None, help="SFT checkpoint root the actor starts from")
+    config_lib.add_config_arguments(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from dsa_cast_train import config as config_lib
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        overrides = []
+        if args.rubric:
+            overrides.append(("grpo.rubric", args.rubric))
+        if args.init_checkpoint:
+            overrides.append(("grpo.init_checkpoint", args.init_checkpoint))
+        config = config_lib.config_from_args(args, extra)
+        config = config_lib.apply_overrides(config, overrides)
+    except config_lib.ConfigError as e:
+        parser.error(str(e))
+    print(config_lib.to_json(config), end="")
+    result = run(config, args.run_dir, overwrite=args.overwrite)
+    last = result.last or {}
+    print(f"GRPO: {result.actor_steps} actor steps (resumed from {result.resumed_from}), "
+          f"{result.seconds:.1f}s, last reward {last.get('reward_mean')}, checkpoints {result.checkpoint_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
