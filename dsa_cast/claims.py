@@ -101,24 +101,33 @@ _NUMBER = (
     r"(?:[0-9]{1,3}(?:,[0-9]{3})++(?![0-9])|[0-9]++)(?:\.[0-9]++)?"
     r"|\.[0-9]++"
 )
+# The letter x is a multiplication sign only between operands ("3 x 4", "3x4", "2 x (1+2)");
+# in "4x + 21" or "x = 3" it is a variable, which makes the expression uncheckable.
+_TIMES_X = r"(?<=[0-9)\]% \t])[xX](?=[ \t]*+[0-9(\[.$€£¥₹\\])"
+_NUM = r"(?P<num>(?:" + _CURRENCY + r"[ ]?)?(?P<mant>" + _NUMBER + r")(?:[eE](?P<exp>[-+]?[0-9]++))?)"
 _TOKEN = re.compile(
     r"(?P<ws>\s++)"
-    r"|(?P<num>(?:" + _CURRENCY + r"[ ]?)?(?P<mant>" + _NUMBER + r")"
-    r"(?:[eE](?P<exp>[-+]?[0-9]++))?)"
-    r"|(?P<op>\*\*|[-+*/^×÷·⋅∙\u2212xX]|\\times|\\cdot|\\div)"
+    r"|" + _NUM +
+    r"|(?P<op>\*\*|[-+*/^×÷·⋅∙\u2212\u2013]|\\times|\\cdot|\\div|" + _TIMES_X + r")"
     r"|(?P<pct>%|\\%)"
     r"|(?P<open>[(\[])"
     r"|(?P<close>[)\]])"
 )
+_NUM_ONLY = re.compile(_NUM)
+# A tight "a/b" (no blanks around the slash, between two numbers) is one fraction literal,
+# as in GSM8K's "25 / 1/3 = 75" and "$2000 / 2/3 = $3000", unless a power or percent sign
+# follows it or a power sign precedes it ("2^1/2" stays (2^1)/2).
+_NO_FUSE_AFTER = re.compile(r"[ \t]*+(?:\^|\*\*|%|\\%)")
 _OPS = {
-    "+": "+", "-": "-", "\u2212": "-",
+    "+": "+", "-": "-", "\u2212": "-", "\u2013": "-",
     "*": "*", "x": "*", "X": "*", "×": "*", "·": "*", "⋅": "*", "∙": "*", "\\times": "*", "\\cdot": "*",
     "/": "/", "÷": "/", "\\div": "/",
     "^": "^", "**": "^",
 }
 _CLOSER = {"(": ")", "[": "]"}
 
-# Token kinds: ("num", Fraction) ("op", "+-*/^") ("pct", None) ("open", ch) ("close", ch)
+# Token kinds: ("num", Fraction) ("frac", (Fraction, Fraction)) ("op", "+-*/^") ("pct", None)
+# ("open", ch) ("close", ch)
 Token = tuple[str, object]
 
 
@@ -153,7 +162,15 @@ def _tokenize(expr: str, limits: Limits) -> list[Token]:
         if kind == "ws":
             continue
         if kind == "num":
-            tokens.append(("num", _number_value(m, limits)))
+            value = _number_value(m, limits)
+            if pos < n and expr[pos] == "/" and not (tokens and tokens[-1] == ("op", "^")):
+                d = _NUM_ONLY.match(expr, pos + 1)
+                if d is not None and not _NO_FUSE_AFTER.match(expr, d.end()):
+                    tokens.append(("frac", (value, _number_value(d, limits))))
+                    pos = d.end()
+                    value = None
+            if value is not None:
+                tokens.append(("num", value))
         elif kind == "op":
             tokens.append(("op", _OPS[m.group("op")]))
         elif kind == "pct":
@@ -259,6 +276,9 @@ class _Parser:
         self.i += 1
         if tok[0] == "num":
             return ("num", tok[1])  # type: ignore[return-value]
+        if tok[0] == "frac":  # a tight a/b binds like a number
+            num, den = tok[1]  # type: ignore[misc]
+            return ("bin", "/", ("num", num), ("num", den))
         if tok[0] == "open":
             node = self.expr()
             close = self.peek()
@@ -381,8 +401,8 @@ class Verdict:
 
 _RUN_TOKEN = (
     r"(?:" + _CURRENCY + r"[ ]?)?(?:" + _NUMBER + r")(?:[eE][-+]?[0-9]++)?"
-    r"|\*\*|[-+*/^×÷·⋅∙\u2212=%()\[\]]|\\times|\\cdot|\\div|\\%"
-    r"|(?<![A-Za-z])[xX](?![A-Za-z])"
+    r"|\*\*|[-+*/^×÷·⋅∙\u2212\u2013=%()\[\]]|\\times|\\cdot|\\div|\\%"
+    r"|" + _TIMES_X
 )
 # A maximal run of arithmetic tokens on one line (spaces/tabs between tokens).
 _RUN = re.compile(r"(?:" + _RUN_TOKEN + r")(?:[ \t]*+(?:" + _RUN_TOKEN + r"))*+")
@@ -480,12 +500,65 @@ def _explicit_claims(
     return claims
 
 
-def _chain_claims(run: str, offset: int, limits: Limits, max_sides: int) -> tuple[list[Claim], int]:
-    """Claims of one arithmetic run holding ``=``, and the number of sides examined."""
-    segs = _segments(run, offset, max_sides)
+_BULLET = re.compile(r"[-*+\u2212\u2013][ \t]++")
+_LOOKBACK = 64  # characters examined before a run to classify what precedes it
+_OPERATOR_START = frozenset("+-*/^×÷·⋅∙\u2212\u2013xX\\=")
+
+
+def _unbalanced(text: str, opener: bool) -> bool:
+    """True when ``text`` has an unmatched opening (or, with ``opener=False``, closing) bracket."""
+    depth = 0
+    for ch in text:
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if depth < 0 and not opener:
+                return True
+    return opener and depth > 0
+
+
+def _chain_claims(text: str, m: re.Match[str], limits: Limits, max_sides: int) -> tuple[list[Claim], int]:
+    """Claims of one arithmetic run holding ``=``, and the number of sides examined.
+
+    A run is cut out of prose, so its outer sides may be fragments of a longer expression
+    ("S + 143 = 200 - 16", "10% of 150 = 75 + 15", "5A/5", "(1 and 1/3) = 28"). The first
+    side is dropped when it is glued to a preceding word or number, starts with an operator
+    after a word, has an unmatched closing bracket, or is a bare number following a word; the
+    last side is dropped when a word is glued to its end or it has an unmatched opening bracket.
+    """
+    run, rs, re_ = m.group(), m.start(), m.end()
+    before = text[max(0, rs - _LOOKBACK):rs]
+    line_before = before.rsplit("\n", 1)[-1]
+    at_line_start = not line_before.strip() and (len(before) < _LOOKBACK or "\n" in before or rs < _LOOKBACK)
+    if at_line_start and (b := _BULLET.match(run)) is not None:
+        run, rs = run[b.end():], rs + b.end()  # "- 3 * 4 = 12" is a list item, not a negation
+    prev = line_before.rstrip()[-1:] if line_before.strip() else ""
+    # glued to a word, or part of a clock time such as "6:00" / "6:48"
+    glued_left = rs > 0 and (
+        text[rs - 1].isalnum() or text[rs - 1] in "_.," or (text[rs - 1] == ":" and text[rs - 2:rs - 1].isdigit())
+    )
+    glued_right = re_ < len(text) and (
+        text[re_].isalnum() or text[re_] == "_" or (text[re_] == ":" and text[re_ + 1:re_ + 2].isdigit())
+    )
+    segs = _segments(run, rs, max_sides)
+    used = len(segs)
+    first_raw, last_raw = segs[0][0], segs[-1][0]
+    drop_first = (
+        glued_left
+        or _unbalanced(first_raw, opener=False)
+        or (first_raw[:1] in _OPERATOR_START and prev != "" and (prev.isalnum() or prev in ")]"))
+    )
+    drop_last = (glued_right and len(segs) > 1) or _unbalanced(last_raw, opener=True) and len(segs) > 1
     segs = [_balance(t, s) if len(t) <= limits.max_expr_chars else (t, s, e) for t, s, e in segs]
     segs[-1] = _trim_result(*segs[-1][:2])
     trees = [_syntax_ok(t, limits) for t, _, _ in segs]
+    if not drop_first and trees[0] is not None and not _has_operation(trees[0]) and prev != "" and (prev.isalnum() or prev == "."):
+        drop_first = True  # "of 150 = 75 + 15": the bare number ends a phrase, not a sum
+    if drop_first:
+        trees[0] = None
+    if drop_last:
+        trees[-1] = None
     claims = []
     for k in range(len(segs) - 1):
         left, right = trees[k], trees[k + 1]
@@ -498,7 +571,7 @@ def _chain_claims(run: str, offset: int, limits: Limits, max_sides: int) -> tupl
             claims.append(Claim("chain", b, a, a_s, b_e))  # "20 = 4 * 5": the result is 20
         if len(claims) >= limits.max_claims:
             break
-    return claims, len(segs)
+    return claims, used
 
 
 def find_claims(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Claim, ...]:
@@ -544,7 +617,7 @@ def find_claims(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Claim, ...]
             run = m.group()
             if "=" not in run:
                 continue
-            found, used = _chain_claims(run, m.start(), limits, sides_left)
+            found, used = _chain_claims(text, m, limits, sides_left)
             chains.extend(found)
             sides_left -= used
     merged = sorted(explicit + chains, key=lambda c: (c.start, c.end))

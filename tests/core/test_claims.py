@@ -63,6 +63,14 @@ EVAL_EXAMPLES = [
     ("2^64", F(2**64)),
     ("(2^10)^10", F(2**100)),
     ("0^0", F(1)),
+    ("3x4", F(12)),
+    ("2 x (1+2)", F(6)),
+    ("1 \u2013 3/4", F(1, 4)),  # en dash as minus (GSM8K writes "1 – 3/4")
+    ("25 / 1/3", F(75)),  # a tight a/b is one fraction literal
+    ("$2000 / 2/3", F(3000)),
+    ("48/2/3", F(8)),
+    ("2^1/2", F(1)),  # ... but not after a power sign
+    ("12/4^2", F(3, 4)),  # ... nor before one
 ]
 
 
@@ -82,6 +90,9 @@ EVAL_ERRORS = [
     ("(1]", "syntax"),
     ("1)", "syntax"),
     ("1,2", "bad_token"),
+    ("4x+21", "bad_token"),  # x next to a sign is a variable, not a product
+    ("x * 3", "bad_token"),
+    ("1/0 + 2", "division_by_zero"),
     ("1/0", "division_by_zero"),
     ("1/(2-2)", "division_by_zero"),
     ("0^-1", "division_by_zero"),
@@ -192,6 +203,30 @@ def test_calc_line_with_several_equals_gives_one_claim_per_pair() -> None:
     verdicts = check_claims("CALC: 12 + 8 = 20 = 4 * 5 = 21")
     assert [(v.claim.expr, v.claim.stated, v.ok) for v in verdicts] == [
         ("12 + 8", "20", True), ("4 * 5", "20", True), ("4 * 5", "21", False)]
+
+
+CHAIN_CONTEXT = [
+    # (text, [(expr, stated)]): the outer sides of a run cut out of prose
+    ("so S + 143 = 200 - 16 = 184.", [("200 - 16", "184")]),  # "+ 143" follows a variable
+    ("paid 75 + 10% of 150 = 75 + 15 = 90", [("75 + 15", "90")]),  # "150" ends a phrase
+    ("Remaining 10 = 62,300/10 = $6230", [("62,300/10", "$6230")]),
+    ("100/5 = 5A/5 or 20 = A", []),  # "5A" glues a variable to the last side
+    ("the chickens: 150 =10+4c.", []),
+    ("s+55-20=90", []),  # glued to a variable on the left
+    ("at 6:00+48=6:48 PM", []),  # clock times
+    ("21 x (1 and 1/3) = 28", []),  # unmatched bracket: a fragment
+    ("- 3 * 4 = 12", [("3 * 4", "12")]),  # a list item, not a negation
+    ("-3 * 4 = -12", [("-3 * 4", "-12")]),
+    ("Total: 150 = 75 + 75", [("75 + 75", "150")]),
+    ("\n(48/2=24) and 4x+21 = 45", [("48/2", "24")]),
+]
+
+
+@pytest.mark.parametrize("text,pairs", CHAIN_CONTEXT)
+def test_chain_sides_cut_from_prose_are_dropped(text: str, pairs: list[tuple[str, str]]) -> None:
+    claims = find_claims(text)
+    assert [(c.expr, c.stated) for c in claims] == pairs
+    assert all(v.ok is True for v in check_claims(text))
 
 
 def test_prose_without_arithmetic_has_no_claims() -> None:
@@ -428,7 +463,9 @@ def _has_binary(tree) -> bool:  # type: ignore[no-untyped-def]
 @given(
     tree=_trees(max_leaves=6),
     data=st.data(),
-    template=st.sampled_from(["CALC: {e} = {s}", "<<{e}={s}>>", "So {e} = {s} apples.", "Then {s} = {e}, done"]),
+    template=st.sampled_from(
+        ["CALC: {e} = {s}", "<<{e}={s}>>", "{e} = {s} apples.", "So, {e} = {s} apples.", "Check: {s} = {e}, done"]
+    ),
     delta=st.sampled_from([F(1), F(-1), F(1, 2), F(7)]),
 )
 def test_true_claims_hold_and_perturbed_ones_fail(tree, data, template: str, delta: Fraction) -> None:  # type: ignore[no-untyped-def]
