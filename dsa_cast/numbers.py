@@ -402,7 +402,10 @@ _ANSWER_MARKER = re.compile(
     r"(?i)(?:\bfinal[ \t]++answer|\banswer)\b(?:[ \t]*+(?:is\b|:|=))?|####"
 )
 _GAP_OPERATOR = re.compile(r"[-+*/×÷^·\u2212]|\\(?:times|cdot|div)\b")
-_BEFORE_EXPR = re.compile(r"(?:√|\\sqrt|sqrt|±|\\pm|\^|\\log|\blog|\bln)[ \t]*+[{(\[]?[ \t]*+\Z")
+_BEFORE_EXPR = re.compile(
+    r"(?:√|\\sqrt|sqrt|±|\\pm|\^|\\log|\blog|\bln)[ \t]*+[{(\[]?[ \t]*+\Z"
+    r"|[-\u2212][ \t]++\Z"  # a detached minus ("- 5"): sign or subtraction, ambiguous
+)
 _AFTER_EXPR = re.compile(r"[ \t]*+[})\]]?[ \t]*+(?:\^|π|\\pi\b|√|\\sqrt)|[})\]]?!(?!=)")
 _UNIT_POWER = re.compile(r"[^\W\d_][ \t]*+\^[ \t]*+\{?[ \t]*+\Z")  # "m^2", "cm^{3}"
 _CONTEXT = 12  # characters inspected around a literal for the markers above

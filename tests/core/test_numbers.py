@@ -150,6 +150,7 @@ EXTRACT_EXAMPLES = [
     ("√4", None, "expression", False),
     ("5!", None, "expression", False),
     ("2^10", None, "expression", False),
+    ("- 5", None, "expression", False),
     ("9" * 200_000, None, "oversize", False),
     ("1e5000", None, "oversize", False),
     ("42 " + "x" * 2000, None, "oversize", False),
