@@ -59,6 +59,7 @@ class Item:
     id: str
     completion: str
     reference: str
+    question: str
     expected_correct: bool
     kind: str  # "clean" | "wrong" | "malformed:<defect>"
     style: str  # how the final value is written
@@ -231,7 +232,7 @@ def build_corpus(cfg: CorpusConfig = CorpusConfig(), path: Path | None = None) -
                 kind, expected = f"malformed:{defect}", MALFORMED[defect]
             else:
                 text = _assemble(parts, ["Plan", "Reasoning", "Evidence", "Sanity_check"], answer)
-            items.append(Item(f"{qi}-{k}", text, row["answer"], expected, kind, style))
+            items.append(Item(f"{qi}-{k}", text, row["answer"], row["question"], expected, kind, style))
     return items
 
 

@@ -10,9 +10,11 @@ import asyncio
 import math
 import multiprocessing
 import pickle
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -407,3 +409,49 @@ def test_grade_objects_are_what_grade_returns():
     grades, fresh = grader.grades([GOOD], [Fraction(42)], [None])
     assert fresh and isinstance(grades[0], Grade) and grades[0] == grade(GOOD, Fraction(42))
     assert grader.grades([GOOD], [Fraction(42)], [None]) == (grades, False)
+
+
+# -- the docs' runnable examples -----------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "adapters"
+_TESTED_BLOCK = re.compile(r"<!-- test -->\n```python\n(.*?)```", re.DOTALL)
+
+
+@pytest.mark.parametrize("page", ["tunix.md", "trl.md", "verl.md", "openrlhf.md"])
+def test_docs_examples_run(page):
+    text = (DOCS / page).read_text(encoding="utf-8")
+    blocks = _TESTED_BLOCK.findall(text)
+    assert blocks, f"docs/adapters/{page} has no tested example"
+    for code in blocks:
+        if "import numpy" in code:
+            pytest.importorskip("numpy")  # the Tunix page uses real numpy columns
+        exec(compile(code, f"docs/adapters/{page}", "exec"), {})
+
+
+def _plain_signature(fn) -> str:
+    """``name(a, b=1, *, c="x", **kw)``: the signature without annotations, as the docs write it."""
+    import inspect
+
+    parts, star = [], False
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is p.KEYWORD_ONLY and not star:
+            parts.append("*")
+            star = True
+        if p.kind is p.VAR_KEYWORD:
+            parts.append(f"**{p.name}")
+        elif p.default is p.empty:
+            parts.append(p.name)
+        else:
+            default = f'"{p.default}"' if isinstance(p.default, str) else repr(p.default)
+            parts.append(f"{p.name}={default}")
+    return f"{fn.__name__}({', '.join(parts)})"
+
+
+@pytest.mark.parametrize("page, fns", [
+    ("tunix.md", [tunix_rewards]), ("trl.md", [trl_rewards]),
+    ("verl.md", [compute_score, compute_score_batch]), ("openrlhf.md", [reward_func]),
+])
+def test_docs_state_the_real_signatures(page, fns):
+    text = (DOCS / page).read_text(encoding="utf-8")
+    for fn in fns:
+        assert _plain_signature(fn) in text, _plain_signature(fn)

@@ -313,3 +313,18 @@ def test_python_dash_m_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dsa_cast", "grade"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "usage" in proc.stderr
+
+
+def test_docs_cli_lists_exactly_the_parser_options():
+    import re
+
+    from dsa_cast.cli import build_parser
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices  # argparse keeps them here
+    for name in ("grade", "explain"):
+        flags = {s for a in sub[name]._actions for s in a.option_strings if s.startswith("--")}
+        flags.discard("--help")
+        section = doc.split(f"## `{name}`")[1].split("\n## ")[0]
+        assert flags == set(re.findall(r"--[a-z][a-z-]+", section)), name
