@@ -302,8 +302,30 @@ FILLER_WORDS: frozenset[str] = frozenset(
 _WORD = re.compile(r"[^\W_]++")
 _OPERAND = re.compile(r"[0-9]++(?:,[0-9]{3}+(?![0-9]))*+(?:\.[0-9]++)?+")
 _MAX_OPERAND_CHARS = 40  # operand literals longer than this are ignored for grounding
-# A plain decimal that is not written negative ("-3", "−3"): the cheap path of _mentions.
-_UNSIGNED = re.compile(r"(?<![-\u2212\d.,])[0-9]++(?:,[0-9]{3}+(?![0-9]))*+(?:\.[0-9]++)?+")
+# What may follow an integer written in plain digits for it to be that integer: optional ".0…",
+# then no further digit, comma group or decimal digits ("18", "18.00", "18." but not "180",
+# "18,000" or "18.5"). See _mentions_int.
+_INT_END = re.compile(r"(?:\.0++)?+(?![0-9]|,[0-9]{3}|\.[0-9])")
+_DIGITS = frozenset("0123456789")
+_OPERATOR_LEFT = frozenset("0123456789)]}abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _mentions_int(body: str, t: int) -> bool:
+    """Whether ``body`` writes the non-negative integer ``t`` in plain digits, optionally
+    comma-grouped and with zero decimals (``1234``, ``1,234``, ``$1,234.00``), not negative
+    (a ``-``/``−`` right before it that is not an operator after a letter, digit or bracket)
+    and not part of a longer number. Linear: ``str.find`` per occurrence."""
+    for s in {str(t), f"{t:,}"}:
+        k = body.find(s)
+        while k >= 0:
+            c = body[k - 1] if k else " "
+            ok = c not in _DIGITS and c != "." and not (c == "," and k >= 2 and body[k - 2] in _DIGITS)
+            if ok and c in "-\u2212":
+                ok = k >= 2 and body[k - 2] in _OPERATOR_LEFT  # "16-18" subtracts; " -18" is negative
+            if ok and _INT_END.match(body, k + len(s)) is not None:
+                return True
+            k = body.find(s, k + 1)
+    return False
 
 
 # Number words that ground claims like the digits they stand for ("three eggs" grounds
@@ -503,7 +525,7 @@ class DsaCastRubric(Rubric):
     def _grounding(self, first: Mapping[str, object], question: str | None,
                    question_words: frozenset[str] | None) -> set:
         """Numbers a claim may start from: the question's (digits and number words), or without
-        a question those of the ``grounding_sections``."""
+        a question the decimal literals of the ``grounding_sections``."""
         if question is not None:
             return _operand_set(question) | _word_values(question_words or ())
         found: set = set()
@@ -512,21 +534,24 @@ class DsaCastRubric(Rubric):
             if sec is not None:
                 body = sec.body  # type: ignore[attr-defined]
                 found |= _operand_set(body)
-                found |= _word_values(m.group().lower() for m in _WORD.finditer(body))
         return found
 
     @staticmethod
     def _mentions(body: str, targets: tuple[Fraction, ...]) -> bool:
-        """Whether ``body`` writes a number equal to one of ``targets``: as a plain unsigned
-        decimal (cheap), or as any literal :func:`dsa_cast.numbers.numbers_in` reads."""
-        if any(t >= 0 for t in targets):
-            plain = {_operand_value(s) for s in set(_UNSIGNED.findall(body))
-                     if len(s) <= _MAX_OPERAND_CHARS}
-            if any(t in plain for t in targets):
-                return True
-        for value, _, _ in numbers_in(body):
-            if value in targets:
-                return True
+        """Whether ``body`` writes a number equal to one of ``targets``: a non-negative integer
+        as plain digits (:func:`_mentions_int`, fast), any other value as a literal that
+        :func:`dsa_cast.numbers.numbers_in` reads."""
+        rest = []
+        for t in targets:
+            if t.denominator == 1 and t >= 0:
+                if _mentions_int(body, int(t)):
+                    return True
+            else:
+                rest.append(t)
+        if rest:
+            for value, _, _ in numbers_in(body):
+                if value in rest:
+                    return True
         return False
 
     def reference_value(self, answer: object) -> Fraction | None:

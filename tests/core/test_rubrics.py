@@ -470,3 +470,33 @@ def test_grades_pickle(name):
         back = pickle.loads(pickle.dumps(g))
         assert back == g and type(back.components) is type(g.components)
         assert (back.detail is None) == (not detail)
+
+
+NUMBERISH = st.lists(st.sampled_from(
+    list("0123456789") + ["-", "\u2212", "+", ".", ",", " ", "/", "%", "e", "x", "a", "$", "(", ")",
+                          "\\frac{1}{2}", "{,}", "\u00a0", "^", "×", "percent", "\n", "=", "*"]),
+    max_size=14).map("".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(NUMBERISH, st.sampled_from([0, 1, 2, 5, 12, 25, 125, 1000, 1025, 1234567, Fraction(1, 2),
+                                   Fraction(5, 2), -5, -1, Fraction(1, 4), Fraction(-1, 2)]),
+       st.booleans())
+def test_answer_mentions_follow_the_documented_reading(body, target, percent):
+    """Integers >= 0: plain digits, maybe comma-grouped, not negative, not part of a longer number
+    (checked against a regular-expression statement of that rule); others: numbers_in."""
+    import re
+
+    from dsa_cast.numbers import numbers_in
+
+    targets = (Fraction(target), Fraction(target) * 100) if percent else (Fraction(target),)
+    expected = False
+    for t in targets:
+        if t.denominator == 1 and t >= 0:
+            forms = "|".join(re.escape(f) for f in {str(t.numerator), f"{t.numerator:,}"})
+            rule = (rf"(?<![0-9.])(?<![0-9],)(?<!(?<![0-9A-Za-z)\]}}])[-\u2212])(?:{forms})"
+                    r"(?:\.0+)?(?![0-9]|,[0-9]{3}|\.[0-9])")
+            expected = expected or re.search(rule, body) is not None
+        else:
+            expected = expected or any(v == t for v, _, _ in numbers_in(body))
+    assert DsaCastRubric._mentions(body, targets) == expected
