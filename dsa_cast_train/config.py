@@ -351,8 +351,8 @@ class GRPOConfig:
 class ExportConfig:
     """Export of a trained checkpoint (safetensors in HF layout and/or a zip archive)."""
 
-    format: str = "safetensors"
-    """``safetensors``, ``zip`` or ``both``."""
+    format: str = "both"
+    """``safetensors`` (HF directory), ``zip`` (verified checkpoint archive) or ``both``."""
     checkpoint: str | None = None
     """Checkpoint root to export (``None``: the pipeline's newest)."""
     step: int | None = None

@@ -108,9 +108,12 @@ class RewardLogger:
         self._pending: dict[int, dict[str, Any]] = {}
         self.reward_fns = [self._wrap(fn) for fn in reward_fns]
         self.names = [fn.__name__ for fn in reward_fns]
-        graders = {id(getattr(fn, "grader", None)) for fn in reward_fns}
-        shared = getattr(reward_fns[0], "grader", None) if reward_fns else None
-        self._grader = shared if shared is not None and len(graders) == 1 else None
+        # the BatchGrader shared by dsa_cast.score.tunix_rewards functions: its cache already holds
+        # the batch's grades when metric_fn runs (used only if it grades with the same rubric)
+        graders = {id(g): g for fn in reward_fns if (g := getattr(fn, "grader", None)) is not None}
+        shared = next(iter(graders.values())) if len(graders) == 1 else None
+        same_rubric = shared is not None and getattr(shared.rubric, "name", None) == rubric
+        self._grader = shared if same_rubric else None
         self.reward_seconds = 0.0  # time inside the reward functions (what Tunix would spend anyway)
         self.logging_seconds = 0.0  # time in metric_fn: grading lookups, records, files
 

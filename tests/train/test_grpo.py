@@ -23,9 +23,16 @@ GRPO_OVERRIDES = (
     ("grpo.max_new_tokens", 16),
     ("grpo.learning_rate", 1e-2),
     ("grpo.warmup_fraction", 0.0),
+    ("grpo.weight_decay", 0.0),  # so any change of the actor comes from the policy gradient
     ("grpo.save_every_steps", 1),
     ("grpo.keep_checkpoints", 4),
 )
+
+
+def length_bonus(prompts, completions, **kwargs):
+    """An extra reward that varies on a random model's text (the dsa-cast components are all 0
+    there), so advantages are non-zero and the policy gradient moves the actor."""
+    return [len(c) / 16.0 for c in completions]
 
 
 class Capture:
@@ -80,7 +87,8 @@ def grpo_run(grpo_config, tmp_path_factory):
         return learner, cluster
 
     mp.setattr(grpo, "build_learner", build)
-    mp.setattr(grpo, "reward_functions", lambda rubric: capture.wrap(score.tunix_rewards(rubric)))
+    mp.setattr(grpo, "reward_functions",
+               lambda rubric: [*capture.wrap(score.tunix_rewards(rubric)), length_bonus])
     base = _flat(models.load(grpo_config.model).model)
     run_dir = tmp_path_factory.mktemp("grpo") / "run"
     try:
@@ -151,11 +159,13 @@ def test_logged_components_equal_grade_on_the_same_completions(grpo_run):
         kw = call["kwargs"]
         grades = [score.grade(c, str(a), question=str(q))
                   for c, a, q in zip(call["completions"], kw["answer"], kw["question"])]
-        assert set(rec["components"]) == set(names)
+        assert set(rec["components"]) == set(names) | {"length_bonus"}
         for name, component in names.items():
             want = float(np.mean([g.components[component] for g in grades]))
             assert rec["components"][name] == pytest.approx(want, abs=1e-12), name
-        assert rec["reward_mean"] == pytest.approx(float(np.mean([g.total for g in grades])), abs=1e-9)
+        bonus = length_bonus(None, call["completions"])
+        assert rec["components"]["length_bonus"] == pytest.approx(float(np.mean(bonus)))
+        assert rec["reward_mean"] == pytest.approx(float(np.mean([g.total for g in grades]) + np.mean(bonus)))
         assert rec["format_adherence"] == float(np.mean([dsa_parse.parse(c).exact_format
                                                          for c in call["completions"]]))
         judged = [g.correct for g in grades if g.correct is not None]
@@ -163,7 +173,7 @@ def test_logged_components_equal_grade_on_the_same_completions(grpo_run):
         assert rec["n"] == len(grades) == rec["graded_with_reference"]
         assert rec["reward_seconds"] >= 0.0
     # Tunix's own metrics (TensorBoard) carry every component too, with the same per-step means
-    for name in names:
+    for name in [*names, "length_bonus"]:
         history = tunix_log.get_metric_history("rewards", name, "train")
         assert len(history) == 3
         np.testing.assert_allclose(history, [r["components"][name] for r in records], atol=1e-6)
@@ -172,7 +182,8 @@ def test_logged_components_equal_grade_on_the_same_completions(grpo_run):
     assert len(rows) == 3 * 4
     for row in rows:
         g = score.grade(row["completion"], row["answer"], question=row["question"])
-        assert row["rewards"] == pytest.approx({n: g.components[c] for n, c in names.items()})
+        assert row["rewards"] == pytest.approx({**{n: g.components[c] for n, c in names.items()},
+                                                "length_bonus": len(row["completion"]) / 16.0})
         assert row["correct"] == g.correct
 
 

@@ -1,0 +1,391 @@
+"""The whole recipe in one run directory: evaluate the base model, SFT, evaluate, GRPO, evaluate,
+export, and a report that puts the three evaluations side by side.
+
+Layout of ``<run_dir>``::
+
+    run.json, config.json, run.log   the pipeline's marker, its one resolved config, its log
+    stages.json                      stage manifest: each finished stage with its summary
+    eval_base/  sft/  eval_sft/  grpo/  eval_grpo/   one run directory per stage
+    export/                          <run>_step<N>.zip and hf/ (HuggingFace safetensors)
+    report.md, report.png            base vs post-SFT vs post-GRPO
+
+Every stage gets the same resolved config, with only the wiring between stages filled in
+(``eval.checkpoint`` of the evaluations, ``grpo.init_checkpoint`` = the SFT checkpoints,
+``export.checkpoint`` = the newest trained checkpoints). ``config.stages`` picks the stages:
+``sft``, ``grpo``, ``evaluate`` (all three evaluations and the report) and ``export``.
+
+Resuming: a stage recorded as finished in ``stages.json`` is never redone; an interrupted SFT or
+GRPO stage resumes from its newest checkpoint; an interrupted evaluation or export is redone.
+
+CLI: ``python -m dsa_cast_train.pipeline --preset tiny --run-dir runs/pipeline-tiny``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dsa_cast_train import config as config_lib
+from dsa_cast_train import runs
+
+log = logging.getLogger("dsa_cast_train.pipeline")
+
+MANIFEST_FILE = "stages.json"
+REPORT_MD = "report.md"
+REPORT_PNG = "report.png"
+EXPORT_DIR = "export"
+
+ALL_STAGES = ("eval_base", "sft", "eval_sft", "grpo", "eval_grpo", "export", "report")
+"""Stage names in execution order (also their subdirectory names)."""
+CONFIG_STAGES = ("sft", "grpo", "evaluate", "export")
+"""Values accepted in ``config.stages``."""
+RESUME_MUST_MATCH = ("model", "data", "sft", "grpo", "eval", "stages")
+"""Config sections that may not change when a pipeline directory is resumed (finished stages
+would no longer match the config); ``export`` and ``mesh`` may."""
+REPORT_LABELS = {"eval_base": "base", "eval_sft": "post-SFT", "eval_grpo": "post-GRPO"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineResult:
+    """What a pipeline run did and where its outputs are."""
+
+    run_dir: Path
+    stages: tuple[str, ...]
+    """Planned stages, in order."""
+    ran: tuple[str, ...]
+    """Stages executed by this call."""
+    skipped: tuple[str, ...]
+    """Stages already finished in an earlier call (read from the manifest)."""
+    manifest: Mapping[str, Any]
+    report_md: Path | None
+    report_png: Path | None
+    seconds: float
+
+
+def plan(config) -> tuple[str, ...]:
+    """The stages ``config.stages`` asks for, in execution order."""
+    unknown = sorted(set(config.stages) - set(CONFIG_STAGES))
+    if unknown:
+        raise config_lib.ConfigError(f"stages: unknown stage(s) {unknown}; choose from {list(CONFIG_STAGES)}")
+    want = set(config.stages)
+    if not want & {"sft", "grpo", "evaluate", "export"}:
+        raise config_lib.ConfigError("stages is empty: nothing to run")
+    out = []
+    for stage in ALL_STAGES:
+        if stage == "eval_base" and "evaluate" in want:
+            out.append(stage)
+        elif stage in ("sft", "grpo", "export") and stage in want:
+            out.append(stage)
+        elif stage == "eval_sft" and {"evaluate", "sft"} <= want:
+            out.append(stage)
+        elif stage == "eval_grpo" and {"evaluate", "grpo"} <= want:
+            out.append(stage)
+        elif stage == "report" and "evaluate" in want:
+            out.append(stage)
+    if "export" in out and not want & {"sft", "grpo"} and config.export.checkpoint is None:
+        raise config_lib.ConfigError("stages: export without sft or grpo needs export.checkpoint")
+    return tuple(out)
+
+
+def sft_checkpoints(run_dir: Path) -> Path:
+    return run_dir / "sft" / "checkpoints"
+
+
+def grpo_checkpoints(run_dir: Path) -> Path:
+    from dsa_cast_train import grpo
+
+    return run_dir / "grpo" / grpo.CHECKPOINT_DIR / grpo.ACTOR_SUBDIR
+
+
+def stage_config(config, stage: str, run_dir: Path):
+    """The config a stage runs with: the pipeline's, plus the paths that link the stages."""
+    stages = set(config.stages)
+    sets: list[tuple[str, Any]] = []
+    if stage == "eval_base":
+        sets = [("eval.checkpoint", None), ("eval.step", None), ("eval.compare", None)]
+    elif stage == "eval_sft":
+        sets = [("eval.checkpoint", str(sft_checkpoints(run_dir))), ("eval.step", None), ("eval.compare", None)]
+    elif stage == "eval_grpo":
+        sets = [("eval.checkpoint", str(grpo_checkpoints(run_dir))), ("eval.step", None), ("eval.compare", None)]
+    elif stage == "grpo" and "sft" in stages:
+        sets = [("grpo.init_checkpoint", str(sft_checkpoints(run_dir)))]
+    elif stage == "export":
+        if "grpo" in stages:
+            sets = [("export.checkpoint", str(grpo_checkpoints(run_dir)))]
+        elif "sft" in stages:
+            sets = [("export.checkpoint", str(sft_checkpoints(run_dir)))]
+        if config.export.output is None:
+            sets.append(("export.output", str(run_dir / EXPORT_DIR)))
+    return config_lib.apply_overrides(config, sets) if sets else config
+
+
+# --------------------------------------------------------------------------------------------
+# manifest
+# --------------------------------------------------------------------------------------------
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """``stages.json`` of a pipeline directory (empty when absent)."""
+    path = Path(run_dir) / MANIFEST_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise runs.RunDirError(f"{path}: unreadable stage manifest ({exc}); pass --overwrite") from exc
+    if not isinstance(data, dict):
+        raise runs.RunDirError(f"{path}: stage manifest must be a JSON object; pass --overwrite")
+    return data
+
+
+def _record_stage(run_dir: Path, manifest: dict[str, Any], stage: str, summary: Mapping[str, Any],
+                  started: float, seconds: float) -> None:
+    manifest[stage] = {
+        "status": "done",
+        "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3),
+        "summary": dict(summary),
+    }
+    runs.write_json(run_dir / MANIFEST_FILE, manifest)
+
+
+# --------------------------------------------------------------------------------------------
+# stages
+# --------------------------------------------------------------------------------------------
+
+
+def _run_eval(config, run_dir: Path, stage: str) -> dict[str, Any]:
+    from dsa_cast_train import evaluate
+
+    # an evaluation is not resumable: an interrupted one is redone (overwrite only ever
+    # deletes a directory carrying the run marker)
+    res = evaluate.run(stage_config(config, stage, run_dir), run_dir / stage, overwrite=True)
+    return {"label": res.labels[0], "summary_json": res.summary_json, "summary_md": res.summary_md,
+            "seconds": res.seconds, "metrics": _headline(res.summaries[0])}
+
+
+def _headline(summary: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("items", "strict_accuracy", "approx_accuracy", "format_adherence", "evidence_validity",
+            "mean_total", "mean_total_fraction", "vote_strict_accuracy", "vote_approx_accuracy", "step")
+    return {k: summary[k] for k in keys if k in summary}
+
+
+def _run_sft(config, run_dir: Path, stage: str) -> dict[str, Any]:
+    from dsa_cast_train import sft
+
+    res = sft.run(stage_config(config, stage, run_dir), run_dir / stage)
+    return {"start_step": res.start_step, "final_step": res.final_step, "resumed": res.resumed,
+            "checkpoint_dir": str(res.checkpoint_dir), "first_loss": res.train_losses[0] if res.train_losses else None,
+            "last_loss": res.train_losses[-1] if res.train_losses else None,
+            "tokens_per_second": res.tokens_per_second, "train_seconds": res.train_seconds}
+
+
+def _run_grpo(config, run_dir: Path, stage: str) -> dict[str, Any]:
+    from dsa_cast_train import grpo
+
+    res = grpo.run(stage_config(config, stage, run_dir), run_dir / stage)
+    first = grpo.read_metrics(res.metrics_path)
+    return {"actor_steps": res.actor_steps, "resumed_from": res.resumed_from,
+            "checkpoint_dir": str(res.checkpoint_dir), "prompts": res.prompts,
+            "dropped_prompts": res.dropped_prompts, "reward_curve": str(res.reward_curve) if res.reward_curve else None,
+            "first": first[0] if first else None, "last": dict(res.last) if res.last else None,
+            "seconds": res.seconds}
+
+
+def _run_export(config, run_dir: Path, stage: str) -> dict[str, Any]:
+    from dsa_cast_train import export
+
+    res = export.run(stage_config(config, stage, run_dir), run_dir)
+    out: dict[str, Any] = {}
+    if res.zip is not None:
+        out["zip"] = {"path": str(res.zip.path), "step": res.zip.step, "files": res.zip.files,
+                      "bytes": res.zip.bytes, "sha256": res.zip.sha256}
+    if res.safetensors is not None:
+        s = res.safetensors
+        out["safetensors"] = {"directory": str(s.directory), "tensors": s.tensors, "parameters": s.parameters,
+                              "dtype": s.dtype, "verified": s.verified}
+    return out
+
+
+def _run_report(config, run_dir: Path, stage: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    paths = write_report(run_dir, manifest, config)
+    return {"report_md": str(paths[0]), "report_png": str(paths[1]) if paths[1] else None}
+
+
+_RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "eval_base": _run_eval, "eval_sft": _run_eval, "eval_grpo": _run_eval,
+    "sft": _run_sft, "grpo": _run_grpo, "export": _run_export,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "-" if value is None else str(value)
+
+
+def _eval_summaries(manifest: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    labels, summaries = [], []
+    for stage in ("eval_base", "eval_sft", "eval_grpo"):
+        entry = manifest.get(stage)
+        if not entry:
+            continue
+        data = json.loads(Path(entry["summary"]["summary_json"]).read_text(encoding="utf-8"))
+        labels.append(REPORT_LABELS[stage])
+        summaries.append(data["summaries"][0])
+    return labels, summaries
+
+
+def write_report(run_dir: str | Path, manifest: Mapping[str, Any], config) -> tuple[Path, Path | None]:
+    """``report.md`` (evaluations side by side with the change each training stage made, the
+    GRPO reward trend, the exports, stage timings) and ``report.png`` (grouped bars)."""
+    from dsa_cast_train import evaluate
+
+    run_path = Path(run_dir)
+    labels, summaries = _eval_summaries(manifest)
+    lines = [f"# DSA pipeline report: {config.name}", "",
+             f"Run directory `{run_path}`; model `{config.model.source}`"
+             f"{'' if config.model.source == 'tiny' else ' / ' + config.model.variant}; "
+             f"{summaries[0]['items'] if summaries else 0} evaluation items of {config.data.source} "
+             f"({config.eval.split}); rubric `{config.eval.rubric}`.", ""]
+    if summaries:
+        deltas = [(labels[i], labels[i - 1]) for i in range(1, len(labels))]
+        head = ["metric", *labels, *[f"{a} - {b}" for a, b in deltas]]
+        lines += ["## Evaluations", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name, values in evaluate.report_rows(summaries):
+            cells = [_fmt(v) for v in values]
+            for i in range(1, len(values)):
+                a, b = values[i], values[i - 1]
+                cells.append(_fmt(a - b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else "-")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", "strict/approx/format/evidence/mean_total: greedy pass; vote_*: majority vote; "
+                  "component:*: mean weighted contribution (greedy). Differences are later minus earlier.", ""]
+    grpo_entry = manifest.get("grpo")
+    if grpo_entry:
+        s = grpo_entry["summary"]
+        first, last = s.get("first") or {}, s.get("last") or {}
+        lines += ["## GRPO rollouts", "",
+                  f"{s['actor_steps']} actor steps (resumed from {s['resumed_from']}), {s['prompts']} prompts "
+                  f"({s['dropped_prompts']} too long, dropped). Reward curve: `{s.get('reward_curve')}`.", "",
+                  "| rollouts | mean reward | format adherence | accuracy |", "|---|---|---|---|",
+                  f"| first step | {_fmt(first.get('reward_mean'))} | {_fmt(first.get('format_adherence'))} | "
+                  f"{_fmt(first.get('accuracy'))} |",
+                  f"| last step | {_fmt(last.get('reward_mean'))} | {_fmt(last.get('format_adherence'))} | "
+                  f"{_fmt(last.get('accuracy'))} |", ""]
+    exp = manifest.get("export")
+    if exp:
+        s = exp["summary"]
+        lines += ["## Export", ""]
+        if "zip" in s:
+            lines.append(f"- zip: `{s['zip']['path']}` (step {s['zip']['step']}, {s['zip']['files']} files, "
+                         f"sha256 `{s['zip']['sha256']}`)")
+        if "safetensors" in s:
+            st = s["safetensors"]
+            lines.append(f"- safetensors: `{st['directory']}` ({st['tensors']} tensors, {st['parameters']:,} "
+                         f"parameters, {st['dtype']}, reload verified: {st['verified']})")
+        lines.append("")
+    lines += ["## Stages", "", "| stage | seconds | finished |", "|---|---|---|"]
+    for stage in ALL_STAGES:
+        if stage in manifest:
+            lines.append(f"| {stage} | {_fmt(manifest[stage]['seconds'])} | {manifest[stage]['finished']} |")
+    lines.append("")
+    md = run_path / REPORT_MD
+    tmp = md.with_name(f".{md.name}.tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(md)
+    png = None
+    if summaries:
+        png = run_path / REPORT_PNG
+        tmp_png = png.with_name(f".{png.stem}.tmp.png")
+        evaluate.write_chart(tmp_png, labels, summaries)
+        tmp_png.replace(png)
+    return md, png
+
+
+# --------------------------------------------------------------------------------------------
+# entry points
+# --------------------------------------------------------------------------------------------
+
+
+def run(config, run_dir: str | Path, *, overwrite: bool = False) -> PipelineResult:
+    """Run (or resume) the pipeline in ``run_dir``; see the module docstring for the layout."""
+    t0 = time.perf_counter()
+    stages = plan(config)
+    rd = runs.prepare(run_dir, "pipeline", config, overwrite=overwrite, must_match=RESUME_MUST_MATCH)
+    run_path = rd.path
+    with runs.logging_to(rd):
+        manifest = read_manifest(run_path)
+        ran, skipped = [], []
+        log.info("%s pipeline in %s: stages %s", "resuming" if rd.resumed else "starting", run_path,
+                 ", ".join(stages))
+        for stage in stages:
+            if manifest.get(stage, {}).get("status") == "done":
+                log.info("stage %s: already finished at %s, skipped", stage, manifest[stage]["finished"])
+                skipped.append(stage)
+                continue
+            log.info("stage %s: starting", stage)
+            started, t = time.time(), time.perf_counter()
+            if stage == "report":
+                summary = _run_report(config, run_path, stage, manifest)
+            else:
+                summary = _RUNNERS[stage](config, run_path, stage)
+            _record_stage(run_path, manifest, stage, summary, started, time.perf_counter() - t)
+            ran.append(stage)
+            log.info("stage %s: done in %.1f s", stage, time.perf_counter() - t)
+    report = manifest.get("report", {}).get("summary", {})
+    return PipelineResult(
+        run_dir=run_path, stages=stages, ran=tuple(ran), skipped=tuple(skipped), manifest=manifest,
+        report_md=Path(report["report_md"]) if report.get("report_md") else None,
+        report_png=Path(report["report_png"]) if report.get("report_png") else None,
+        seconds=time.perf_counter() - t0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dsa_cast_train.pipeline``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m dsa_cast_train.pipeline", description=__doc__.split("\n\n")[0],
+        epilog="Any field can also be given as --section.field VALUE (e.g. --grpo.max_steps 50).")
+    config_lib.add_config_arguments(parser)
+    parser.add_argument("--run-dir", required=True, help="pipeline run directory (resumed if it exists)")
+    parser.add_argument("--overwrite", action="store_true", help="delete an earlier pipeline in --run-dir first")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    args, extra = parser.parse_known_args(argv)
+    try:
+        config = config_lib.config_from_args(args, extra)
+        stages = plan(config)
+    except config_lib.ConfigError as exc:
+        parser.error(str(exc))
+    if args.print_config:
+        sys.stdout.write(config_lib.to_json(config))
+        return 0
+    from dsa_cast_train.models import ModelSourceError
+
+    try:
+        result = run(config, args.run_dir, overwrite=args.overwrite)
+    except (runs.RunDirError, FileNotFoundError, ModelSourceError, config_lib.ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"pipeline {result.run_dir}: ran {', '.join(result.ran) or 'nothing'}"
+          f"{'; skipped ' + ', '.join(result.skipped) if result.skipped else ''} "
+          f"({len(stages)} stages, {result.seconds:.1f} s)")
+    if result.report_md:
+        print(f"report: {result.report_md}" + (f", {result.report_png}" if result.report_png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
