@@ -609,8 +609,7 @@ class DsaCastRubric(Rubric):
         first: dict[str, object] = {}
         for sec in c.sections:
             first.setdefault(sec.name, sec)
-        qwords = (frozenset(m.group().lower() for m in _WORD.finditer(question))
-                  if question is not None else None)
+        qwords = frozenset(_WORD.findall(question.lower())) if question is not None else None
         ok_sections = 0
         if c.reasoning is not None and codes.isdisjoint(self.structure_void_codes):
             for name in self.schema.sections:
@@ -653,9 +652,11 @@ class DsaCastRubric(Rubric):
                         issues.append(RubricCode.UNGROUNDED_CLAIM)
                         continue
                     credited += 1
-                    if v.stated_value is not None:
-                        allowed.add(abs(v.stated_value))
-                        results.add(v.stated_value)
+                    sv = v.stated_value
+                    if sv is not None:
+                        sv = sv.numerator if sv.denominator == 1 else sv  # int: cheaper to hash
+                        allowed.add(abs(sv))
+                        results.add(sv)
                 elif v.ok is False:
                     issues.append(RubricCode.FALSE_CLAIM)
                 else:
