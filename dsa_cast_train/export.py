@@ -697,7 +697,8 @@ def _config_to_dict(config) -> dict | None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dsa_cast_train.export", description=__doc__.split("\n\n")[0])
-    p.add_argument("--run-dir", required=True, help="run directory holding checkpoints and the resolved config")
+    p.add_argument("--run-dir", help="run directory holding checkpoints and the resolved config (required "
+                                      "unless --unpack)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest finished step)")
     p.add_argument("--checkpoint-root", default=None, help="checkpoint root (default: detected in the run dir)")
     p.add_argument("--out", default=None, help="zip path (default: RUN/export/<run>_step<N>.zip)")
@@ -713,7 +714,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.unpack and not args.run_dir:
+        parser.error("--run-dir is required (unless --unpack ZIP TARGET)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.unpack:
@@ -745,10 +749,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_run_config(run_dir: Path):
-    """The run's resolved config object (via :mod:`dsa_cast_train.runs`), or None if absent."""
-    from dsa_cast_train import runs
+    """The run's resolved config (``<run_dir>/config.json``, as written by
+    :mod:`dsa_cast_train.runs`), or None if the directory has none."""
+    from dsa_cast_train import config as config_lib
 
-    return runs.load_resolved_config(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        return config_lib.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, config_lib.ConfigError) as e:
+        raise ExportError(f"{path}: not a usable resolved config: {e}") from e
 
 
 if __name__ == "__main__":

@@ -363,3 +363,55 @@ def test_safetensors_bf16_cast_and_bad_dtype(tmp_path):
     assert {v.dtype for v in tensors.values()} == {np.dtype(ml_dtypes.bfloat16)}
     with pytest.raises(ex.ExportError, match="dtype 'int8' not supported"):
         ex.export_safetensors(model, tmp_path / "hf2", dtype="int8")
+
+
+# ---------------------------------------------------------------------------- CLI and stage entry
+
+
+@pytest.fixture()
+def tiny_run(tiny_config, tmp_path):
+    """A run directory as GRPO leaves it: resolved config.json and one actor checkpoint step."""
+    from tunix.sft import checkpoint_manager as ckpt_lib
+
+    from dsa_cast_train import config, models
+
+    run = tmp_path / "run"
+    loaded = models.load(tiny_config.model)
+    model = loaded.model
+    nnx.update(model, jax.tree.map(lambda x: x + 0.5, nnx.state(model, nnx.Param)))
+    mgr = ckpt_lib.CheckpointManager(str(run / "checkpoints" / "actor"))
+    assert mgr.save(4, model, force=True)
+    mgr.close()
+    (run / "config.json").write_text(config.to_json(tiny_config))
+    return run, model
+
+
+def test_cli_zip_safetensors_and_unpack(tiny_run, tmp_path, capsys):
+    run, model = tiny_run
+    out_zip, hf = tmp_path / "a.zip", tmp_path / "hf"
+    assert ex.main(["--run-dir", str(run), "--out", str(out_zip), "--safetensors", str(hf)]) == 0
+    printed = capsys.readouterr().out
+    assert "step 4" in printed and "verified=True" in printed
+    assert ex.verify_zip(out_zip)["config"]["name"] == "tiny"
+    _assert_same_params(ex.load_safetensors_model(hf, model.config), model)
+    assert (hf / "tokenizer.model").is_file()
+    assert ex.main(["--unpack", str(out_zip), str(tmp_path / "u")]) == 0
+    assert (tmp_path / "u" / "checkpoint" / "4" / "model_params").is_dir()
+    assert ex.main(["--run-dir", str(tmp_path / "nothing")]) == 2
+    assert "no checkpoint found" in capsys.readouterr().err
+
+
+def test_stage_run_follows_export_config(tiny_run, tiny_config, tmp_path):
+    from dsa_cast_train import config
+
+    run, model = tiny_run
+    cfg = config.apply_overrides(tiny_config, [("export.format", "both"), ("export.remove_checkpoints", True),
+                                               ("export.output", str(tmp_path / "out"))])
+    result = ex.run(cfg, run)
+    assert result.zip.step == 4 and result.zip.path.parent == tmp_path / "out"
+    assert result.safetensors.verified and result.safetensors.directory == tmp_path / "out" / "hf"
+    _assert_same_params(ex.load_safetensors_model(result.safetensors.directory, model.config), model)
+    assert not (run / "checkpoints" / "actor").exists()  # removed only after the verified zip
+    assert ex.verify_zip(result.zip.path)["step"] == 4
+    with pytest.raises(ex.ExportError, match="no checkpoint found"):
+        ex.run(cfg, run)
