@@ -335,7 +335,10 @@ def _label(checkpoint: str | None, step: int | None) -> str:
     from dsa_cast_train.models import split_checkpoint_path
 
     root, split_step = split_checkpoint_path(checkpoint, step)
-    name = root.parent.name if root.name in ("checkpoints", "actor") else root.name
+    named = root
+    while named.name in ("checkpoints", "actor") and named.parent != named:
+        named = named.parent  # <run>/checkpoints[/actor] -> <run>
+    name = named.name
     step = split_step if split_step is not None else step
     return f"{name}@{step}" if step is not None else name
 

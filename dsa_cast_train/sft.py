@@ -74,9 +74,10 @@ class SFTResult:
 def load_examples(cfg: config_lib.DataConfig, split: str = "train", *, limit: int | None = None) -> list:
     """DSA examples for ``split`` (``train`` or ``test``) from the configured source.
 
-    GSM8K records are converted with ``data.gsm8k_to_dsa``. For ``dsa-jsonl`` the ``test``
-    split is ``data.test_path`` when set, else the held-out share of ``data.path``. The extra
-    CSV joins the training split only.
+    GSM8K records are converted with ``data.gsm8k_to_dsa``. For ``dsa-jsonl``, ``test`` is
+    ``data.test_path`` when set; otherwise ``data.path`` is split with ``data.eval_fraction``
+    and ``data.split_seed`` and ``train``/``test`` are the two disjoint parts. ``limit`` (else
+    ``data.limit`` for ``train``) keeps the first items. The extra CSV joins ``train`` only.
     """
     from dsa_cast_train import data
 
@@ -92,17 +93,15 @@ def load_examples(cfg: config_lib.DataConfig, split: str = "train", *, limit: in
     else:
         if not cfg.path:
             raise FileNotFoundError("data.source is 'dsa-jsonl' but data.path is not set")
-        if split == "test" and cfg.test_path:
-            examples = data.load_dsa_jsonl(cfg.test_path).examples
-        else:
-            examples = data.load_dsa_jsonl(cfg.path).examples
-            if split == "test":
-                examples = data.split_examples(examples, eval_fraction=max(cfg.eval_fraction, 0.1),
-                                               seed=cfg.split_seed)[1]
-            elif cfg.limit is not None:
-                examples = examples[: cfg.limit]
-        if limit is not None:
-            examples = examples[:limit]
+        everything = data.load_dsa_jsonl(cfg.path).examples
+        if cfg.test_path:
+            train, test = everything, data.load_dsa_jsonl(cfg.test_path).examples
+        else:  # hold out a fixed share, so training never sees the test items
+            train, test = data.split_examples(everything, eval_fraction=cfg.eval_fraction, seed=cfg.split_seed)
+        examples = test if split == "test" else train
+        n = limit if limit is not None else (cfg.limit if split == "train" else None)
+        if n is not None:
+            examples = examples[:n]
     if split == "train" and cfg.extra_csv:
         examples = [*examples, *data.load_extra_csv(cfg.extra_csv)]
     return examples

@@ -177,3 +177,22 @@ def test_cli_print_config_and_errors(module):
     assert printed["sft"]["max_steps"] == 3 and printed["eval"]["num_items"] == 5
     bad = _cli(module, "--run-dir", "unused", "--set", "sft.max_steps=abc", "--print-config")
     assert bad.returncode == 2 and "sft.max_steps: expected int" in bad.stderr
+
+
+def test_docs_field_reference_matches_code():
+    """Every config field appears in docs/training.md with its exact default."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text(encoding="utf-8")
+    documented = dict(re.findall(r"^\| `([a-z_]+(?:\.[a-z_0-9]+)?)` \| `(.*?)` \|", doc, flags=re.M))
+    expected = {}
+    root = cfg.PipelineConfig()
+    for f in dataclasses.fields(root):
+        value = getattr(root, f.name)
+        if dataclasses.is_dataclass(value):
+            for g in dataclasses.fields(value):
+                expected[f"{f.name}.{g.name}"] = json.dumps(cfg.to_dict(value)[g.name])
+        else:
+            expected[f.name] = json.dumps(cfg.to_dict(root)[f.name])
+    assert {k: documented.get(k) for k in expected} == expected
