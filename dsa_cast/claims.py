@@ -408,7 +408,7 @@ _RUN_TOKEN = (
 _RUN = re.compile(r"(?:" + _RUN_TOKEN + r")(?:[ \t]*+(?:" + _RUN_TOKEN + r"))*+")
 _EXPLICIT = re.compile(
     r"(?P<calc>(?<![A-Za-z_])(?i:calc)[ \t]*+:(?P<cbody>[^\n]*+))"
-    r"|(?P<ann><<(?P<abody>[^<>\n]*+)>>)"
+    r"|(?P<ann><<(?P<abody>[^<>=\n]*+=[^<>\n]*+)>>)"
 )
 _EQUALS = re.compile(r"=+")
 _TRAIL = re.compile(r"[\s.,;:]+\Z")

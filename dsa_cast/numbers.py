@@ -21,6 +21,7 @@ Public API (see ``docs/answers_and_claims.md`` for the exact accepted forms):
 from __future__ import annotations
 
 import numbers as _abc
+import operator
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -157,8 +158,20 @@ def _digits(s: str) -> str:
     return "".join(_DIGIT_RUN.findall(s))
 
 
-def _exp_value(m: re.Match[str], limits: NumberLimits) -> int | object:
-    raw = m.group("e1") or m.group("e2") or m.group("e3")
+# Named groups read from a literal match, fetched in one C call per match (itemgetter).
+_PARTS = ("s1", "s2", "pct", "lw", "fn", "fn1", "fns", "fd", "fd1", "fds",
+          "mw", "mn", "md", "fa", "fb", "int", "frac", "frac0", "e1", "e2", "e3")
+_GETTERS = {
+    p: operator.itemgetter(*(p.groupindex.get(name, 0) for name in _PARTS))
+    for p in (_LIT_WITH_MIXED, _LIT_NO_MIXED)
+}
+
+
+def _parts(m: re.Match[str]) -> tuple[str | None, ...]:
+    return _GETTERS[m.re]((None,) + m.groups())  # index 0 (a missing group) reads None
+
+
+def _exp_value(raw: str | None, limits: NumberLimits) -> int | object:
     if raw is None:
         return 0
     neg = raw[0] in _MINUS_CHARS
@@ -176,24 +189,35 @@ def _dec_value(intpart: str, frac: str) -> Fraction:
     return Fraction(int(intpart + frac or "0"), 10 ** len(frac))
 
 
-def _literal_value(m: re.Match[str], limits: NumberLimits) -> Fraction | None | object:
-    """Value of a matched literal (percent not applied); ``_OVERSIZE`` or ``None``."""
-    index = m.re.groupindex
-
-    def g(name: str) -> str | None:
-        i = index.get(name)
-        return None if i is None else m.group(i)
-    if g("fn") is not None or g("fn1") is not None:  # \frac{a}{b}
-        num_s = g("fn") or g("fn1")
-        den_s = g("fd") or g("fd1")
-        whole_s = g("lw") or ""
+def _literal_value(parts: tuple[str | None, ...], limits: NumberLimits) -> Fraction | None | object:
+    """Value of a matched literal (sign and percent not applied); ``_OVERSIZE`` or ``None``."""
+    (_, _, _, lw, fn, fn1, fns, fd, fd1, fds, mw, mn, md, fa, fb, intpart, frac, frac0, e1, e2, e3) = parts
+    if intpart is not None or frac0 is not None:  # decimal, the common case
+        intpart = intpart or ""
+        frac = frac or frac0 or ""
+        # A group of three digits takes at most three separator chars ("{,}"), so a long
+        # match is oversize before the separators are even removed.
+        if len(intpart) + len(frac) > 2 * limits.max_digits:
+            return _OVERSIZE
+        int_digits = intpart if intpart.isdigit() else _digits(intpart)
+        if len(int_digits) + len(frac) > limits.max_digits:
+            return _OVERSIZE
+        exp = _exp_value(e1 or e2 or e3, limits)
+        if exp is _OVERSIZE:
+            return _OVERSIZE
+        val = _dec_value(int_digits, frac)
+        return val * Fraction(10) ** exp if exp else val
+    if fn is not None or fn1 is not None:  # \frac{a}{b}
+        num_s = fn or fn1 or ""
+        den_s = fd or fd1 or ""
+        whole_s = lw or ""
         if len(_digits(num_s)) + len(_digits(den_s)) + len(whole_s) > limits.max_digits:
             return _OVERSIZE
         num = _dec_value(*(num_s.split(".") + [""])[:2])
         den = _dec_value(*(den_s.split(".") + [""])[:2])
-        if g("fns"):
+        if fns:
             num = -num
-        if g("fds"):
+        if fds:
             den = -den
         if den == 0:
             return None
@@ -203,39 +227,23 @@ def _literal_value(m: re.Match[str], limits: NumberLimits) -> Fraction | None | 
                 return None  # "2\frac{5}{3}" or "2\frac{-1}{2}" is not a mixed number
             val += int(whole_s)
         return val
-    if g("mw") is not None:  # mixed number W N/D (proper fraction checked by the caller)
-        w, n, d = g("mw"), g("mn"), g("md")
-        if len(w) + len(n) + len(d) > limits.max_digits:
+    if mw is not None and mn is not None and md is not None:  # W N/D (proper: checked by caller)
+        if len(mw) + len(mn) + len(md) > limits.max_digits:
             return _OVERSIZE
-        return Fraction(int(w)) + Fraction(int(n), int(d))
-    if g("fa") is not None:  # a/b
-        a, b = g("fa"), g("fb")
-        if len(a) + len(b) > limits.max_digits:
+        return Fraction(int(mw)) + Fraction(int(mn), int(md))
+    if fa is not None and fb is not None:  # a/b
+        if len(fa) + len(fb) > limits.max_digits:
             return _OVERSIZE
-        if int(b) == 0:
+        if int(fb) == 0:
             return None
-        return Fraction(int(a), int(b))
-    intpart = g("int") or ""
-    frac = g("frac") or g("frac0") or ""
-    # A group of three digits takes at most three separator chars ("{,}"), so a long
-    # match is oversize before the separators are even removed.
-    if len(intpart) + len(frac) > 2 * limits.max_digits:
-        return _OVERSIZE
-    int_digits = _digits(intpart)
-    if len(int_digits) + len(frac) > limits.max_digits:
-        return _OVERSIZE
-    exp = _exp_value(m, limits)
-    if exp is _OVERSIZE:
-        return _OVERSIZE
-    val = _dec_value(int_digits, frac)
-    return val * Fraction(10) ** exp if exp else val
+        return Fraction(int(fa), int(fb))
+    return None  # unreachable: every literal alternative sets one of the groups above
 
 
-def _mixed_is_proper(m: re.Match[str], limits: NumberLimits) -> bool:
-    n, d = m.group("mn"), m.group("md")
-    if len(n) + len(d) > limits.max_digits:
+def _mixed_is_proper(mn: str, md: str, limits: NumberLimits) -> bool:
+    if len(mn) + len(md) > limits.max_digits:
         return True  # let the oversize check report it
-    return 0 < int(n) < int(d)
+    return 0 < int(mn) < int(md)
 
 
 def _literal_at(
@@ -256,24 +264,26 @@ def _literal_at(
         m = _LIT_WITH_MIXED.search(text, max(pos, d.start() - _MAX_PREFIX), endpos)
     if m is None:
         return None
-    if m.re.groupindex.get("mw") and m.group("mw") is not None and not _mixed_is_proper(m, limits):
+    parts = _parts(m)
+    mn, md = parts[11], parts[12]
+    if parts[10] is not None and mn is not None and md is not None and not _mixed_is_proper(mn, md, limits):
         m = _LIT_NO_MIXED.match(text, m.start(), endpos)
         assert m is not None  # the whole-number part alone always matches
-    raw = _literal_value(m, limits)
-    neg = bool(m.group("s1") and m.group("s1") != "+") ^ bool(m.group("s2"))
-    percent = m.group("pct") is not None
+        parts = _parts(m)
+    raw = _literal_value(parts, limits)
+    s1, s2, pct = parts[0], parts[1], parts[2]
+    percent = pct is not None
+    start, end, literal_text = m.start(), m.end(), m.group()
     if raw is _OVERSIZE:
-        lit = Literal(None, m.start(), m.end(), m.group(), percent, True)
-    elif raw is None:
-        lit = Literal(None, m.start(), m.end(), m.group(), percent, False)
-    else:
-        val: Fraction = raw  # type: ignore[assignment]
-        if neg:
-            val = -val
-        if percent:
-            val = val / 100
-        lit = Literal(val, m.start(), m.end(), m.group(), percent, False)
-    return m, lit
+        return m, Literal(None, start, end, literal_text, percent, True)
+    if raw is None:
+        return m, Literal(None, start, end, literal_text, percent, False)
+    val: Fraction = raw  # type: ignore[assignment]
+    if (s1 is not None and s1 != "+") ^ (s2 is not None):
+        val = -val
+    if percent:
+        val = val / 100
+    return m, Literal(val, start, end, literal_text, percent, False)
 
 
 def scan_literals(
