@@ -23,7 +23,6 @@ from dsa_cast.rubrics import (
     DsaCastWeights,
     FormatRubric,
     Grade,
-    RubricCode,
     get_rubric,
     resolve_rubric,
 )
