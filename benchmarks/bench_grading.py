@@ -179,6 +179,40 @@ def peak_memory(fn: Scorer, items: list[Item]) -> int:
         tracemalloc.stop()
 
 
+def stages(items: list[Item], runs: int) -> dict[str, float]:
+    """Microseconds per completion of each public building block full grading uses, each timed
+    alone without a profiler (median of ``runs``). Not additive: the rubric calls
+    ``numbers_in`` only when its plain-number check misses."""
+    from dsa_cast.claims import check_claims
+    from dsa_cast.numbers import extract_answer, extract_reference, numbers_in
+    from dsa_cast.parse import parse
+    from dsa_cast.score import grade
+
+    parsed = [parse(it.completion) for it in items]
+    evidence = [(c.section("Evidence").body if c.section("Evidence") else "") for c in parsed]
+    answers = [c.answer.body if c.answer else "" for c in parsed]
+    mentions = ["\n".join(s.body for s in c.sections if s.name in ("Reasoning", "Sanity_check"))
+                for c in parsed]
+    jobs: dict[str, Callable[[], object]] = {
+        "grade (full)": lambda: [grade(it.completion, it.reference, question=it.question) for it in items],
+        "parse": lambda: [parse(it.completion) for it in items],
+        "extract_reference": lambda: [extract_reference(it.reference) for it in items],
+        "extract_answer": lambda: [extract_answer(a) for a in answers],
+        "check_claims (Evidence)": lambda: [check_claims(e) for e in evidence if e],
+        "numbers_in over Reasoning + Sanity_check (standalone)": lambda: [list(numbers_in(m)) for m in mentions],
+    }
+    out = {}
+    for name, job in jobs.items():
+        times = []
+        for _ in range(runs):
+            gc.collect()
+            t0 = time.perf_counter()
+            job()
+            times.append(time.perf_counter() - t0)
+        out[name] = 1e6 * statistics.median(times) / len(items)
+    return out
+
+
 def _profiled(items: list[Item]) -> pstats.Stats:
     from dsa_cast.score import grade
 
@@ -363,6 +397,13 @@ def markdown(res: dict) -> str:
             cells.append(f"> {cfg['cap_s']:g} s" if r["status"] == "cap" else
                          ("error" if r["status"] == "error" else _ms(r["seconds"])))
         lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    if res.get("stages_us"):
+        budget = 1e6 / cfg["target_rate"]
+        lines += ["", f"## Where dsa_cast's time goes: building blocks (us per completion; the "
+                  f"target allows {budget:.0f} us in all; each block timed alone, not additive)", "",
+                  "| stage | us / completion |", "|---|---:|"]
+        for name, us in res["stages_us"].items():
+            lines.append(f"| {name} | {us:.1f} |")
     if res.get("profile"):
         p = res["profile"]
         lines += ["", f"## Where dsa_cast's time goes ({p['items']} completions under cProfile, "
@@ -444,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         "agreement_met": res["throughput"]["dsa_cast"]["agreement"] == 1.0,
     }
     if not res["targets"]["rate_met"]:
+        res["stages_us"] = stages(items, cfg.runs)
         res["profile"] = profile(items[: cfg.profile_items], cfg.profile_rows)
     by_name = {c.name: c for c in cases}
     res["adversarial_profiles"] = {

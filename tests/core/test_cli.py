@@ -328,3 +328,24 @@ def test_docs_cli_lists_exactly_the_parser_options():
         flags.discard("--help")
         section = doc.split(f"## `{name}`")[1].split("\n## ")[0]
         assert flags == set(re.findall(r"--[a-z][a-z-]+", section)), name
+
+
+def test_grade_the_labelled_benchmark_corpus_end_to_end(tmp_path, monkeypatch):
+    """The realistic corpus (benchmarks/corpus.py) through the CLI: every item's ``correct``
+    equals the label it was built with."""
+    from dataclasses import asdict
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from corpus import CorpusConfig, build_corpus
+
+    items = build_corpus(CorpusConfig(limit=40), path=GSM8K_TEST)
+    src = write_jsonl(tmp_path / "corpus.jsonl", [asdict(it) for it in items])
+    code, out, err = run("grade", str(src), "--answer-field", "reference", "--out",
+                         str(tmp_path / "r"), "--no-plots")
+    assert code == 0, err
+    results = read_jsonl(tmp_path / "r" / "results.jsonl")
+    wrong = [(it.id, it.kind, it.style) for it, r in zip(items, results)
+             if r["correct"] != it.expected_correct]
+    assert not wrong
+    expected = sum(it.expected_correct for it in items)
+    assert f"({expected}/{len(items)} with a reference)" in out
