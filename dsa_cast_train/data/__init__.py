@@ -30,14 +30,13 @@ from dsa_cast_train.data.dsa_format import (
     build_prompt,
     render_response,
 )
-from dsa_cast_train.data.gsm8k import (
+from dsa_cast_train.data.gsm8k import GSM8KUnavailable, default_gsm8k_dir, gsm8k_to_dsa, load_gsm8k
+from dsa_cast_train.data.gsm8k_solution import (
     Calculation,
     ConvertConfig,
     GSM8KSolution,
-    GSM8KUnavailable,
-    default_gsm8k_dir,
-    gsm8k_to_dsa,
-    load_gsm8k,
+    Substitution,
+    normalize_expression,
     normalize_final,
     parse_solution,
 )
@@ -69,6 +68,7 @@ __all__ = [
     "JsonlRecords",
     "LoadResult",
     "SFTStats",
+    "Substitution",
     "TokenizedExample",
     "build_prompt",
     "default_gsm8k_dir",
@@ -77,6 +77,7 @@ __all__ = [
     "load_dsa_jsonl",
     "load_extra_csv",
     "load_gsm8k",
+    "normalize_expression",
     "normalize_final",
     "parse_solution",
     "read_jsonl",

@@ -1,18 +1,17 @@
 """GSM8K loading and the GSM8K -> DSA conversion.
 
-GSM8K solutions are short lines of worked text with calculator annotations ``<<48/2=24>>`` and a
-final ``#### 72`` line. The conversion turns each part into a section that carries information:
+The conversion turns each part of a GSM8K solution into a section that carries information
+(the solution itself is read by :mod:`dsa_cast_train.data.gsm8k_solution`):
 
-- Plan: one numbered item per solution line, describing the operation it performs (``Divide 48 by
-  2 to find the clips in May.``) or, for a line without a calculation, its first clause;
+- Plan: one numbered item per solution line, naming the operation it performs (``Divide 48 by 2
+  to find the clips in May.``) or, for a line without a calculation, its first clause;
 - Reasoning: the solution lines with the annotations folded into the text (``48/2 = 24``);
-- Evidence: one ``CALC: expr = result`` line per annotation, the expression kept exactly checkable;
+- Evidence: one ``CALC: expr = result`` line per calculation, kept exactly checkable;
 - Sanity_check: the question's ask, the final value with its unit, the calculation it comes from,
-  and the plausibility checks that hold (whole number for a count, sign);
+  and the plausibility checks that hold (a whole number for a count, the sign);
 - the answer block: the ``####`` value alone, commas removed.
 
-``docs/data.md`` gives every rule, including what happens to annotations without an operator and
-to solutions without annotations.
+``docs/data.md`` gives every rule and the records that cannot reach the rubric's maximum.
 """
 
 from __future__ import annotations
@@ -27,24 +26,29 @@ from typing import Any
 
 import regex as re
 
-from dsa_cast_train.data.dsa_format import CALC_PREFIX, Example, render_response
+from dsa_cast_train.data.dsa_format import Example, render_response
+from dsa_cast_train.data.gsm8k_solution import (
+    ANSWER_MARKER,
+    Calculation,
+    ConvertConfig,
+    GSM8KSolution,
+    Step,
+    as_number,
+    parse_solution,
+)
 from dsa_cast_train.data.jsonl import DataFormatError, read_jsonl
 
 __all__ = [
-    "ANSWER_MARKER",
-    "Calculation",
-    "ConvertConfig",
-    "GSM8KSolution",
     "GSM8KUnavailable",
+    "default_gsm8k_dir",
+    "describe_calculation",
     "gsm8k_to_dsa",
     "load_gsm8k",
-    "normalize_final",
-    "parse_solution",
+    "with_unit_conversion",
 ]
 
 _log = logging.getLogger(__name__)
 
-ANSWER_MARKER = "####"
 GSM8K_SPLITS = ("train", "test")
 _HF_NAME = ("openai/gsm8k", "main")
 _TFDS_NAME = "gsm8k"
@@ -182,238 +186,32 @@ def default_gsm8k_dir() -> Path | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Parsing a solution
-
-
-@dataclass(frozen=True)
-class ConvertConfig:
-    """Knobs of the GSM8K -> DSA conversion.
-
-    Attributes:
-      target_max_words: at most this many words after a step's result name what it finds in the
-        Plan item ("to find the clips in May").
-      clause_max_words: a Plan item for a line without a calculation keeps at most this many words
-        of the line's first clause.
-      recover_plain: for an annotation without an operator (``<<27=27>>``) and for solutions without
-        annotations, take the calculation from plain text written as ``a op b = c`` just before it.
-    """
-
-    target_max_words: int = 8
-    clause_max_words: int = 14
-    recover_plain: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("target_max_words", "clause_max_words"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ConvertConfig.{name} must be >= 1, got {getattr(self, name)}")
-
-
-@dataclass(frozen=True)
-class Calculation:
-    """One checkable calculation: ``expr = result`` with ``expr`` in the grammar digits, ``.``,
-    ``+ - * /`` and parentheses. ``origin`` is "annotation" or "text" (recovered from plain text)."""
-
-    expr: str
-    result: str
-    origin: str = "annotation"
-
-    @property
-    def line(self) -> str:
-        return f"{CALC_PREFIX} {self.expr} = {self.result}"
-
-
-@dataclass(frozen=True)
-class Step:
-    """One solution line: its readable text, its calculations and what its result names."""
-
-    text: str
-    calculations: tuple[Calculation, ...]
-    target: str = ""  # words right after the step's last result, e.g. "clips in May"
-    currency: str = ""  # currency sign written before the step's last result, e.g. "$"
-
-
-@dataclass(frozen=True)
-class GSM8KSolution:
-    """A parsed GSM8K solution: readable steps, the final value (normalised), skipped annotations."""
-
-    steps: tuple[Step, ...]
-    final: str
-    skipped: tuple[str, ...]  # annotations without an operator that no plain text explained
-
-    @property
-    def calculations(self) -> tuple[Calculation, ...]:
-        return tuple(c for s in self.steps for c in s.calculations)
-
-
-_ANNOTATION = re.compile(r"<<([^<>]*)>>")
-_NUM = r"\d[\d,]*(?:\.\d+)?|\.\d+"
-_DISPLAY_NUM = re.compile(rf"-?(?:{_NUM})")
-_CURRENCY = "$€£¢"
-_CURRENCY_NAMES = {"$": "dollars", "€": "euros", "£": "pounds", "¢": "cents"}
-# A plain-text calculation: number (op number)+ = number, numbers optionally with a currency sign.
-# Multiplication may be written x, X or ×. Not preceded by a letter, digit or ')' (so "2x + 3 = 9"
-# and "44(.50)=22" are not taken); the result is not followed by a fraction or another operand.
-_OPERAND = rf"[{_CURRENCY}]?\s?(?:{_NUM})"
-_OP = r"\s*[-+*/x×X÷]\s*"
-# Not inside a word, a number, a mixed number ("3 1/2") or after a closing parenthesis / percent.
-_EXPR_START = r"(?<![\w.)/%^])(?<!\d\s)"
-# The result is not followed by more digits, a letter ("2p"), "(", "%", "^", a fraction ("1 1/2")
-# or another operand ("= 5 + 3").
-_RESULT_END = r"(?!\.?\d|,\d|[A-Za-z(%^/*]|\s+\d+/\d|\s*[-+*/×÷x]\s*\d)"
-_PLAIN_CALC = re.compile(
-    rf"{_EXPR_START}(?P<expr>{_OPERAND}(?:{_OP}{_OPERAND})+)\s*=\s*"
-    rf"[{_CURRENCY}]?\s?(?P<result>-?(?:{_NUM})){_RESULT_END}"
-)
-_PLAIN_TAIL = re.compile(rf"{_EXPR_START}(?P<expr>{_OPERAND}(?:{_OP}{_OPERAND})+)\s*=\s*[{_CURRENCY}]?\s*$")
-_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
-_TARGET_STOP = re.compile(r"[.,;:!?()\n]|\s(?:because|so|and then|which|since|if|but|for a total)\s")
-_NON_TARGET_START = frozenset(
-    "a an the and or so because to in of on at for from by with is are was were be as than which "
-    "that this it its each more less left over total altogether then this there per".split()
-)
-# Words that end the unit named after a result ("herb plants when spring ended" -> "herb plants").
-_UNIT_STOP = _NON_TARGET_START | frozenset(
-    "when after before into onto during while who will would can could has have had does did do "
-    "did needs need now still remaining all both".split()
-)
-_OP_VERBS = {"+": "Add", "-": "Subtract", "*": "Multiply", "/": "Divide"}
-
-
-def _clean_number(text: str) -> str:
-    """A number as written in text -> digits for an expression: drop currency, thousands commas."""
-    text = text.strip().lstrip(_CURRENCY).strip()
-    return text.replace(",", "")
-
-
-def normalize_final(text: str) -> str:
-    """The ``####`` value for the answer block: trimmed, commas and a currency sign removed."""
-    value = text.strip().replace(",", "")
-    value = value.lstrip(_CURRENCY).strip()
-    return value.rstrip(".") if re.fullmatch(r"-?\d+(?:\.\d+)?\.", value) else value
-
-
-def normalize_expression(expr: str) -> str:
-    """Make a GSM8K annotation expression checkable: no spaces, thousands commas or currency, no
-    leading or doubled unary ``+`` (``+30+46`` -> ``30+46``, ``3*+6`` -> ``3*6``), ``//`` -> ``/``,
-    ``x``/``×`` -> ``*``, ``÷`` -> ``/``."""
-    out = re.sub(r"\s+", "", expr)
-    out = re.sub(rf"[{_CURRENCY}]", "", out)
-    out = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", out)
-    out = out.replace("×", "*").replace("÷", "/").replace("//", "/")
-    out = re.sub(r"(?<=[\d.)])[xX](?=[\d.(])", "*", out)
-    out = re.sub(r"(^|[-+*/(])\++", r"\1", out)
-    return out
-
-
-def _has_operator(expr: str) -> bool:
-    return bool(re.search(r"(?<=[\d.)])[-+*/]", expr))
-
-
-def _target_after(text: str, pos: int, max_words: int) -> str:
-    """Words naming a step's result: the text after ``pos`` up to punctuation or a clause word."""
-    rest = text[pos:]
-    stop = _TARGET_STOP.search(rest)
-    words = _WORD.findall(rest[: stop.start()] if stop else rest)[:max_words]
-    if not words or words[0].lower() in _NON_TARGET_START:
-        return ""
-    return " ".join(words)
-
-
-def _currency_before(text: str, pos: int) -> str:
-    before = text[:pos].rstrip()
-    return before[-1] if before and before[-1] in _CURRENCY else ""
-
-
-def _rewrite_line(line: str, config: ConvertConfig, plain: bool = False) -> tuple[Step, list[str]]:
-    """Fold a solution line's annotations into readable text and collect its calculations."""
-    pieces: list[str] = []
-    calcs: list[Calculation] = []
-    skipped: list[str] = []
-    target = currency = ""
-    pos = 0
-    for m in _ANNOTATION.finditer(line):
-        pieces.append(line[pos : m.start()])
-        pos = m.end()
-        written = "".join(pieces)
-        inner = m.group(1)
-        if "=" not in inner:
-            skipped.append(inner)
-            continue
-        raw_expr, raw_result = inner.rsplit("=", 1)
-        expr, result = normalize_expression(raw_expr), _clean_number(raw_result)
-        display = _DISPLAY_NUM.match(line, pos)
-        after = display.end() if display else pos
-        # The sentence already shows "... = " before the annotation: the annotation only repeats it.
-        stated = written.rstrip().rstrip(_CURRENCY).rstrip().endswith("=")
-        calc: Calculation | None = None
-        if _has_operator(expr):
-            calc = Calculation(expr, result)
-            if not stated:  # "He has <<5*3=15>>15 goats" -> "He has 5*3 = 15 goats"
-                cur = _currency_before(written, len(written))
-                head = written.rstrip()[:-1] if cur else written
-                sep = "" if not head or head.endswith((" ", "\n", "(")) else " "
-                pieces = [head, f"{sep}{expr} = {cur}"]
-        elif config.recover_plain:
-            tail = _PLAIN_TAIL.search(written)
-            if tail is not None:
-                calc = Calculation(_plain_expr(tail.group("expr")), result, origin="text")
-        if calc is not None:
-            calcs.append(calc)
-            target = _target_after(line, after, config.target_max_words)
-            currency = _currency_before(line, m.start()) or _currency_before(written, len(written))
-        else:
-            skipped.append(inner)
-    pieces.append(line[pos:])
-    text = re.sub(r"[ \t]+", " ", "".join(pieces)).strip()
-    if plain:
-        for m in _PLAIN_CALC.finditer(text):
-            calcs.append(Calculation(_plain_expr(m.group("expr")), _clean_number(m.group("result")), "text"))
-        if calcs:
-            last = list(_PLAIN_CALC.finditer(text))[-1]
-            target = _target_after(text, last.end(), config.target_max_words)
-            currency = _currency_before(text, last.start("result"))
-    return Step(text, tuple(calcs), target, currency), skipped
-
-
-def _plain_expr(written: str) -> str:
-    return normalize_expression(written)
-
-
-def parse_solution(solution: str, config: ConvertConfig = ConvertConfig()) -> GSM8KSolution:
-    """Split a GSM8K answer into readable steps with calculations and the normalised final value."""
-    if ANSWER_MARKER not in solution:
-        raise ValueError(f"GSM8K answer has no {ANSWER_MARKER!r} line: {solution[:80]!r}")
-    work, final = solution.rsplit(ANSWER_MARKER, 1)
-    lines = [line for line in work.splitlines() if line.strip()]
-    steps: list[Step] = []
-    skipped: list[str] = []
-    for line in lines:
-        step, skip = _rewrite_line(line, config)
-        steps.append(step)
-        skipped.extend(skip)
-    if config.recover_plain and not any(s.calculations for s in steps):
-        # No usable annotation at all: take the calculations written as plain "a op b = c" text.
-        steps = [_rewrite_line(line, config, plain=True)[0] for line in lines]
-    steps = [s for s in steps if s.text]
-    return GSM8KSolution(tuple(steps), normalize_final(final), tuple(skipped))
-
-
-# ----------------------------------------------------------------------------------------------
 # Sections
 
-
-def _as_number(text: str) -> Fraction | None:
-    try:
-        return Fraction(text.replace(",", ""))
-    except (ValueError, ZeroDivisionError):
-        return None
+_CURRENCY_NAMES = {"$": "dollars", "€": "euros", "£": "pounds", "¢": "cents"}
+_OP_VERBS = {"+": "Add", "-": "Subtract", "*": "Multiply", "/": "Divide"}
+_SPLIT_OPS = re.compile(r"(?<=[\d.%])([-+*/])")
+_CLAUSE_END = re.compile(r"(?<=[.!?;:])\s|,\s")
+_LOWER_WORD = re.compile(r"[a-z][a-z]")
+_ASK = re.compile(r"[^.?!]*\?")
+_SENTENCE_END = re.compile(r"(?<=[.!])\s+")
+_NUMBER = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
+_CENTS = re.compile(r"\bcents?\b", re.IGNORECASE)
+_MIN_CLAUSE_WORDS = 3  # a shorter first clause ("Therefore,") gives way to the whole line
+# Words that end the unit named after a result ("herb plants when spring ended" -> "herb plants").
+_UNIT_STOP = frozenset(
+    "a an the and or so because to in of on at for from by with is are was were be as than which "
+    "that this it its each more less left over total altogether then there per when after before "
+    "into onto during while who will would can could has have had does did do needs need now "
+    "still remaining all both".split()
+)
 
 
 def _operands(expr: str, op: str) -> list[str] | None:
     """The operands of ``expr`` when it is a chain of one operator without parentheses."""
     if "(" in expr or ")" in expr:
         return None
-    parts = re.split(r"(?<=[\d.])([-+*/])", expr)
+    parts = _SPLIT_OPS.split(expr)
     ops = set(parts[1::2])
     if ops != {op}:
         return None
@@ -438,9 +236,6 @@ def describe_calculation(expr: str) -> str:
     return f"Evaluate {expr}"
 
 
-_MIN_CLAUSE_WORDS = 3
-
-
 def _unit(target: str) -> str:
     """The unit in the words after a result: up to the first function word ("bars in the box")."""
     words = []
@@ -452,13 +247,15 @@ def _unit(target: str) -> str:
 
 
 def _first_clause(text: str, max_words: int) -> str:
-    clause = re.split(r"(?<=[.!?;:])\s|,\s", text, maxsplit=1)[0].strip().rstrip(".!?;:,")
+    clause = _CLAUSE_END.split(text, maxsplit=1)[0].strip().rstrip(".!?;:,")
     if len(clause.split()) < _MIN_CLAUSE_WORDS:  # "Therefore," -> use the whole line instead
         clause = text.strip().rstrip(".!?;:,")
     words = clause.split()
     if len(words) > max_words:
         clause = " ".join(words[:max_words]) + " ..."
-    return clause[:1].upper() + clause[1:]
+    if _LOWER_WORD.match(clause):  # "let x be ..." -> "Let x be ...", but not "x=66"
+        clause = clause[:1].upper() + clause[1:]
+    return clause
 
 
 def _plan(steps: Sequence[Step], config: ConvertConfig) -> str:
@@ -476,35 +273,49 @@ def _plan(steps: Sequence[Step], config: ConvertConfig) -> str:
     return "\n".join(items)
 
 
-_ASK = re.compile(r"[^.?!]*\?")
-
-
 def _ask(question: str) -> str:
     asks = _ASK.findall(question)
     if asks:
         return asks[-1].strip()
-    sentences = [s.strip() for s in re.split(r"(?<=[.!])\s+", question.strip()) if s.strip()]
+    sentences = [s.strip() for s in _SENTENCE_END.split(question.strip()) if s.strip()]
     return sentences[-1] if sentences else question.strip()
 
 
+def _mentions(text: str, value: Fraction) -> bool:
+    """Whether ``text`` writes ``value`` as a plain number (thousands commas allowed)."""
+    return any(as_number(m.group()) == value for m in _NUMBER.finditer(text))
+
+
 def _sanity(question: str, solution: GSM8KSolution) -> str:
+    """The question's ask, the final value with its unit, where it comes from, and the checks that
+    hold. Every sentence is true of the record, including when GSM8K's final value disagrees with
+    its own working."""
     final = solution.final
-    value = _as_number(final)
+    value = as_number(final)
+    calcs = solution.calculations
     last = solution.steps[-1] if solution.steps else None
     unit = ""
-    if last is not None and last.calculations and _as_number(last.calculations[-1].result) == value:
+    if last is not None and last.calculations and as_number(last.calculations[-1].result) == value:
         unit = _CURRENCY_NAMES.get(last.currency) or _unit(last.target)
     ask = _ask(question)
-    lines = [f"The question asks: {ask}"]
-    lines.append(f"The final value is {final}{' ' + unit if unit else ''}.")
-    calcs = solution.calculations
-    matching = [c for c in calcs if value is not None and _as_number(c.result) == value]
-    if calcs and matching and matching[-1] is calcs[-1]:
+    lines = [f"The question asks: {ask}", f"The final value is {final}{' ' + unit if unit else ''}."]
+    matching = [c for c in calcs if value is not None and as_number(c.result) == value]
+    if matching and matching[-1] is calcs[-1]:
         lines.append(f"It is the result of the last calculation, {calcs[-1].expr} = {calcs[-1].result}.")
     elif matching:
         lines.append(f"It is the result of the calculation {matching[-1].expr} = {matching[-1].result}.")
+    elif value is not None and any(_mentions(s.text, value) for s in solution.steps):
+        lines.append("It is the value the reasoning arrives at.")
+    elif calcs:
+        lines.append(
+            f"It is not what the last calculation gives ({calcs[-1].expr} = {calcs[-1].result}), "
+            "so the working above does not reach it."
+        )
     else:
-        lines.append("It is the value the reasoning reaches in its last step.")
+        lines.append("The working above does not state it directly.")
+    for sub in solution.substitutions[:1]:
+        c = sub.calculation
+        lines.append(f"Putting {sub.variable} = {sub.value} back into {sub.equation} gives {c.expr} = {c.result}, which holds.")
     if value is not None:
         sign = "not negative" if value >= 0 else "negative"
         if "how many" in ask.lower() and value.denominator == 1 and value >= 0:
@@ -515,12 +326,31 @@ def _sanity(question: str, solution: GSM8KSolution) -> str:
 
 
 def _evidence(solution: GSM8KSolution) -> str:
-    if solution.calculations:
-        return "\n".join(c.line for c in solution.calculations)
+    if solution.evidence:
+        return "\n".join(c.line for c in solution.evidence)
     return (
-        "No separate numeric calculation is written out: the reasoning solves for the unknown "
-        f"step by step and arrives at {solution.final}."
+        "No calculation in the solution is written in a checkable a op b = c form; the reasoning "
+        f"above works step by step to {solution.final}."
     )
+
+
+def with_unit_conversion(question: str, solution: GSM8KSolution) -> GSM8KSolution:
+    """Add the dollars -> cents step GSM8K leaves implicit: when the question asks in cents, the
+    working ends in dollars (``$0.49``) and the final value is that result times 100 (``49``),
+    append ``In cents, that is 0.49*100 = 49 cents.`` with its calculation."""
+    value = as_number(solution.final)
+    calcs = solution.calculations
+    if value is None or not calcs or not _CENTS.search(question):
+        return solution
+    if any(as_number(c.result) == value for c in calcs):
+        return solution
+    last = calcs[-1]
+    dollars = as_number(last.result)
+    if dollars is None or dollars * 100 != value:
+        return solution
+    calc = Calculation(f"{last.result}*100", solution.final, origin="conversion")
+    step = Step(f"In cents, that is {calc.expr} = {calc.result} cents.", (calc,), target="cents")
+    return GSM8KSolution(solution.steps + (step,), solution.final, solution.skipped, solution.substitutions)
 
 
 def gsm8k_to_dsa(record: dict[str, Any], config: ConvertConfig = ConvertConfig()) -> Example:
@@ -528,7 +358,7 @@ def gsm8k_to_dsa(record: dict[str, Any], config: ConvertConfig = ConvertConfig()
     for field in ("question", "answer"):
         if not isinstance(record.get(field), str):
             raise ValueError(f"GSM8K record {record.get('id', '')!r}: field {field!r} missing or not a string")
-    solution = parse_solution(record["answer"], config)
+    solution = with_unit_conversion(record["question"], parse_solution(record["answer"], config))
     if not solution.final:
         raise ValueError(f"GSM8K record {record.get('id', '')!r}: empty {ANSWER_MARKER} value")
     response = render_response(
