@@ -7,7 +7,7 @@ plus the 200 KB adversarial set), these scorers:
 * ``dsa_cast_format``: the format-only rubric (``rubric="format"``);
 * ``dsa_cast_seed``: the core's linear-time reproduction of the notebook (``rubric="seed"``);
 * ``seed_anchor``: ``benchmarks/seed_anchor.py``, the notebook's regex scorers (with the safe
-  evaluator in place of sympify);
+  evaluator in place of sympify); ``seed_anchor_regex``: its regex work alone (no CALC check);
 * ``math_verify``: HuggingFace math-verify ``verify(parse(gold), parse(completion))``, when installed.
 
 Reported: completions/s (median of ``--runs`` timed passes), the ratio of ``dsa_cast`` to each
@@ -102,6 +102,19 @@ def _seed_anchor() -> Scorer:
     return score
 
 
+def _seed_anchor_regex() -> Scorer:
+    """The notebook's regex work alone (both format rewards and the answer check, no CALC
+    evaluation): comparable with the "notebook-style regex scorers" figure of the issue."""
+    from seed_anchor import SEED, _format_exact, _format_soft, math_accuracy
+
+    def score(completion: str, reference: str, question: str) -> bool:
+        _format_exact(completion, SEED)
+        _format_soft(completion, SEED)
+        return math_accuracy(completion, reference, SEED) == 1.0
+
+    return score
+
+
 def _math_verify() -> Scorer | None:
     try:
         from math_verify import parse, verify
@@ -121,6 +134,7 @@ def scorers() -> dict[str, Scorer]:
         "dsa_cast_format": _dsa_cast("format"),
         "dsa_cast_seed": _dsa_cast("seed"),
         "seed_anchor": _seed_anchor(),
+        "seed_anchor_regex": _seed_anchor_regex(),
     }
     mv = _math_verify()
     if mv is not None:
@@ -359,7 +373,9 @@ def markdown(res: dict) -> str:
     lines = [
         "# Grading benchmark", "",
         f"Machine: {res['machine']['cpu']} ({res['machine']['cpus']} CPUs visible), "
-        f"Python {res['machine']['python']}; {res['corpus']['n']} completions "
+        f"Python {res['machine']['python']}, load average {res['machine']['load_average_at_start']} at "
+        f"start and {res['machine']['load_average_at_end']} at end (other jobs shared the CPUs); "
+        f"{res['corpus']['n']} completions "
         f"({res['corpus']['chars_min']}-{res['corpus']['chars_max']} chars, median "
         f"{res['corpus']['chars_median']}); median of {cfg['runs']} runs.", "",
         "| scorer | completions/s | dsa_cast is x faster | peak memory | agreement with labels | "
@@ -434,7 +450,15 @@ def _machine() -> dict:
     except OSError:
         pass
     return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "load_average_at_start": _load()}
+
+
+def _load() -> list[float] | None:
+    """1/5/15-minute load averages: other work on the machine slows every figure."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -492,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         name: profile_case(by_name[name], cfg.case_profile_rows)
         for name, r in dsa.items() if r["status"] == "ok" and r["seconds"] >= cfg.target_adversarial_s
     }
+    res["machine"]["load_average_at_end"] = _load()
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "bench_grading.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     md = markdown(res)
