@@ -140,6 +140,25 @@ def test_repeated_batch_loss_decreases_params_change_and_restore_is_exact(tiny_c
 
 
 @pytest.mark.train
+def test_gradient_accumulation_counts_updates_not_micro_batches(tiny_config, tmp_path):
+    from dsa_cast_train import data, models, sft
+
+    loaded = models.load(tiny_config.model)
+    examples = [data.gsm8k_to_dsa(r) for r in data.load_gsm8k(tiny_config.data.path, "train", limit=8)]
+    ds, _ = data.sft_dataset(examples, loaded.tokenizer, max_length=96, batch_size=2, seed=0, epochs=1,
+                             system_prompt=tiny_config.data.system_prompt)
+    scfg = dataclasses.replace(tiny_config.sft, max_steps=2, grad_accumulation_steps=2, eval_every_steps=100,
+                               save_every_steps=2)
+    before = _params(loaded.model)
+    trainer = sft.make_trainer(loaded.model, scfg, tmp_path / "ckpt")
+    trainer.train([ds[i] for i in range(4)], None)
+    assert (trainer.train_steps, trainer.iter_steps) == (2, 4)
+    assert len(trainer.metrics_logger.get_metric_history("", "loss", "train")) == 2
+    assert any(not np.array_equal(a, b) for a, b in zip(before, _params(loaded.model)))
+    assert models.checkpoint_steps(tmp_path / "ckpt") == [2]
+
+
+@pytest.mark.train
 def test_run_writes_a_complete_run_dir(trained_run):
     config, result = trained_run
     run_dir = Path(result.run_dir)
