@@ -372,7 +372,7 @@ def markdown(res: dict) -> str:
     cfg = res["config"]
     lines = [
         "# Grading benchmark", "",
-        f"Machine: {res['machine']['cpu']} ({res['machine']['cpus']} CPUs visible), "
+        f"Commit {res['machine']['commit']}. Machine: {res['machine']['cpu']} ({res['machine']['cpus']} CPUs visible), "
         f"Python {res['machine']['python']}, load average {res['machine']['load_average_at_start']} at "
         f"start and {res['machine']['load_average_at_end']} at end (other jobs shared the CPUs); "
         f"{res['corpus']['n']} completions "
@@ -450,7 +450,21 @@ def _machine() -> dict:
     except OSError:
         pass
     return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "load_average_at_start": _load()}
+            "platform": platform.platform(), "load_average_at_start": _load(), "commit": _commit()}
+
+
+def _commit() -> str | None:
+    """The checkout's commit (and whether it had local changes), to tie figures to code."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dsa_cast", "benchmarks"],
+                               cwd=HERE, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+local changes" if dirty else "")
 
 
 def _load() -> list[float] | None:
