@@ -242,6 +242,7 @@ def make_mesh(fsdp: int | None = None, tp: int | None = None, devices: Sequence[
     import numpy as np
     from jax.sharding import AxisType, Mesh
 
+    maybe_initialize_distributed()  # must precede the first device query on multi-host runs
     devices = list(jax.devices() if devices is None else devices)
     fsdp, tp = mesh_shape(len(devices), fsdp, tp)
     chosen = devices[: fsdp * tp]
