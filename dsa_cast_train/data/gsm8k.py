@@ -232,6 +232,8 @@ def describe_calculation(expr: str) -> str:
             return f"Subtract {_join(xs[1:])} from {xs[0]}"
         if op in "*/" and len(xs) == 2:
             return f"{verb} {xs[0]} by {xs[1]}"
+        if op == "/":
+            break  # "a/b/c": no plain-words form
         return f"{verb} {_join(xs)}"
     return f"Evaluate {expr}"
 
