@@ -104,6 +104,7 @@ _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _NUMBER_PAREN = re.compile(r"(?<=[\d.%])\(")
 _PAREN_NUMBER = re.compile(r"\)(?=[\d.(])")
 _TIMES_LETTER = re.compile(r"(?<=[\d.)])[xX](?=[\d.(])")
+_SLASHES = re.compile(r"//+")
 _UNARY_PLUS = re.compile(r"(^|[-+*/(])\++")
 _BARE_PARENS = re.compile(r"\((\d+(?:\.\d+)?)\)")
 _COMMAS_SPACES = re.compile(r"[,\s]")
@@ -232,10 +233,10 @@ def normalize_expression(expr: str) -> str:
     out = _SPACES.sub("", expr)
     out = _CURRENCY_SIGN.sub("", out)
     out = _THOUSANDS_COMMA.sub("", out)
-    out = out.replace("×", "*").replace("÷", "/").replace("−", "-").replace("//", "/")
+    out = out.replace("×", "*").replace("÷", "/").replace("−", "-")
+    out = _SLASHES.sub("/", _UNARY_PLUS.sub(r"\1", out))
     out = _NUMBER_PAREN.sub("*(", out)
-    out = _TIMES_LETTER.sub("*", out)
-    return _UNARY_PLUS.sub(r"\1", out)
+    return _TIMES_LETTER.sub("*", out)
 
 
 def _clean_number(text: str) -> str:

@@ -341,6 +341,19 @@ def test_generated_annotations_become_calc_lines(steps):
     assert g.issues == () and g.total == g.max_total
 
 
+_expr_text = st.text(alphabet="0123456789.,+-*/x×÷−() $%", max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_expr_text, st.text(alphabet="0123456789,.$ -", max_size=15))
+def test_normalisation_is_idempotent(expr, final):
+    once = D.normalize_expression(expr)
+    assert D.normalize_expression(once) == once
+    assert not set(once) & set(" $×÷−")
+    value = D.normalize_final(final)
+    assert D.normalize_final(value) == value and "," not in value
+
+
 def test_conversion_is_deterministic(train_records):
     for rec in train_records[:200]:
         assert D.gsm8k_to_dsa(rec) == D.gsm8k_to_dsa(dict(rec))
@@ -454,6 +467,30 @@ def test_dsa_jsonl_errors_name_file_and_line_and_skip_counts(tmp_path):
         D.load_dsa_jsonl(tmp_path / "nope.jsonl")
 
 
+_field_values = st.one_of(st.none(), st.integers(-5, 5), st.booleans(), st.text(max_size=30),
+                         st.sampled_from(["<answer>4</answer>", WRAPPED_R, "  ", "<answer>\n\n</answer>"]))
+_records = st.dictionaries(
+    st.sampled_from(["question", "prompt", "input", "reasoning", "solution", "text", "answer",
+                     "final_answer", "other"]), _field_values, max_size=6)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(_records, st.sampled_from(["{bad", "[]", "7", '"s"'])), min_size=1, max_size=8))
+def test_dsa_jsonl_loader_only_raises_data_format_errors_at_the_right_line(tmp_path, rows):
+    p = _write_jsonl(tmp_path / "h.jsonl", rows)
+    res = D.load_dsa_jsonl(p, skip_bad=True)
+    assert len(res.examples) + len(res.bad_lines) == len(rows)
+    for ex in res.examples:
+        assert ex.question.strip() and ex.answer.strip() and ex.response
+        assert "<answer>" in ex.response
+    if res.bad_lines:
+        with pytest.raises(D.DataFormatError) as err:
+            D.load_dsa_jsonl(p)
+        assert err.value.line == res.bad_lines[0].line and err.value.path == str(p)
+    else:
+        assert D.load_dsa_jsonl(p) == res
+
+
 def test_extra_csv_calc_expr_becomes_an_evidence_calc_line(tmp_path):
     p = tmp_path / "extra.csv"
     p.write_text(
@@ -548,6 +585,21 @@ def test_mask_boundary_token_by_token(sp, converted):
         assert tok.tokens[0] == 2 and tok.tokens[P + R - 1] == eot
         assert sp.DecodeIds(tok.tokens[P : P + R].tolist()) == ex.response + D.END_OF_TURN
         assert sp.DecodeIds(tok.tokens[1:P].tolist()) == prompt
+
+
+def test_mask_boundary_with_the_projects_tiny_tokenizer(converted):
+    from dsa_cast_train.models import build_tiny_tokenizer
+
+    tok_model = build_tiny_tokenizer()
+    eot, reasoning = tok_model.PieceToId(D.END_OF_TURN), tok_model.PieceToId("<reasoning>")
+    for ex in converted[:20]:
+        prompt = ex.prompt_text(prefill=False)
+        tok = D.tokenize_example(tok_model, prompt, ex.response, max_length=4096)
+        P, n = tok.prompt_length, tok.prompt_length + tok.response_length
+        assert tok.tokens[0] == 2 and tok.tokens[P] == reasoning and tok.tokens[n - 1] == eot
+        assert tok.loss_mask[P - 1] == 0 and tok.loss_mask[P] == 1 and tok.loss_mask[n - 1] == 1
+        assert tok.pad_mask[n - 1] and not tok.pad_mask[n:].any() and not tok.loss_mask[n:].any()
+        assert tok_model.DecodeIds(tok.tokens[P:n].tolist()) == ex.response + D.END_OF_TURN
 
 
 def test_end_of_turn_not_doubled_and_bos_optional(sp):
