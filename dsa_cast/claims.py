@@ -65,6 +65,14 @@ class Limits:
     max_claims: int = 64
     max_chain_sides: int = 256
 
+    def __post_init__(self) -> None:
+        # Longest expression the integer fast path (:func:`_fast_value`) takes: no literal can be
+        # over max_literal_digits, no token count over max_tokens, and no intermediate result
+        # over max_result_bits (each character adds at most 7 bits: a digit 3.4, a '%' 6.7).
+        fast = min(self.max_expr_chars, self.max_literal_digits, self.max_tokens,
+                   (self.max_result_bits - 16) // 7)
+        object.__setattr__(self, "_fast_len", max(fast, 0))
+
 
 DEFAULT_LIMITS = Limits()
 
@@ -349,6 +357,128 @@ def _has_operation(node: Node) -> bool:
     return node[0] in ("bin", "pct")
 
 
+# --------------------------------------------------------------------------------------
+# Fast path: the common grammar (numbers, + - * /, unary signs, %, brackets; no powers, no
+# e-notation) in one compiled fullmatch + one findall and a single operator-precedence loop over
+# Python ints (a Fraction only once a division or decimal needs one). Anything else, any error
+# and every limit case go to the full parser above, so results and error reasons are identical.
+# --------------------------------------------------------------------------------------
+
+_FAST_TOK = (
+    r"(?:" + _CURRENCY + r"[ ]?)?(?:[0-9]{1,3}(?:,[0-9]{3})++(?![0-9])|[0-9]++)(?:\.[0-9]++)?"
+    r"|(?:" + _CURRENCY + r"[ ]?)?\.[0-9]++"
+    r"|[-+*/×÷·⋅∙\u2212\u2013()\[\]%]|\\times|\\cdot|\\div|\\%|" + _TIMES_X
+)
+_FAST_FULL = re.compile(r"(?:\s*+(?:" + _FAST_TOK + r"))*+\s*+")
+_FAST_TOKENS = re.compile(_FAST_TOK)
+# A tight "a/b" fuses into one literal; that changes the value only after another division
+# ("25 / 1/3"), so such expressions take the full path.
+_TIGHT_SLASH = re.compile(r"[0-9]/(?:[0-9.$€£¥₹\\]|US)")
+_FAST_BINARY = {
+    "+": "+", "-": "-", "\u2212": "-", "\u2013": "-",
+    "*": "*", "x": "*", "X": "*", "×": "*", "·": "*", "⋅": "*", "∙": "*", "\\times": "*", "\\cdot": "*",
+    "/": "/", "÷": "/", "\\div": "/",
+}
+_FAST_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "n": 3, "(": 0, "[": 0}
+_FAST_SIGNS = {"+": False, "-": True, "\u2212": True, "\u2013": True}
+_DIGITS = frozenset("0123456789")
+_CURRENCY_CHARS = "\\US$€£¥₹ "
+
+
+def _fast_literal(tok: str) -> int | Fraction:
+    if tok.isdigit():
+        return int(tok)
+    tok = tok.lstrip(_CURRENCY_CHARS).replace(",", "")
+    whole, _, frac = tok.partition(".")
+    frac = frac.rstrip("0")
+    if not frac:
+        return int(whole or "0")
+    return Fraction(int(whole + frac), 10 ** len(frac))
+
+
+def _apply(vals: list, op: str) -> bool:
+    """Reduce the top of ``vals`` by ``op`` ("+", "-", "*", "/", "n" negate); False on a
+    division by zero."""
+    if op == "n":
+        vals[-1] = -vals[-1]
+        return True
+    b = vals.pop()
+    a = vals[-1]
+    if op == "+":
+        vals[-1] = a + b
+    elif op == "-":
+        vals[-1] = a - b
+    elif op == "*":
+        vals[-1] = a * b
+    else:
+        if not b:
+            return False
+        if type(a) is int and type(b) is int and not a % b:
+            vals[-1] = a // b
+        else:
+            vals[-1] = Fraction(a) / b
+    return True
+
+
+def _fast_value(expr: str, limits: Limits) -> tuple[int | Fraction, bool] | None:
+    """``(value, has_operation)`` of a plain expression, or None: use the full parser."""
+    if len(expr) > limits._fast_len or _FAST_FULL.fullmatch(expr) is None:  # type: ignore[attr-defined]
+        return None
+    if expr.count("/") + expr.count("÷") + expr.count("\\div") > 1 and _TIGHT_SLASH.search(expr):
+        return None
+    vals: list = []
+    ops: list[str] = []  # pending "+" "-" "*" "/", "n" (negate), "(" / "[" (open brackets)
+    expect = True
+    has_op = False
+    depth = 0
+    binary, prec = _FAST_BINARY, _FAST_PREC
+    for t in _FAST_TOKENS.findall(expr):
+        if expect:
+            if t[-1] in _DIGITS:  # every number token ends with a digit, no other token does
+                vals.append(_fast_literal(t))
+                expect = False
+            elif t == "(" or t == "[":
+                depth += 1
+                if depth > limits.max_depth:
+                    return None
+                ops.append(t)
+            elif t in _FAST_SIGNS:
+                if _FAST_SIGNS[t]:
+                    ops.append("n")
+            else:
+                return None
+        elif t == "%" or t == "\\%":
+            v = vals[-1]
+            vals[-1] = v // 100 if type(v) is int and not v % 100 else Fraction(v, 100)
+            has_op = True
+        elif t == ")" or t == "]":
+            opener = "(" if t == ")" else "["
+            while ops and ops[-1] != "(" and ops[-1] != "[":
+                if not _apply(vals, ops.pop()):
+                    return None
+            if not ops or ops.pop() != opener:
+                return None
+            depth -= 1
+        else:
+            op = binary.get(t)
+            if op is None:
+                return None
+            level = prec[op]
+            while ops and prec[ops[-1]] >= level:  # left-associative; brackets have level 0
+                if not _apply(vals, ops.pop()):
+                    return None
+            ops.append(op)
+            has_op = True
+            expect = True
+    if expect:
+        return None
+    while ops:
+        op = ops.pop()
+        if op == "(" or op == "[" or not _apply(vals, op):
+            return None
+    return vals[0], has_op
+
+
 def evaluate(expr: str, limits: Limits = DEFAULT_LIMITS) -> Fraction:
     """Exact value of an arithmetic expression; :class:`EvalError` for anything else.
 
@@ -359,7 +489,38 @@ def evaluate(expr: str, limits: Limits = DEFAULT_LIMITS) -> Fraction:
     """
     if not isinstance(expr, str):
         raise TypeError(f"expr must be str, got {type(expr).__name__}")
+    fast = _fast_value(expr, limits)
+    if fast is not None:
+        return Fraction(fast[0])
     return _eval(_parse(expr, limits), limits)
+
+
+# One expression's analysis: (parses, has an operation, value or None, EvalError reason or None).
+Analysis = tuple[bool, bool, "int | Fraction | None", "str | None"]
+
+
+def _analyze(expr: str, limits: Limits, memo: dict[str, Analysis]) -> Analysis:
+    """Parse and evaluate ``expr`` once (memoised per text): every claim side is needed both to
+    find chains (does it parse, does it hold an operation) and to check claims (its value)."""
+    found = memo.get(expr)
+    if found is not None:
+        return found
+    fast = _fast_value(expr, limits)
+    if fast is not None:
+        found = (True, fast[1], fast[0], None)
+    else:
+        try:
+            tree = _parse(expr, limits)
+        except EvalError as err:
+            found = (False, False, None, err.reason)
+        else:
+            has_op = _has_operation(tree)
+            try:
+                found = (True, has_op, _eval(tree, limits), None)
+            except EvalError as err:
+                found = (True, has_op, None, err.reason)
+    memo[expr] = found
+    return found
 
 
 # --------------------------------------------------------------------------------------
@@ -461,25 +622,26 @@ def _balance(text: str, start: int) -> tuple[str, int, int]:
     return text[i:j], start + i, start + j
 
 
-def _syntax_ok(text: str, limits: Limits) -> Node | None:
+def _syntax_ok(text: str, limits: Limits, memo: dict[str, Analysis]) -> Analysis | None:
+    """The analysis of a side that parses (None when it does not, or is empty / too long)."""
     if not text or len(text) > limits.max_expr_chars:
         return None
-    try:
-        return _parse(text, limits)
-    except EvalError:
-        return None
+    found = _analyze(text, limits, memo)
+    return found if found[0] else None
 
 
-def _oriented(kind: str, a: str, b: str, start: int, end: int, limits: Limits) -> Claim:
+def _oriented(kind: str, a: str, b: str, start: int, end: int, limits: Limits,
+              memo: dict[str, Analysis]) -> Claim:
     """``expr`` is the side with the operation: "20 = 4 * 5" states that 4 * 5 is 20."""
-    left, right = _syntax_ok(a, limits), _syntax_ok(b, limits)
-    if left is not None and right is not None and not _has_operation(left) and _has_operation(right):
+    left, right = _syntax_ok(a, limits, memo), _syntax_ok(b, limits, memo)
+    if left is not None and right is not None and not left[1] and right[1]:
         return Claim(kind, b, a, start, end)
     return Claim(kind, a, b, start, end)
 
 
 def _explicit_claims(
-    kind: str, body: str, offset: int, claim_start: int, claim_end: int, limits: Limits
+    kind: str, body: str, offset: int, claim_start: int, claim_end: int, limits: Limits,
+    memo: dict[str, Analysis],
 ) -> list[Claim]:
     """Claims of one ``CALC:`` line or ``<<...>>`` annotation, one per adjacent pair of sides."""
     segs = _segments(body, offset) if len(body) <= limits.max_expr_chars * (limits.max_claims + 1) else []
@@ -493,7 +655,8 @@ def _explicit_claims(
         (a, a_s, _), (b, _, b_e) = segs[k], segs[k + 1]
         last = k == len(segs) - 2
         claims.append(
-            _oriented(kind, a, b, claim_start if k == 0 else a_s, claim_end if last and kind == "annotation" else b_e, limits)
+            _oriented(kind, a, b, claim_start if k == 0 else a_s,
+                      claim_end if last and kind == "annotation" else b_e, limits, memo)
         )
         if len(claims) >= limits.max_claims:
             break
@@ -518,7 +681,8 @@ def _unbalanced(text: str, opener: bool) -> bool:
     return opener and depth > 0
 
 
-def _chain_claims(text: str, m: re.Match[str], limits: Limits, max_sides: int) -> tuple[list[Claim], int]:
+def _chain_claims(text: str, m: re.Match[str], limits: Limits, max_sides: int,
+                  memo: dict[str, Analysis]) -> tuple[list[Claim], int]:
     """Claims of one arithmetic run holding ``=``, and the number of sides examined.
 
     A run is cut out of prose, so its outer sides may be fragments of a longer expression
@@ -552,8 +716,8 @@ def _chain_claims(text: str, m: re.Match[str], limits: Limits, max_sides: int) -
     drop_last = (glued_right and len(segs) > 1) or _unbalanced(last_raw, opener=True) and len(segs) > 1
     segs = [_balance(t, s) if len(t) <= limits.max_expr_chars else (t, s, e) for t, s, e in segs]
     segs[-1] = _trim_result(*segs[-1][:2])
-    trees = [_syntax_ok(t, limits) for t, _, _ in segs]
-    if not drop_first and trees[0] is not None and not _has_operation(trees[0]) and prev != "" and (prev.isalnum() or prev == "."):
+    trees = [_syntax_ok(t, limits, memo) for t, _, _ in segs]
+    if not drop_first and trees[0] is not None and not trees[0][1] and prev != "" and (prev.isalnum() or prev == "."):
         drop_first = True  # "of 150 = 75 + 15": the bare number ends a phrase, not a sum
     if drop_first:
         trees[0] = None
@@ -565,9 +729,9 @@ def _chain_claims(text: str, m: re.Match[str], limits: Limits, max_sides: int) -
         if left is None or right is None:
             continue
         (a, a_s, _), (b, _, b_e) = segs[k], segs[k + 1]
-        if _has_operation(left):
+        if left[1]:
             claims.append(Claim("chain", a, b, a_s, b_e))
-        elif _has_operation(right):
+        elif right[1]:
             claims.append(Claim("chain", b, a, a_s, b_e))  # "20 = 4 * 5": the result is 20
         if len(claims) >= limits.max_claims:
             break
@@ -585,9 +749,14 @@ def find_claims(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Claim, ...]
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
+    return tuple(_find(text, limits, {}))
+
+
+def _find(text: str, limits: Limits, memo: dict[str, Analysis]) -> list[Claim]:
+    """:func:`find_claims`, recording each side's analysis in ``memo`` for the check."""
     cap = limits.max_claims
     if cap <= 0:
-        return ()
+        return []
     explicit: list[Claim] = []
     spans: list[tuple[int, int]] = []
     # str.find is much faster than a regex scan: start where an explicit claim could begin.
@@ -598,7 +767,7 @@ def find_claims(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Claim, ...]
             end = m.start("cbody") + len(body.rstrip())
         else:
             body, kind, end = m.group("abody"), "annotation", m.end()
-        found = _explicit_claims(kind, body, m.start(kind[0] + "body"), m.start(), end, limits)
+        found = _explicit_claims(kind, body, m.start(kind[0] + "body"), m.start(), end, limits, memo)
         explicit.extend(found)
         spans.append((m.start(), m.end()))
         if len(explicit) >= cap:
@@ -617,11 +786,11 @@ def find_claims(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Claim, ...]
             run = m.group()
             if "=" not in run:
                 continue
-            found, used = _chain_claims(text, m, limits, sides_left)
+            found, used = _chain_claims(text, m, limits, sides_left, memo)
             chains.extend(found)
             sides_left -= used
     merged = sorted(explicit + chains, key=lambda c: (c.start, c.end))
-    return tuple(merged[:cap])
+    return merged[:cap]
 
 
 _ROUNDED = re.compile(
@@ -638,21 +807,18 @@ def _rounding_tolerance(stated: str) -> Fraction | None:
     return tol / 100 if m.group("pct") else tol
 
 
-def _check(claim: Claim, limits: Limits) -> Verdict:
-    value = stated_value = None
-    try:
-        expr_tree = _parse(claim.expr, limits)
-        value = _eval(expr_tree, limits)
-    except EvalError as err:
-        return Verdict(claim, None, None, None, err.reason)
+def _check(claim: Claim, limits: Limits, memo: dict[str, Analysis]) -> Verdict:
+    _, expr_op, value, reason = _analyze(claim.expr, limits, memo)
+    if value is None:
+        return Verdict(claim, None, None, None, reason)
+    value = Fraction(value)
     if not claim.stated:
         return Verdict(claim, None, value, None, "empty")
-    try:
-        stated_tree = _parse(claim.stated, limits)
-        stated_value = _eval(stated_tree, limits)
-    except EvalError as err:
-        return Verdict(claim, None, value, None, err.reason)
-    if not _has_operation(expr_tree) and not _has_operation(stated_tree):
+    _, stated_op, stated_value, reason = _analyze(claim.stated, limits, memo)
+    if stated_value is None:
+        return Verdict(claim, None, value, None, reason)
+    stated_value = Fraction(stated_value)
+    if not expr_op and not stated_op:
         return Verdict(claim, None, value, stated_value, "no_operation")
     if value == stated_value:
         return Verdict(claim, True, value, stated_value, None)
@@ -670,4 +836,7 @@ def check_claims(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Verdict, .
     (``10/3 = 3.33`` and ``2/3 = 0.67`` hold, ``2/3 = 0.66`` does not); integers and
     fractions must be exact.
     """
-    return tuple(_check(c, limits) for c in find_claims(text, limits))
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, got {type(text).__name__}")
+    memo: dict[str, Analysis] = {}
+    return tuple([_check(c, limits, memo) for c in _find(text, limits, memo)])

@@ -489,3 +489,33 @@ def test_true_claims_hold_and_perturbed_ones_fail(tree, data, template: str, del
     false_text = prefix + template.format(e=expr, s=format_value(value + delta))
     (verdict,) = check_claims(false_text)
     assert verdict.ok is False and verdict.reason == "mismatch"
+
+
+# ---------------------------------------------------------------------------------------
+# The integer fast path agrees with the full parser (value, has-operation, refusal) on token
+# soups of the common grammar, precedence and tight fractions included.
+# ---------------------------------------------------------------------------------------
+
+SOUP_TOKENS = ["1", "2", "3", "12", "0", "2.5", "0.50", "$4", "1,200", ".5", "+", "-", "−", "–",
+               "*", "x", "×", "·", "/", "÷", "\\div", "%", "(", ")", "[", "]", "^", "**", " ", "1e2"]
+
+
+@settings(deadline=None, max_examples=400)
+@given(parts=st.lists(st.sampled_from(SOUP_TOKENS), min_size=1, max_size=14),
+       spaces=st.lists(st.sampled_from(["", " "]), min_size=14, max_size=14))
+def test_fast_path_agrees_with_full_parser(parts: list[str], spaces: list[str]) -> None:
+    from dsa_cast.claims import _analyze, _eval, _has_operation, _parse
+
+    expr = "".join(p + s for p, s in zip(parts, spaces))
+    try:
+        tree = _parse(expr, DEFAULT_LIMITS)
+    except EvalError as err:
+        expected = (False, False, None, err.reason)
+    else:
+        try:
+            expected = (True, _has_operation(tree), _eval(tree, DEFAULT_LIMITS), None)
+        except EvalError as err:
+            expected = (True, _has_operation(tree), None, err.reason)
+    assert _analyze(expr, DEFAULT_LIMITS, {}) == expected
+    if expected[2] is not None:
+        assert evaluate(expr) == expected[2] and isinstance(evaluate(expr), Fraction)
