@@ -197,7 +197,6 @@ _ASK = re.compile(r"[^.?!]*\?")
 _SENTENCE_END = re.compile(r"(?<=[.!])\s+")
 _NUMBER = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
 _CENTS = re.compile(r"\bcents?\b", re.IGNORECASE)
-_MIN_CLAUSE_WORDS = 3  # a shorter first clause ("Therefore,") gives way to the whole line
 # Words that end the unit named after a result ("herb plants when spring ended" -> "herb plants").
 _UNIT_STOP = frozenset(
     "a an the and or so because to in of on at for from by with is are was were be as than which "
@@ -248,13 +247,13 @@ def _unit(target: str) -> str:
     return " ".join(words)
 
 
-def _first_clause(text: str, max_words: int) -> str:
+def _first_clause(text: str, config: ConvertConfig) -> str:
     clause = _CLAUSE_END.split(text, maxsplit=1)[0].strip().rstrip(".!?;:,")
-    if len(clause.split()) < _MIN_CLAUSE_WORDS:  # "Therefore," -> use the whole line instead
+    if len(clause.split()) < config.min_clause_words:  # "Therefore," -> use the whole line instead
         clause = text.strip().rstrip(".!?;:,")
     words = clause.split()
-    if len(words) > max_words:
-        clause = " ".join(words[:max_words]) + " ..."
+    if len(words) > config.clause_max_words:
+        clause = " ".join(words[: config.clause_max_words]) + " ..."
     if _LOWER_WORD.match(clause):  # "let x be ..." -> "Let x be ...", but not "x=66"
         clause = clause[:1].upper() + clause[1:]
     return clause
@@ -270,7 +269,7 @@ def _plan(steps: Sequence[Step], config: ConvertConfig) -> str:
                 noun = f"the amount {step.target}" if step.target.split()[0].lower() == "per" else f"the {step.target}"
                 item += f" to find {noun}"
         else:
-            item = _first_clause(step.text, config.clause_max_words)
+            item = _first_clause(step.text, config)
         items.append(f"{len(items) + 1}. {item}{'' if item.endswith('...') else '.'}")
     return "\n".join(items)
 

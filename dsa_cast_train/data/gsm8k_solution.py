@@ -47,6 +47,7 @@ class ConvertConfig:
         ("to find the clips in May" in the Plan).
       clause_max_words: a Plan item for a line without a calculation keeps at most this many words
         of the line's first clause.
+      min_clause_words: a first clause shorter than this ("Therefore,") gives way to the whole line.
       recover_plain: take calculations written as plain ``a op b = c`` text: for an annotation
         without an operator (``287 x 4 = <<1148=1148>>``) and for solutions whose annotations give
         no evidence.
@@ -56,11 +57,12 @@ class ConvertConfig:
 
     target_max_words: int = 8
     clause_max_words: int = 14
+    min_clause_words: int = 3
     recover_plain: bool = True
     max_substitution_checks: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("target_max_words", "clause_max_words"):
+        for name in ("target_max_words", "clause_max_words", "min_clause_words"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ConvertConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_substitution_checks < 0:
