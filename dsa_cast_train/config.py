@@ -323,7 +323,9 @@ class GRPOConfig:
     grad_clip_norm: float = 0.1
     """Global gradient-norm clip."""
     eval_every_steps: int = 100
-    """Evaluation interval in steps."""
+    """Roll out and reward the held-out prompts every this many actor steps (and before the first)."""
+    eval_prompts: int = 8
+    """Held-out prompts of that in-training evaluation (0: none; rounded down to whole batches)."""
     save_every_steps: int = 200
     """Checkpoint interval in steps."""
     keep_checkpoints: int = 4
@@ -340,7 +342,7 @@ class GRPOConfig:
                   "max_prompt_length", "max_new_tokens", "top_k", "num_generations",
                   "num_iterations", "learning_rate", "eval_every_steps",
                   "save_every_steps", "keep_checkpoints")
-        _non_negative(self, "grpo", "temperature", "beta", "epsilon", "weight_decay",
+        _non_negative(self, "grpo", "eval_prompts", "temperature", "beta", "epsilon", "weight_decay",
                       "grad_clip_norm")
         _fraction(self, "grpo", "warmup_fraction", "final_lr_fraction")
         if not 0.0 < self.top_p <= 1.0:

@@ -158,7 +158,8 @@ class RewardLogger:
         judged = [g.correct for g in grades if g.correct is not None]
         total = np.asarray(rewards, dtype=np.float64)
         record = {
-            "step": int(self.step_fn()) + 1,
+            # train: the 1-based step these rollouts feed; eval: the actor steps completed so far
+            "step": int(self.step_fn()) + (1 if slot["mode"] == "train" else 0),
             "mode": slot["mode"],
             "n": len(texts),
             "reward_mean": float(total.mean()),
@@ -267,8 +268,9 @@ def truncate_records(path: str | Path, max_step: int) -> int:
 
 
 def plot_reward_curve(metrics_path: str | Path, out_path: str | Path, *, title: str = "GRPO") -> Path | None:
-    """Draw mean reward and each component per step (left) and format adherence / accuracy
-    (right) from ``metrics.jsonl``; returns the PNG path, or None without records."""
+    """Draw mean reward and each component per step, plus the held-out (eval) mean reward when
+    present (left), and format adherence / accuracy (right) from ``metrics.jsonl``; returns the
+    PNG path, or None without training records."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -294,6 +296,13 @@ def plot_reward_curve(metrics_path: str | Path, out_path: str | Path, *, title: 
     ax1.plot(steps, mean_of(lambda r: r["reward_mean"]), label="total (mean)", linewidth=2, color="black")
     for name in names:
         ax1.plot(steps, mean_of(lambda r, n=name: r.get("components", {}).get(n)), label=name, alpha=0.8)
+    evals: dict[int, list[float]] = {}
+    for r in read_metrics(metrics_path, "eval"):
+        evals.setdefault(int(r["step"]), []).append(float(r["reward_mean"]))
+    if evals:
+        xs = sorted(evals)
+        ax1.plot(xs, [sum(evals[x]) / len(evals[x]) for x in xs], "o--", color="tab:red",
+                 label="held-out total (eval)")
     ax1.set_xlabel("step")
     ax1.set_ylabel("reward")
     ax1.set_title(f"{title}: reward per step")
@@ -419,6 +428,25 @@ def filter_prompts(examples: Sequence[Any], tokenizer, *, max_prompt_length: int
     return kept, len(examples) - len(kept)
 
 
+def eval_dataset(held_out: Sequence[Any], tokenizer, g, *, system_prompt: str, prefill: bool):
+    """The in-training evaluation set: the first ``grpo.eval_prompts`` held-out prompts that fit
+    ``grpo.max_prompt_length``, in whole batches of ``grpo.batch_size`` (None when empty). Tunix
+    rolls them out and rewards them (``mode="eval"``) every ``grpo.eval_every_steps`` steps."""
+    from dsa_cast_train import data
+
+    if g.eval_prompts <= 0:
+        return None
+    fitting, _ = filter_prompts(held_out, tokenizer, max_prompt_length=g.max_prompt_length,
+                                system_prompt=system_prompt, prefill=prefill)
+    n = min(g.eval_prompts, len(fitting)) // g.batch_size * g.batch_size
+    if n == 0:
+        log.warning("no in-training evaluation: %d held-out prompts fit, fewer than grpo.batch_size=%d",
+                    len(fitting), g.batch_size)
+        return None
+    return data.grpo_dataset(fitting[:n], batch_size=g.batch_size, seed=0, system_prompt=system_prompt,
+                             prefill=prefill, shuffle=False)
+
+
 def load_examples(data_cfg) -> tuple[list[Any], list[Any]]:
     """(train, held-out) examples exactly as SFT splits them (``sft.load_examples`` then
     ``data.split_examples`` with ``data.eval_fraction`` / ``data.split_seed``), so GRPO never
@@ -473,7 +501,7 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
     prefill = config.data.prefill_reasoning
     mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
     loaded = models.load(config.model, mesh)
-    train_examples, _ = load_examples(config.data)
+    train_examples, held_out = load_examples(config.data)
     train_examples, dropped = filter_prompts(train_examples, loaded.tokenizer, max_prompt_length=g.max_prompt_length,
                                              system_prompt=system_prompt, prefill=prefill)
     if dropped:
@@ -500,8 +528,9 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
         rec_logger.step_fn = lambda: cluster.global_steps
         train_ds = data.grpo_dataset(train_examples, batch_size=g.batch_size, seed=config.data.shuffle_seed,
                                      system_prompt=system_prompt, prefill=prefill, epochs=None)
+        eval_ds = eval_dataset(held_out, loaded.tokenizer, g, system_prompt=system_prompt, prefill=prefill)
         with mesh:
-            learner.train(train_ds)
+            learner.train(train_ds, eval_ds)
         actor_steps = int(cluster.actor_trainer.train_steps)
     else:
         log.info("GRPO already finished (actor step %d >= grpo.max_steps=%d)", resumed_from, g.max_steps)

@@ -26,6 +26,8 @@ GRPO_OVERRIDES = (
     ("grpo.weight_decay", 0.0),  # so any change of the actor comes from the policy gradient
     ("grpo.save_every_steps", 1),
     ("grpo.keep_checkpoints", 4),
+    ("grpo.eval_every_steps", 2),  # held-out rollouts before step 1 and after step 2
+    ("grpo.eval_prompts", 2),
 )
 
 
@@ -124,6 +126,23 @@ def test_checkpoints_tensorboard_summary_and_curve(grpo_run):
     assert json.loads((run / "config.json").read_text())["grpo"]["max_steps"] == 3
 
 
+def test_in_training_evaluation_records_held_out_rewards(grpo_run, grpo_config):
+    from dsa_cast_train import data, grpo, sft
+
+    result, _, capture, _ = grpo_run
+    evals = grpo.read_metrics(result.metrics_path, "eval")
+    assert [r["step"] for r in evals] == [0, 2]  # actor steps completed when evaluated
+    assert all(r["n"] == 2 * 2 for r in evals)
+    eval_calls = [c for c in capture.calls if c["kwargs"]["mode"] == "eval"]
+    assert len(eval_calls) == 2
+    _, held_out = data.split_examples(sft.load_examples(grpo_config.data, "train"),
+                                      eval_fraction=grpo_config.data.eval_fraction, seed=grpo_config.data.split_seed)
+    held = {ex.question for ex in held_out}
+    assert all(str(q) in held for c in eval_calls for q in c["kwargs"]["question"])
+    for rec in evals:  # the total is the sum of the components, per completion and so in the mean
+        assert rec["reward_mean"] == pytest.approx(sum(rec["components"].values()))
+
+
 def test_rewards_receive_answer_aligned_with_prompts(grpo_run, grpo_config):
     from dsa_cast_train import data, sft
 
@@ -179,7 +198,7 @@ def test_logged_components_equal_grade_on_the_same_completions(grpo_run):
         np.testing.assert_allclose(history, [r["components"][name] for r in records], atol=1e-6)
     # rollouts.jsonl: each completion with its own per-component rewards
     rows = [json.loads(line) for line in (result.run_dir / "rollouts.jsonl").read_text().splitlines()]
-    assert len(rows) == 3 * 4
+    assert sum(r["mode"] == "train" for r in rows) == 3 * 4 and sum(r["mode"] == "eval" for r in rows) == 2 * 4
     for row in rows:
         g = score.grade(row["completion"], row["answer"], question=row["question"])
         assert row["rewards"] == pytest.approx({**{n: g.components[c] for n, c in names.items()},
@@ -221,7 +240,7 @@ def test_seed_rubric_reproduces_the_notebook_functions(grpo_config, tmp_path, mo
     run = tmp_path / "seed"
     assert grpo.main(["--run-dir", str(run), "--preset", "none", "--config", str(cfg_file), "--rubric", "seed"]) == 0
     (rec,) = grpo.read_metrics(run / "metrics.jsonl")
-    (call,) = capture.calls
+    (call,) = [c for c in capture.calls if c["kwargs"]["mode"] == "train"]
     notebook = {"seed_format_exact": score.reward_format_exact, "seed_format_soft": score.reward_format_soft,
                 "seed_cast": score.reward_cast_math_and_completeness}
     assert set(rec["components"]) == set(notebook)
