@@ -780,15 +780,24 @@ def _find(text: str, limits: Limits, memo: dict[str, Analysis]) -> list[Claim]:
         [(0, spans[0][0])] + [(a[1], b[0]) for a, b in zip(spans, spans[1:])] + [(spans[-1][1], len(text))]
     )
     for gap_start, gap_end in gaps:  # chains are looked for only outside CALC lines/annotations
-        for m in _RUN.finditer(text, gap_start, min(gap_end, cutoff + 1)):
-            if len(chains) >= cap or sides_left < 2:
-                break
-            run = m.group()
-            if "=" not in run:
-                continue
-            found, used = _chain_claims(text, m, limits, sides_left, memo)
-            chains.extend(found)
-            sides_left -= used
+        end = min(gap_end, cutoff + 1)
+        # A run never crosses a line and must hold "=": only lines with an "=" are scanned.
+        k = text.find("=", gap_start, end)
+        while k >= 0 and len(chains) < cap and sides_left >= 2:
+            line_end = text.find("\n", k, end)
+            if line_end < 0:
+                line_end = end
+            line_start = max(text.rfind("\n", gap_start, k) + 1, gap_start)
+            for m in _RUN.finditer(text, line_start, line_end):
+                if len(chains) >= cap or sides_left < 2:
+                    break
+                run = m.group()
+                if "=" not in run:
+                    continue
+                found, used = _chain_claims(text, m, limits, sides_left, memo)
+                chains.extend(found)
+                sides_left -= used
+            k = text.find("=", line_end, end)
     merged = sorted(explicit + chains, key=lambda c: (c.start, c.end))
     return merged[:cap]
 

@@ -301,6 +301,7 @@ FILLER_WORDS: frozenset[str] = frozenset(
 
 _WORD = re.compile(r"[^\W_]++")
 _OPERAND = re.compile(r"[0-9]++(?:,[0-9]{3}+(?![0-9]))*+(?:\.[0-9]++)?+")
+_EARLY_WORDS = 256  # words read one by one before _section_issue switches to one findall
 _MAX_OPERAND_CHARS = 40  # operand literals longer than this are ignored for grounding
 # What may follow an integer written in plain digits for it to be that integer: optional ".0…",
 # then no further digit, comma group or decimal digits ("18", "18.00", "18." but not "180",
@@ -398,6 +399,8 @@ class DsaCastRubric(Rubric):
       format_partial: format share when both blocks are closed and in order but not exact.
       min_section_words: a section needs at least this many distinct words to count.
       min_novel_words: with a question, a section needs this many distinct words not in it.
+      section_scan_chars: the word checks read only a section body's first this many characters
+        (a word cut at that point is not read); bounds the work on 200 KB hostile sections.
       filler_words: vocabulary of filler sentences; a section of only these words is boilerplate.
       out_of_order_factor: structure multiplier when sections are out of order.
       unsound_factor: evidence and coherence multiplier when the completion is not sound (the
@@ -423,6 +426,7 @@ class DsaCastRubric(Rubric):
     format_partial: float = 0.5
     min_section_words: int = 3
     min_novel_words: int = 2
+    section_scan_chars: int = 16384
     filler_words: frozenset[str] = FILLER_WORDS
     out_of_order_factor: float = 0.5
     unsound_factor: float = 0.0
@@ -465,7 +469,7 @@ class DsaCastRubric(Rubric):
         if w.correctness * (1.0 - self.near_share) <= w.coherence:
             raise ValueError(f"{own}: weights.correctness * (1 - near_share) must exceed "
                              "weights.coherence, or turning a right answer wrong could raise the total")
-        for name in ("min_section_words", "min_novel_words"):
+        for name in ("min_section_words", "min_novel_words", "section_scan_chars"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{own}.{name} must be an int >= 1, got {value!r}")
@@ -501,13 +505,31 @@ class DsaCastRubric(Rubric):
         """None when the section body is substantive, else the reason (a RubricCode).
 
         Only the *set* of distinct words matters, so repeating text or adding whitespace never
-        changes the verdict. Stops reading as soon as the body qualifies."""
+        changes the verdict. Reads word by word and stops as soon as the body qualifies; after
+        ``_EARLY_WORDS`` words without a verdict (hostile repetition) the distinct words are
+        collected by one C-level ``findall`` instead, with the same result."""
         seen: set[str] = set()
         outside_filler = False
         novel = 0
         need_novel = 0 if question_words is None else self.min_novel_words
         filler = self.filler_words
-        for m in _WORD.finditer(body):
+        need_words = self.min_section_words
+        # Only the first section_scan_chars characters are read, and never a word cut there.
+        end = min(len(body), self.section_scan_chars)
+        cut = end < len(body) and body[end - 1].isalnum() and body[end].isalnum()
+        for k, m in enumerate(_WORD.finditer(body, 0, end)):
+            if k >= _EARLY_WORDS:  # hostile repetition: collect the distinct words in C
+                words = _WORD.findall(body, 0, end)
+                if cut:
+                    words.pop()
+                seen = set(map(str.lower, set(words)))
+                outside_filler = not seen <= filler
+                novel = len(seen - question_words) if question_words is not None else 0
+                if outside_filler and novel >= need_novel and len(seen) >= need_words:
+                    return None
+                break
+            if cut and m.end() == end:
+                break
             w = m.group().lower()
             if w in seen:
                 continue
@@ -516,9 +538,9 @@ class DsaCastRubric(Rubric):
                 outside_filler = True
             if novel < need_novel and w not in question_words:  # type: ignore[operator]
                 novel += 1
-            if outside_filler and novel >= need_novel and len(seen) >= self.min_section_words:
+            if outside_filler and novel >= need_novel and len(seen) >= need_words:
                 return None
-        if len(seen) < self.min_section_words or not outside_filler:
+        if len(seen) < need_words or not outside_filler:
             return RubricCode.BOILERPLATE_SECTION
         return RubricCode.COPIED_QUESTION
 
@@ -966,24 +988,19 @@ class SeedRubric(Rubric):
         """``(left, right)`` of every line holding ``CALC: left = right`` (first marker of a line,
         split at the line's first ``=``; both sides stripped and non-empty)."""
         out = []
-        marker = self.calc_marker
-        k = text.find(marker)
-        while k >= 0:
-            nl = text.find("\n", k)
-            end = len(text) if nl < 0 else nl
-            seg = text[k + len(marker):end]
-            eq = seg.find("=")
-            if eq >= 0:
-                left, right = seg[:eq].strip(), seg[eq + 1:].strip()
+        # One C-level scan: each match takes the rest of its line, so only a line's first
+        # marker counts.
+        for seg in re.findall(re.escape(self.calc_marker) + "([^\n]*)", text):
+            left, eq, right = seg.partition("=")
+            if eq:
+                left, right = left.strip(), right.strip()
                 if left and right:
                     out.append((left, right))
-            if nl < 0:
-                break
-            k = text.find(marker, nl)
         return out
 
     def _calc_verdicts(self, text: str) -> tuple[list[tuple[str, str, bool]], float]:
         memo: dict[str, Fraction | None] = {}
+        pairs: dict[tuple[str, str], bool] = {}  # repeated lines are checked once
 
         def value(side: str) -> Fraction | None:
             if side not in memo:
@@ -994,10 +1011,13 @@ class SeedRubric(Rubric):
             return memo[side]
 
         rows = []
-        for left, right in self.calc_lines(text):
-            lv = value(left)
-            rv = value(right) if lv is not None else None
-            rows.append((left, right, lv is not None and rv is not None and lv == rv))
+        for pair in self.calc_lines(text):
+            ok = pairs.get(pair)
+            if ok is None:
+                lv = value(pair[0])
+                rv = value(pair[1]) if lv is not None else None
+                ok = pairs[pair] = lv is not None and rv is not None and lv == rv
+            rows.append((pair[0], pair[1], ok))
         share = sum(ok for _, _, ok in rows) / len(rows) if rows else 0.0
         return rows, share
 
