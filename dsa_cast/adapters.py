@@ -368,7 +368,7 @@ def trl_rewards(rubric: str | Rubric = "dsa-cast", *, answer_field: str = "answe
 # --------------------------------------------------------------------------------------
 
 
-def _verl_rubric(rubric: str | Rubric, rubric_options: Mapping[str, object] | None) -> Rubric:
+def _named_rubric(rubric: str | Rubric, rubric_options: Mapping[str, object] | None) -> Rubric:
     return _rubric(rubric, dict(rubric_options or {}))
 
 
@@ -399,7 +399,7 @@ def compute_score(data_source: object, solution_str: str, ground_truth: object,
     ``extra_info`` is passed to the rubric. ``rubric`` / ``rubric_options`` can be set from
     ``custom_reward_function.reward_kwargs``; other keyword arguments are accepted and ignored.
     """
-    r = _verl_rubric(rubric, rubric_options)
+    r = _named_rubric(rubric, rubric_options)
     text = completion_text(solution_str)
     return _verl_result(r.score(text, _plain(ground_truth), _verl_question(extra_info)))
 
@@ -412,7 +412,7 @@ def compute_score_batch(data_sources: Sequence[object], solution_strs: Sequence[
     """verl batch reward function (``reward_model.reward_manager: batch``): the plural
     arguments verl's ``BatchRewardManager`` passes, one result dict per item (see
     :func:`compute_score`)."""
-    r = _verl_rubric(rubric, rubric_options)
+    r = _named_rubric(rubric, rubric_options)
     strs = solution_strs.tolist() if callable(getattr(solution_strs, "tolist", None)) else solution_strs
     texts = [completion_text(s) for s in strs]  # type: ignore[union-attr]
     n = len(texts)
@@ -470,7 +470,7 @@ def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence
     n = len(qs)
     ps = _column(prompts, n, "prompts") if prompts is not None else [""] * n
     refs = _column(labels, n, "labels") if labels is not None else [None] * n
-    r = _verl_rubric(rubric, rubric_options)
+    r = _named_rubric(rubric, rubric_options)
     grades = []
     for i in range(n):
         text = strip_prompt(completion_text(qs[i]), ps[i] if isinstance(ps[i], str) else "")
