@@ -170,6 +170,26 @@ def _component_name(rubric: Rubric, component: str) -> str:
     return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in raw)
 
 
+def _score_all(rubric: Rubric, texts: Sequence[str], refs: Sequence[object],
+               questions: Sequence[object], where: str) -> list[Grade]:
+    """Grade a batch; errors name the item (``where[i]``). A rubric with ``reference_value``
+    (dsa-cast) reads each distinct reference text once: the G generations of a prompt share it."""
+    score = rubric.score
+    read = getattr(rubric, "reference_value", None)
+    values: dict[str, object] = {}
+    out = []
+    for i, (t, a, q) in enumerate(zip(texts, refs, questions)):
+        try:
+            if read is not None and isinstance(a, str):
+                if a not in values:
+                    values[a] = read(a)
+                a = values[a]
+            out.append(score(t, a, q))  # type: ignore[arg-type]
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{where}[{i}]: {err}") from err
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # Batch grading with a per-adapter cache.
 # --------------------------------------------------------------------------------------
@@ -244,13 +264,7 @@ class BatchGrader:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit, False
-        score = self.rubric.score
-        out = []
-        for i, (t, a, q) in enumerate(zip(texts, answers, questions)):
-            try:
-                out.append(score(t, a, q))
-            except (TypeError, ValueError) as err:
-                raise type(err)(f"{who}: {self.config.answer_field}[{i}]: {err}") from err
+        out = _score_all(self.rubric, texts, answers, questions, f"{who}: {self.config.answer_field}")
         result = tuple(out)
         with self._lock:
             self._cache[key] = result
@@ -418,13 +432,9 @@ def compute_score_batch(data_sources: Sequence[object], solution_strs: Sequence[
     n = len(texts)
     refs = _column(ground_truths, n, "ground_truths")
     infos = _column(extra_infos, n, "extra_infos") if extra_infos is not None else [None] * n
-    out = []
-    for i in range(n):
-        try:
-            out.append(_verl_result(r.score(texts[i], refs[i], _verl_question(infos[i]))))
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"compute_score_batch: ground_truths[{i}]: {err}") from err
-    return out
+    questions = [_verl_question(info) for info in infos]
+    grades = _score_all(r, texts, refs, questions, "compute_score_batch: ground_truths")
+    return [_verl_result(g) for g in grades]
 
 
 # --------------------------------------------------------------------------------------
@@ -471,13 +481,8 @@ def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence
     ps = _column(prompts, n, "prompts") if prompts is not None else [""] * n
     refs = _column(labels, n, "labels") if labels is not None else [None] * n
     r = _named_rubric(rubric, rubric_options)
-    grades = []
-    for i in range(n):
-        text = strip_prompt(completion_text(qs[i]), ps[i] if isinstance(ps[i], str) else "")
-        try:
-            grades.append(r.score(text, refs[i], None))
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"reward_func: labels[{i}]: {err}") from err
+    texts = [strip_prompt(completion_text(q), p if isinstance(p, str) else "") for q, p in zip(qs, ps)]
+    grades = _score_all(r, texts, refs, [None] * n, "reward_func: labels")
     columns: dict[str, list[float]] = {
         "rewards": [g.total for g in grades],
         "scores": [1.0 if g.correct else 0.0 for g in grades],
