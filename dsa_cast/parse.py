@@ -49,6 +49,7 @@ class Code(enum.StrEnum):
 
 
 _CODE_ORDER = {code: i for i, code in enumerate(Code)}
+_CODES = tuple(Code)  # index -> code (iterating an enum per call is slow)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class _Findings:
         return tuple(sorted(self.seen, key=_CODE_ORDER.__getitem__))
 
     def findings(self) -> tuple[Finding, ...]:
-        codes = tuple(Code)
+        codes = _CODES
         return tuple(
             Finding(codes[c], s, e, name) for c, s, e, name in sorted(self.located, key=_sort_key)
         )
