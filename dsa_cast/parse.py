@@ -252,13 +252,20 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
     if m:
         found.add(Code.TEXT_AFTER if blocks else Code.TEXT_BEFORE, m.start(), n)
 
-    # --- Pass 2: headings. Those inside the first reasoning body make the sections.
+    # --- Pass 2: headings. Those inside the first reasoning body make the sections; the section
+    # issues (duplicate, out of order, empty) are decided in the same loop, each body when the next
+    # heading (or the body's end) is known.
     first = reasoning[0] if reasoning else None
     lo, hi = (first.body_start, first.body_end) if first else (n + 1, n + 1)
     keys = patterns.heading_keys
     canonical: dict[str, str] = {}  # heading text as written -> canonical name (memo per call)
     inside: list[tuple[int, int, int, str]] = []  # (line_start, heading_start, heading_end, name)
-    outside = 0
+    keep = schema.max_sections + 1  # a kept section's body ends at the next heading's line
+    index = {name: i for i, name in enumerate(schema.sections)}
+    seen: set[str] = set()
+    highest = -1
+    outside = dup = order = empty = count = 0
+    prev: tuple[int, int, str] | None = None  # (heading_start, body_start, name) of the last inside
     at_start = patterns.heading_at.match(text)  # the scan pattern needs a newline or tag before
     matches = patterns.headings.finditer(text)
     # Numbered groups (1 line, 2 head, 3 name; see schema._Patterns) are cheaper than named ones.
@@ -269,19 +276,69 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
             name = canonical[written] = keys[schema.heading_key(written)]
         line_start, end = m.start(1), m.end()
         if lo <= line_start and end <= hi:
-            inside.append((line_start, m.start(2), end, name))
+            head = m.start(2)
+            if prev is not None and not _text_in(text, prev[1], line_start):
+                if empty < cap:
+                    found.add(Code.EMPTY_SECTION, prev[0], line_start, prev[2])
+                empty += 1
+            if name in seen:
+                if dup < cap:
+                    found.add(Code.DUPLICATE_SECTION, head, end, name)
+                dup += 1
+            else:
+                seen.add(name)
+            i = index[name]
+            if i < highest:
+                if order < cap:
+                    found.add(Code.SECTION_OUT_OF_ORDER, head, end, name)
+                order += 1
+            elif i > highest:
+                highest = i
+            count += 1
+            if count <= keep:
+                inside.append((line_start, head, end, name))
+            prev = (head, end, name)
+            if count >= keep and dup >= cap and order >= cap and empty >= cap:
+                # Every section issue is reported and located max_findings_per_code times, and the
+                # kept sections are known: the rest of the body only adds to n_sections and to the
+                # names seen (missing_section), both collected by one C-level findall.
+                prev = None
+                rest = patterns.heading_names.findall(text, end, hi)
+                count += len(rest)
+                for written in set(rest):
+                    name = canonical.get(written)
+                    if name is None:
+                        name = canonical[written] = keys[schema.heading_key(written)]
+                    seen.add(name)
+                break
         else:
             if outside < cap:
                 found.add(Code.HEADING_OUTSIDE_REASONING, m.start(2), end, name)
+            elif line_start > hi:
+                break  # every later heading is outside too: nothing left to report
             outside += 1
+    else:
+        m = None
+    if m is not None and prev is None and first is not None:
+        # The scan stopped inside the first reasoning body: go on after it (outside headings only).
+        for m in patterns.headings.finditer(text, hi):
+            if outside >= cap:
+                break
+            found.add(Code.HEADING_OUTSIDE_REASONING, m.start(2), m.end(), canonical.get(m[3])
+                      or keys[schema.heading_key(m[3])])
+            outside += 1
+    if prev is not None and not _text_in(text, prev[1], hi):
+        if empty < cap:
+            found.add(Code.EMPTY_SECTION, prev[0], hi, prev[2])
+        empty += 1
 
-    count = len(inside)
+    n_kept = len(inside)
     sections = [
         Section(
             name,
             head,
             body_start,
-            body_end := inside[i + 1][0] if i + 1 < count else hi,
+            body_end := inside[i + 1][0] if i + 1 < n_kept else hi,
             text[body_start:body_end].strip(),
             text[head:body_start],
         )
@@ -291,7 +348,10 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
         m = _text_in(text, lo, inside[0][0] if inside else hi)
         if m:
             found.add(Code.TEXT_BEFORE_SECTIONS, m.start(), inside[0][1] if inside else hi)
-    _section_issues(found, schema, text, inside, hi, first.body_end if first else n, cap)
+    at = first.body_end if first else n
+    for name in schema.sections:
+        if name not in seen:
+            found.add(Code.MISSING_SECTION, at, at, name)
 
     return Completion(
         text=text,
@@ -317,36 +377,3 @@ def _block_issues(found: _Findings, spans: list[tuple[bool, int, int, int, int, 
         found.add(duplicate, start, end)
     if not spans[-1][5]:  # only the last block of all can be unclosed
         found.add(unclosed, spans[-1][1], spans[-1][2])
-
-
-def _section_issues(found: _Findings, schema: Schema, text: str,
-                    inside: list[tuple[int, int, int, str]], hi: int, at: int, cap: int) -> None:
-    """Duplicate / out-of-order / empty sections over every heading in the first reasoning body
-    (``inside`` as built in :func:`parse`, bodies ending at ``hi``); missing ones located at ``at``."""
-    index = {name: i for i, name in enumerate(schema.sections)}
-    seen: set[str] = set()
-    highest = -1
-    dup = order = empty = 0
-    count = len(inside)
-    for k, (_, head, body_start, name) in enumerate(inside):
-        if name in seen:
-            if dup < cap:
-                found.add(Code.DUPLICATE_SECTION, head, body_start, name)
-            dup += 1
-        else:
-            seen.add(name)
-        i = index[name]
-        if i < highest:
-            if order < cap:
-                found.add(Code.SECTION_OUT_OF_ORDER, head, body_start, name)
-            order += 1
-        elif i > highest:
-            highest = i
-        body_end = inside[k + 1][0] if k + 1 < count else hi
-        if not _text_in(text, body_start, body_end):
-            if empty < cap:
-                found.add(Code.EMPTY_SECTION, head, body_end, name)
-            empty += 1
-    for name in schema.sections:
-        if name not in seen:
-            found.add(Code.MISSING_SECTION, at, at, name)

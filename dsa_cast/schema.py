@@ -30,6 +30,10 @@ class _Patterns:
     # itself), 3 = name (the section name as written); the parser reads them by number.
     headings: re.Pattern[str]  # a newline or opening tag, then a heading
     heading_at: re.Pattern[str]  # a heading right at the match position (for offset 0)
+    # ``headings`` with one group, the name as written: ``findall`` counts the headings of a
+    # stretch and collects their names in C (the parser's path once every heading issue is
+    # already reported and located ``max_findings_per_code`` times).
+    heading_names: re.Pattern[str]
     heading_keys: dict[str, str]  # normalised heading text -> canonical section name
 
 
@@ -164,8 +168,15 @@ class Schema:
             rf"(?:\n|<{tag_flags}{r}>|{a}>))(?=[ \t]*+[{starts}]){line}", re.ASCII
         )
         heading_at = re.compile(line, re.ASCII)
+        names_only = (
+            rf"[ \t]*+{decoration}{head_case}({'|'.join(alternatives)})){tail}"
+        )
+        heading_names = re.compile(
+            rf"(?:\n|<{tag_flags}{r}>|{a}>))(?=[ \t]*+[{starts}]){names_only}", re.ASCII
+        )
         keys = {self.heading_key(n): n for n in self.sections}
-        return _Patterns(tags=tags, headings=headings, heading_at=heading_at, heading_keys=keys)
+        return _Patterns(tags=tags, headings=headings, heading_at=heading_at,
+                         heading_names=heading_names, heading_keys=keys)
 
 
 DSA = Schema()
