@@ -422,7 +422,11 @@ def _apply(vals: list, op: str) -> bool:
 
 def _fast_value(expr: str, limits: Limits) -> tuple[int | Fraction, bool] | None:
     """``(value, has_operation)`` of a plain expression, or None: use the full parser."""
-    if len(expr) > limits._fast_len or _FAST_FULL.fullmatch(expr) is None:  # type: ignore[attr-defined]
+    if len(expr) > limits._fast_len:  # type: ignore[attr-defined]
+        return None
+    if expr.isdigit() and expr.isascii():  # a bare integer (most stated results): one token
+        return int(expr), False
+    if _FAST_FULL.fullmatch(expr) is None:
         return None
     if expr.count("/") + expr.count("÷") + expr.count("\\div") > 1 and _TIGHT_SLASH.search(expr):
         return None

@@ -363,13 +363,16 @@ def _operand_value(s: str) -> int | Fraction:
 
 
 def _operands(text: str) -> list[int | Fraction]:
-    """Unsigned decimal literals in an expression (``1,234`` and ``1.5`` included), in order."""
-    return [_operand_value(s) for s in _OPERAND.findall(text) if len(s) <= _MAX_OPERAND_CHARS]
+    """Unsigned decimal literals in an expression (``1,234`` and ``1.5`` included), in order.
+    Plain digit runs (the common case) are converted inline by ``int``."""
+    return [(int(s) if s.isdigit() else _operand_value(s)) for s in _OPERAND.findall(text)
+            if len(s) <= _MAX_OPERAND_CHARS]
 
 
 def _operand_set(text: str) -> set[int | Fraction]:
     """The distinct values of :func:`_operands` (each distinct spelling converted once)."""
-    return {_operand_value(s) for s in set(_OPERAND.findall(text)) if len(s) <= _MAX_OPERAND_CHARS}
+    return {(int(s) if s.isdigit() else _operand_value(s)) for s in set(_OPERAND.findall(text))
+            if len(s) <= _MAX_OPERAND_CHARS}
 
 
 _UNSOUND = frozenset({
