@@ -571,6 +571,13 @@ _RUN_TOKEN = (
 )
 # A maximal run of arithmetic tokens on one line (spaces/tabs between tokens).
 _RUN = re.compile(r"(?:" + _RUN_TOKEN + r")(?:[ \t]*+(?:" + _RUN_TOKEN + r"))*+")
+# The first tokens of a run (same tokens, at most _RUN_PROBE_TOKENS of them), and "another
+# token follows" (the probe stopped at its bound, not at the run's end).
+_RUN_PROBE_TOKENS = 4096
+_RUN_PROBE = re.compile(
+    r"(?:" + _RUN_TOKEN + r")(?:[ \t]*+(?:" + _RUN_TOKEN + r")){0,%d}+" % (_RUN_PROBE_TOKENS - 1)
+)
+_RUN_MORE = re.compile(r"[ \t]*+(?:" + _RUN_TOKEN + r")")
 _EXPLICIT = re.compile(
     r"(?P<calc>(?<![A-Za-z_])(?i:calc)[ \t]*+:(?P<cbody>[^\n]*+))"
     r"|(?P<ann><<(?P<abody>[^<>=\n]*+=[^<>\n]*+)>>)"
@@ -686,7 +693,7 @@ def _unbalanced(text: str, opener: bool) -> bool:
 
 
 def _chain_claims(text: str, m: re.Match[str], limits: Limits, max_sides: int,
-                  memo: dict[str, Analysis]) -> tuple[list[Claim], int]:
+                  memo: dict[str, Analysis], cut: bool = False) -> tuple[list[Claim], int]:
     """Claims of one arithmetic run holding ``=``, and the number of sides examined.
 
     A run is cut out of prose, so its outer sides may be fragments of a longer expression
@@ -706,7 +713,9 @@ def _chain_claims(text: str, m: re.Match[str], limits: Limits, max_sides: int,
     glued_left = rs > 0 and (
         text[rs - 1].isalnum() or text[rs - 1] in "_.," or (text[rs - 1] == ":" and text[rs - 2:rs - 1].isdigit())
     )
-    glued_right = re_ < len(text) and (
+    # ``cut``: m is the start of a longer run holding at least max_sides sides, so its last
+    # examined side is not the run's last and nothing is glued to it.
+    glued_right = not cut and re_ < len(text) and (
         text[re_].isalnum() or text[re_] == "_" or (text[re_] == ":" and text[re_ + 1:re_ + 2].isdigit())
     )
     segs = _segments(run, rs, max_sides)
@@ -792,13 +801,23 @@ def _find(text: str, limits: Limits, memo: dict[str, Analysis]) -> list[Claim]:
             if line_end < 0:
                 line_end = end
             line_start = max(text.rfind("\n", gap_start, k) + 1, gap_start)
-            for m in _RUN.finditer(text, line_start, line_end):
-                if len(chains) >= cap or sides_left < 2:
+            pos = line_start
+            while len(chains) < cap and sides_left >= 2:
+                # A run is read _RUN_PROBE_TOKENS tokens at a time: a longer run that already
+                # holds every side left to examine is not read to its end (a hostile 200 KB run).
+                m = _RUN_PROBE.search(text, pos, line_end)
+                if m is None:
                     break
-                run = m.group()
-                if "=" not in run:
+                cut = False
+                if m.end() < line_end and _RUN_MORE.match(text, m.end(), line_end) is not None:
+                    if len(_EQUALS.findall(m.group())) >= sides_left:
+                        cut = True
+                    else:
+                        m = _RUN.match(text, m.start(), line_end)  # the whole run
+                pos = m.end()  # type: ignore[union-attr]
+                if "=" not in m.group():  # type: ignore[union-attr]
                     continue
-                found, used = _chain_claims(text, m, limits, sides_left, memo)
+                found, used = _chain_claims(text, m, limits, sides_left, memo, cut)  # type: ignore[arg-type]
                 chains.extend(found)
                 sides_left -= used
             k = text.find("=", line_end, end)
