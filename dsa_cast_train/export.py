@@ -718,7 +718,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.unpack and not args.run_dir:
         parser.error("--run-dir is required (unless --unpack ZIP TARGET)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("dsa_cast_train").setLevel(logging.INFO)
     try:
         if args.unpack:
             dest = unpack(*args.unpack)

@@ -482,7 +482,7 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> GRPOResult:
 
 
 def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: bool) -> GRPOResult:
-    from dsa_cast_train import data, models
+    from dsa_cast_train import data, models, sft
 
     g = config.grpo
     done = models.checkpoint_steps(ckpt_dir)
@@ -497,7 +497,7 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
                 log.info("resume: dropped %d records of %s logged after step %d", n, p.name, resumed_from)
         log.info("resuming GRPO from actor step %d in %s", resumed_from, ckpt_dir)
 
-    system_prompt = config.data.system_prompt or data.SYSTEM_PROMPT
+    system_prompt = sft.system_prompt(config.data)  # as SFT and evaluation build their prompts
     prefill = config.data.prefill_reasoning
     mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
     loaded = models.load(config.model, mesh)
@@ -575,11 +575,14 @@ checkpoint or the data position means); ``grpo.max_steps`` may grow, for instanc
 def build_parser() -> argparse.ArgumentParser:
     from dsa_cast_train import config as config_lib
 
-    p = argparse.ArgumentParser(prog="python -m dsa_cast_train.grpo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m dsa_cast_train.grpo", description=__doc__.split("\n\n")[0],
+        epilog="Any field can also be given as --section.field VALUE (e.g. --grpo.max_steps 50).")
     p.add_argument("--run-dir", required=True, help="run directory (resumed if it holds a GRPO checkpoint)")
     p.add_argument("--overwrite", action="store_true", help="start fresh in a non-empty run directory")
     p.add_argument("--rubric", default=None, help="dsa_cast rubric for the rewards (e.g. dsa-cast, seed)")
     p.add_argument("--init-checkpoint", default=None, help="SFT checkpoint root the actor starts from")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     config_lib.add_config_arguments(p)
     return p
 
@@ -589,7 +592,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         overrides = []
         if args.rubric:
@@ -600,8 +602,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_lib.apply_overrides(config, overrides)
     except config_lib.ConfigError as e:
         parser.error(str(e))
-    print(config_lib.to_json(config), end="")
-    result = run(config, args.run_dir, overwrite=args.overwrite)
+    if args.print_config:
+        sys.stdout.write(config_lib.to_json(config))
+        return 0
+    from dsa_cast_train import runs
+    from dsa_cast_train.models import ModelSourceError
+
+    try:
+        result = run(config, args.run_dir, overwrite=args.overwrite)
+    except (runs.RunDirError, FileNotFoundError, ModelSourceError, config_lib.ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     last = result.last or {}
     print(f"GRPO: {result.actor_steps} actor steps (resumed from {result.resumed_from}), "
           f"{result.seconds:.1f}s, last reward {last.get('reward_mean')}, checkpoints {result.checkpoint_dir}")

@@ -386,7 +386,7 @@ def tiny_run(tiny_config, tmp_path):
     return run, model
 
 
-def test_cli_zip_safetensors_and_unpack(tiny_run, tmp_path, capsys):
+def test_cli_zip_safetensors_and_unpack(tiny_run, tiny_config, tmp_path, capsys):
     run, model = tiny_run
     out_zip, hf = tmp_path / "a.zip", tmp_path / "hf"
     assert ex.main(["--run-dir", str(run), "--out", str(out_zip), "--safetensors", str(hf)]) == 0
@@ -395,6 +395,15 @@ def test_cli_zip_safetensors_and_unpack(tiny_run, tmp_path, capsys):
     assert ex.verify_zip(out_zip)["config"]["name"] == "tiny"
     _assert_same_params(ex.load_safetensors_model(hf, model.config), model)
     assert (hf / "tokenizer.model").is_file()
+    # the exported directory is a model source of its own: local dir, variant "tiny"
+    import dataclasses
+
+    from dsa_cast_train import models
+
+    spec = dataclasses.replace(tiny_config.model, source="local", path=str(hf), variant="tiny")
+    reloaded = models.load(spec)
+    _assert_same_params(reloaded.model, model)
+    assert reloaded.tokenizer.serialized_model_proto() == models.load(tiny_config.model).tokenizer.serialized_model_proto()
     assert ex.main(["--unpack", str(out_zip), str(tmp_path / "u")]) == 0
     assert (tmp_path / "u" / "checkpoint" / "4" / "model_params").is_dir()
     assert ex.main(["--run-dir", str(tmp_path / "nothing")]) == 2
