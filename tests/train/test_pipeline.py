@@ -70,7 +70,10 @@ def killed_then_resumed(pipeline_config, tmp_path_factory):
             assert time.monotonic() < deadline, "no GRPO checkpoint in time"
             time.sleep(0.2)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # only the process group this test started
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # only the process group this test started
+        except ProcessLookupError:  # it had already exited (the assertion above says why)
+            pass
         proc.wait()
         log.close()
     killed_at = models.checkpoint_steps(ckpts)[-1]
@@ -177,3 +180,4 @@ def test_changed_training_config_refuses_resume(killed_then_resumed, pipeline_co
     result, *_ = killed_then_resumed
     with pytest.raises(runs.RunDirError, match="sft.learning_rate"):
         pipeline.run(config.apply_overrides(pipeline_config, [("sft.learning_rate", 1e-4)]), result.run_dir)
+
