@@ -17,6 +17,7 @@ size before raising to a power, and the number of claims before scanning further
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -564,6 +565,12 @@ class Verdict:
     reason: str | None
 
 
+# Internal rows (the hot path builds no dataclass per claim): a claim as
+# ``(kind, expr, stated, start, end)`` and a check as ``(claim, ok, value, stated_value, reason)``.
+ClaimRow = tuple[str, str, str, int, int]
+VerdictRow = tuple[ClaimRow, "bool | None", "int | Fraction | None", "int | Fraction | None", "str | None"]
+_SPAN = operator.itemgetter(3, 4)
+
 _RUN_TOKEN = (
     r"(?:" + _CURRENCY + r"[ ]?)?(?:" + _NUMBER + r")(?:[eE][-+]?[0-9]++)?"
     r"|\*\*|[-+*/^×÷·⋅∙\u2212\u2013=%()\[\]]|\\times|\\cdot|\\div|\\%"
@@ -642,23 +649,33 @@ def _syntax_ok(text: str, limits: Limits, memo: dict[str, Analysis]) -> Analysis
 
 
 def _oriented(kind: str, a: str, b: str, start: int, end: int, limits: Limits,
-              memo: dict[str, Analysis]) -> Claim:
+              memo: dict[str, Analysis]) -> ClaimRow:
     """``expr`` is the side with the operation: "20 = 4 * 5" states that 4 * 5 is 20."""
     left, right = _syntax_ok(a, limits, memo), _syntax_ok(b, limits, memo)
     if left is not None and right is not None and not left[1] and right[1]:
-        return Claim(kind, b, a, start, end)
-    return Claim(kind, a, b, start, end)
+        return (kind, b, a, start, end)
+    return (kind, a, b, start, end)
 
 
 def _explicit_claims(
     kind: str, body: str, offset: int, claim_start: int, claim_end: int, limits: Limits,
     memo: dict[str, Analysis],
-) -> list[Claim]:
+) -> list[ClaimRow]:
     """Claims of one ``CALC:`` line or ``<<...>>`` annotation, one per adjacent pair of sides."""
-    segs = _segments(body, offset) if len(body) <= limits.max_expr_chars * (limits.max_claims + 1) else []
+    fits = len(body) <= limits.max_expr_chars * (limits.max_claims + 1)
+    if fits and body.count("=") == 1:  # the common "expr = result": no split loop
+        k = body.find("=")
+        left_raw, right_raw = body[:k], body[k + 1:]
+        a, b = left_raw.strip(), right_raw.strip()
+        b_s = offset + k + 1 + len(right_raw) - len(right_raw.lstrip())
+        if not (b.isdigit() and b.isascii()):  # a bare integer result is its own leading run
+            b, b_s, _ = _trim_result(b, b_s)
+        return [_oriented(kind, a, b, claim_start,
+                          claim_end if kind == "annotation" else b_s + len(b), limits, memo)]
+    segs = _segments(body, offset) if fits else []
     if len(segs) < 2:
         text = body.strip()
-        return [Claim(kind, text, "", claim_start, claim_end)]
+        return [(kind, text, "", claim_start, claim_end)]
     last_text, last_s, _ = segs[-1]
     segs[-1] = _trim_result(last_text, last_s)
     claims = []
@@ -693,7 +710,7 @@ def _unbalanced(text: str, opener: bool) -> bool:
 
 
 def _chain_claims(text: str, m: re.Match[str], limits: Limits, max_sides: int,
-                  memo: dict[str, Analysis], cut: bool = False) -> tuple[list[Claim], int]:
+                  memo: dict[str, Analysis], cut: bool = False) -> tuple[list[ClaimRow], int]:
     """Claims of one arithmetic run holding ``=``, and the number of sides examined.
 
     A run is cut out of prose, so its outer sides may be fragments of a longer expression
@@ -743,9 +760,9 @@ def _chain_claims(text: str, m: re.Match[str], limits: Limits, max_sides: int,
             continue
         (a, a_s, _), (b, _, b_e) = segs[k], segs[k + 1]
         if left[1]:
-            claims.append(Claim("chain", a, b, a_s, b_e))
+            claims.append(("chain", a, b, a_s, b_e))
         elif right[1]:
-            claims.append(Claim("chain", b, a, a_s, b_e))  # "20 = 4 * 5": the result is 20
+            claims.append(("chain", b, a, a_s, b_e))  # "20 = 4 * 5": the result is 20
         if len(claims) >= limits.max_claims:
             break
     return claims, used
@@ -762,15 +779,15 @@ def find_claims(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Claim, ...]
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
-    return tuple(_find(text, limits, {}))
+    return tuple([Claim(*c) for c in _find(text, limits, {})])
 
 
-def _find(text: str, limits: Limits, memo: dict[str, Analysis]) -> list[Claim]:
+def _find(text: str, limits: Limits, memo: dict[str, Analysis]) -> list[ClaimRow]:
     """:func:`find_claims`, recording each side's analysis in ``memo`` for the check."""
     cap = limits.max_claims
     if cap <= 0:
         return []
-    explicit: list[Claim] = []
+    explicit: list[ClaimRow] = []
     spans: list[tuple[int, int]] = []
     # str.find is much faster than a regex scan: start where an explicit claim could begin.
     firsts = [i for i in (text.find("<<"), text.lower().find("calc")) if i >= 0]
@@ -786,8 +803,8 @@ def _find(text: str, limits: Limits, memo: dict[str, Analysis]) -> list[Claim]:
         if len(explicit) >= cap:
             break
     # Anything starting after the cap-th explicit claim would be cut anyway.
-    cutoff = explicit[cap - 1].start if len(explicit) >= cap else len(text)
-    chains: list[Claim] = []
+    cutoff = explicit[cap - 1][3] if len(explicit) >= cap else len(text)
+    chains: list[ClaimRow] = []
     sides_left = limits.max_chain_sides
     gaps = [(0, len(text))] if not spans else (
         [(0, spans[0][0])] + [(a[1], b[0]) for a, b in zip(spans, spans[1:])] + [(spans[-1][1], len(text))]
@@ -821,7 +838,7 @@ def _find(text: str, limits: Limits, memo: dict[str, Analysis]) -> list[Claim]:
                 chains.extend(found)
                 sides_left -= used
             k = text.find("=", line_end, end)
-    merged = sorted(explicit + chains, key=lambda c: (c.start, c.end))
+    merged = sorted(explicit + chains, key=_SPAN)
     return merged[:cap]
 
 
@@ -839,25 +856,42 @@ def _rounding_tolerance(stated: str) -> Fraction | None:
     return tol / 100 if m.group("pct") else tol
 
 
-def _check(claim: Claim, limits: Limits, memo: dict[str, Analysis]) -> Verdict:
-    _, expr_op, value, reason = _analyze(claim.expr, limits, memo)
+def _check(claim: ClaimRow, limits: Limits, memo: dict[str, Analysis]) -> VerdictRow:
+    """One claim's check as ``(claim, ok, value, stated_value, reason)``; values stay ``int``
+    where exact (a :class:`Verdict` holds them as Fractions: equal, same hash)."""
+    stated = claim[2]
+    _, expr_op, value, reason = memo.get(claim[1]) or _analyze(claim[1], limits, memo)
     if value is None:
-        return Verdict(claim, None, None, None, reason)
-    value = Fraction(value)
-    if not claim.stated:
-        return Verdict(claim, None, value, None, "empty")
-    _, stated_op, stated_value, reason = _analyze(claim.stated, limits, memo)
+        return claim, None, None, None, reason
+    if not stated:
+        return claim, None, value, None, "empty"
+    _, stated_op, stated_value, reason = memo.get(stated) or _analyze(stated, limits, memo)
     if stated_value is None:
-        return Verdict(claim, None, value, None, reason)
-    stated_value = Fraction(stated_value)
+        return claim, None, value, None, reason
     if not expr_op and not stated_op:
-        return Verdict(claim, None, value, stated_value, "no_operation")
+        return claim, None, value, stated_value, "no_operation"
     if value == stated_value:
-        return Verdict(claim, True, value, stated_value, None)
-    tol = _rounding_tolerance(claim.stated)
+        return claim, True, value, stated_value, None
+    tol = _rounding_tolerance(stated)
     if tol is not None and abs(value - stated_value) <= tol:
-        return Verdict(claim, True, value, stated_value, "rounded")
-    return Verdict(claim, False, value, stated_value, "mismatch")
+        return claim, True, value, stated_value, "rounded"
+    return claim, False, value, stated_value, "mismatch"
+
+
+def _frac(value: int | Fraction | None) -> Fraction | None:
+    return None if value is None else Fraction(value)
+
+
+def _verdict(row: VerdictRow) -> Verdict:
+    """The public :class:`Verdict` of an internal row."""
+    claim, ok, value, stated_value, reason = row
+    return Verdict(Claim(*claim), ok, _frac(value), _frac(stated_value), reason)
+
+
+def _check_rows(text: str, limits: Limits = DEFAULT_LIMITS) -> list[VerdictRow]:
+    """:func:`check_claims` as plain rows (the rubrics' path: no dataclass per claim)."""
+    memo: dict[str, Analysis] = {}
+    return [_check(c, limits, memo) for c in _find(text, limits, memo)]
 
 
 def check_claims(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Verdict, ...]:
@@ -870,5 +904,4 @@ def check_claims(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Verdict, .
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
-    memo: dict[str, Analysis] = {}
-    return tuple([_check(c, limits, memo) for c in _find(text, limits, memo)])
+    return tuple([_verdict(row) for row in _check_rows(text, limits)])

@@ -186,6 +186,19 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
         raise TypeError(f"parse(): argument 'text' must be str, got {type(text).__name__}")
     if not isinstance(schema, Schema):
         raise TypeError(f"parse(): argument 'schema' must be a Schema, got {type(schema).__name__}")
+    return _build(text, schema, _scan(text, schema))
+
+
+# What one scan finds, as plain lists (the rubrics read this directly; :func:`parse` turns it
+# into a :class:`Completion`): reasoning spans, answer spans, each a list of
+# ``(is_answer, start, end, body_start, body_end, closed)``; the headings kept inside the first
+# reasoning body as ``(line_start, heading_start, body_start, name)``; that body's end (``hi``);
+# the findings; the true number of sections.
+Scan = tuple[list, list, list, int, "_Findings", int]
+
+
+def _scan(text: str, schema: Schema) -> Scan:
+    """Both passes of :func:`parse` over ``text`` (already type-checked), no dataclass built."""
     patterns = schema._patterns
     n = len(text)
     found = _Findings(schema.max_findings_per_code)
@@ -219,21 +232,16 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
 
     r_spans = [b for b in blocks if not b[0]]
     a_spans = [b for b in blocks if b[0]]
-    reasoning = tuple(
-        [Block(s, e, bs, be, text[bs:be], c) for _, s, e, bs, be, c in r_spans[: schema.max_blocks]]
-    )
-    answers = tuple(
-        [Block(s, e, bs, be, text[bs:be], c) for _, s, e, bs, be, c in a_spans[: schema.max_blocks]]
-    )
 
     _block_issues(found, r_spans, Code.MISSING_REASONING, Code.UNCLOSED_REASONING,
                   Code.DUPLICATE_REASONING, n, cap)
     _block_issues(found, a_spans, Code.MISSING_ANSWER, Code.UNCLOSED_ANSWER,
                   Code.DUPLICATE_ANSWER, n, cap)
-    if answers and not _text_in(text, answers[0].body_start, answers[0].body_end):
-        found.add(Code.EMPTY_ANSWER, answers[0].start, answers[0].end)
-    if reasoning and answers and answers[0].start < reasoning[0].start:
-        found.add(Code.ANSWER_BEFORE_REASONING, answers[0].start, answers[0].end)
+    a0 = a_spans[0] if a_spans else None
+    if a0 is not None and not _text_in(text, a0[3], a0[4]):
+        found.add(Code.EMPTY_ANSWER, a0[1], a0[2])
+    if r_spans and a0 is not None and a0[1] < r_spans[0][1]:
+        found.add(Code.ANSWER_BEFORE_REASONING, a0[1], a0[2])
 
     # Text outside the blocks (stray tags and "< reasoning >" lookalikes count as text).
     prev_end = 0
@@ -255,8 +263,8 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
     # --- Pass 2: headings. Those inside the first reasoning body make the sections; the section
     # issues (duplicate, out of order, empty) are decided in the same loop, each body when the next
     # heading (or the body's end) is known.
-    first = reasoning[0] if reasoning else None
-    lo, hi = (first.body_start, first.body_end) if first else (n + 1, n + 1)
+    first = r_spans[0] if r_spans else None
+    lo, hi = (first[3], first[4]) if first else (n + 1, n + 1)
     keys = patterns.heading_keys
     canonical: dict[str, str] = {}  # heading text as written -> canonical name (memo per call)
     inside: list[tuple[int, int, int, str]] = []  # (line_start, heading_start, heading_end, name)
@@ -332,6 +340,26 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
             found.add(Code.EMPTY_SECTION, prev[0], hi, prev[2])
         empty += 1
 
+    if first:
+        m = _text_in(text, lo, inside[0][0] if inside else hi)
+        if m:
+            found.add(Code.TEXT_BEFORE_SECTIONS, m.start(), inside[0][1] if inside else hi)
+    at = first[4] if first else n
+    for name in schema.sections:
+        if name not in seen:
+            found.add(Code.MISSING_SECTION, at, at, name)
+    return r_spans, a_spans, inside, hi, found, count
+
+
+def _build(text: str, schema: Schema, scan: Scan) -> Completion:
+    """The :class:`Completion` of one :func:`_scan`."""
+    r_spans, a_spans, inside, hi, found, count = scan
+    reasoning = tuple(
+        [Block(s, e, bs, be, text[bs:be], c) for _, s, e, bs, be, c in r_spans[: schema.max_blocks]]
+    )
+    answers = tuple(
+        [Block(s, e, bs, be, text[bs:be], c) for _, s, e, bs, be, c in a_spans[: schema.max_blocks]]
+    )
     n_kept = len(inside)
     sections = [
         Section(
@@ -344,15 +372,6 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
         )
         for i, (_, head, body_start, name) in enumerate(inside[: schema.max_sections])
     ]
-    if first:
-        m = _text_in(text, lo, inside[0][0] if inside else hi)
-        if m:
-            found.add(Code.TEXT_BEFORE_SECTIONS, m.start(), inside[0][1] if inside else hi)
-    at = first.body_end if first else n
-    for name in schema.sections:
-        if name not in seen:
-            found.add(Code.MISSING_SECTION, at, at, name)
-
     return Completion(
         text=text,
         schema=schema,
@@ -364,6 +383,32 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
         n_reasoning_blocks=len(r_spans),
         n_answer_blocks=len(a_spans),
         n_sections=count,
+    )
+
+
+def _first_bodies(text: str, schema: Schema, inside: list, hi: int) -> dict[str, str]:
+    """Stripped body of the first kept section of each name (what ``Completion.sections``
+    would hold for it), straight from a :func:`_scan`."""
+    out: dict[str, str] = {}
+    kept = inside[: schema.max_sections]
+    n_kept = len(inside)
+    for i, (_, _, body_start, name) in enumerate(kept):
+        if name not in out:
+            out[name] = text[body_start:inside[i + 1][0] if i + 1 < n_kept else hi].strip()
+    return out
+
+
+def _exact_format(schema: Schema, scan: Scan, issues: tuple) -> bool:
+    """:attr:`Completion.exact_format` of one :func:`_scan` (``issues``: its findings' codes)."""
+    r_spans, a_spans, inside, _, _, _ = scan
+    return (
+        not issues
+        and len(r_spans) == 1
+        and len(a_spans) == 1
+        and r_spans[0][5]
+        and a_spans[0][5]
+        and r_spans[0][2] <= a_spans[0][1]
+        and tuple([x[3] for x in inside[: schema.max_sections]]) == schema.sections
     )
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from types import MappingProxyType
 
-from dsa_cast.claims import EvalError, Limits, Verdict, check_claims, evaluate
+from dsa_cast.claims import EvalError, Limits, Verdict, _check_rows, _verdict, evaluate
 from dsa_cast.numbers import (
     DEFAULT_NUMBER_LIMITS,
     PERCENT_POLICIES,
@@ -36,7 +36,7 @@ from dsa_cast.numbers import (
     format_value,
     numbers_in,
 )
-from dsa_cast.parse import Code, Completion, parse
+from dsa_cast.parse import Code, Completion, _build, _exact_format, _first_bodies, _scan, parse
 from dsa_cast.schema import DSA, Schema
 
 __all__ = [
@@ -204,16 +204,13 @@ class Rubric:
 # --------------------------------------------------------------------------------------
 
 
-def _blocks_ok(c: Completion) -> bool:
-    """First reasoning block and first answer block both present, closed, in that order."""
-    r, a = c.reasoning, c.answer
-    return r is not None and a is not None and r.closed and a.closed and r.end <= a.start
-
-
-def _format_score(c: Completion, partial: float) -> float:
-    if c.exact_format:
-        return 1.0
-    return partial if _blocks_ok(c) else 0.0
+def _blocks_ok(r_spans: list, a_spans: list) -> bool:
+    """First reasoning block and first answer block both present, closed, in that order
+    (spans as :func:`dsa_cast.parse._scan` lists them)."""
+    if not r_spans or not a_spans:
+        return False
+    r, a = r_spans[0], a_spans[0]
+    return r[5] and a[5] and r[2] <= a[1]
 
 
 @dataclass(frozen=True)
@@ -252,10 +249,17 @@ class FormatRubric(Rubric):
 
     def score(self, text: str, answer: object = None, question: str | None = None,
               detail: bool = False) -> Grade:
-        c = parse(text, self.schema)
-        f = _format_score(c, self.partial)
-        info = Detail(c, None, None, (), MappingProxyType({"format": f})) if detail else None
-        return _grade(self, (("format", self.weight * f),), None, None, c.issues, info)
+        scan = _scan(text, self.schema)
+        issues = scan[4].issues()
+        if _exact_format(self.schema, scan, issues):
+            f = 1.0
+        else:
+            f = self.partial if _blocks_ok(scan[0], scan[1]) else 0.0
+        info = None
+        if detail:
+            info = Detail(_build(text, self.schema, scan), None, None, (),
+                          MappingProxyType({"format": f}))
+        return _grade(self, (("format", self.weight * f),), None, None, issues, info)
 
 
 # --------------------------------------------------------------------------------------
@@ -547,7 +551,7 @@ class DsaCastRubric(Rubric):
             return RubricCode.BOILERPLATE_SECTION
         return RubricCode.COPIED_QUESTION
 
-    def _grounding(self, first: Mapping[str, object], question: str | None,
+    def _grounding(self, first: Mapping[str, str], question: str | None,
                    question_words: frozenset[str] | None) -> set:
         """Numbers a claim may start from: the question's (digits and number words), or without
         a question the decimal literals of the ``grounding_sections``."""
@@ -555,9 +559,8 @@ class DsaCastRubric(Rubric):
             return _operand_set(question) | _word_values(question_words or ())
         found: set = set()
         for name in self.grounding_sections:
-            sec = first.get(name)
-            if sec is not None:
-                body = sec.body  # type: ignore[attr-defined]
+            body = first.get(name)
+            if body is not None:
                 found |= _operand_set(body)
         return found
 
@@ -598,19 +601,24 @@ class DsaCastRubric(Rubric):
               detail: bool = False) -> Grade:
         ref = self.reference_value(answer)
         w = self.weights
-        c = parse(text, self.schema)
-        issues: list[str] = list(c.issues)
-        codes = frozenset(c.issues)
-        a = c.answer
+        schema = self.schema
+        scan = _scan(text, schema)  # plain spans and lists; a Completion only for detail
+        r_spans, a_spans, inside, hi, found, _ = scan
+        parse_issues = found.issues()
+        issues: list[str] = list(parse_issues)
+        codes = frozenset(parse_issues)
+        a = a_spans[0] if a_spans else None
+        reasoning = r_spans[0] if r_spans else None
 
         # format
-        blocks_ok = _blocks_ok(c)
-        fmt = 1.0 if c.exact_format else (self.format_partial if blocks_ok else 0.0)
+        blocks_ok = _blocks_ok(r_spans, a_spans)
+        exact = _exact_format(schema, scan, parse_issues)
+        fmt = 1.0 if exact else (self.format_partial if blocks_ok else 0.0)
         sound = blocks_ok and codes.isdisjoint(self.unsound_codes)
         gate = 1.0 if sound else self.unsound_factor
 
         # answer and correctness
-        ex = extract_answer(a.body, self.number_limits) if a is not None else None
+        ex = extract_answer(text[a[3]:a[4]], self.number_limits) if a is not None else None
         if ex is not None and ex.issue is not None:
             issues.append(ex.issue)
         value = ex.value if ex is not None and ex.issue is None else None
@@ -631,17 +639,15 @@ class DsaCastRubric(Rubric):
                         corr = self.near_share
 
         # structure
-        first: dict[str, object] = {}
-        for sec in c.sections:
-            first.setdefault(sec.name, sec)
+        first = _first_bodies(text, schema, inside, hi)  # name -> body of its first section
         qwords = frozenset(_WORD.findall(question.lower())) if question is not None else None
         ok_sections = 0
-        if c.reasoning is not None and codes.isdisjoint(self.structure_void_codes):
-            for name in self.schema.sections:
-                sec = first.get(name)
-                if sec is None or not sec.body:  # type: ignore[attr-defined]
+        if reasoning is not None and codes.isdisjoint(self.structure_void_codes):
+            for name in schema.sections:
+                body = first.get(name)
+                if not body:
                     continue  # missing_section / empty_section already reported by the parser
-                why = self._section_issue(sec.body, qwords)  # type: ignore[attr-defined]
+                why = self._section_issue(body, qwords)
                 if why is None:
                     ok_sections += 1
                 else:
@@ -653,22 +659,24 @@ class DsaCastRubric(Rubric):
             struct = 0.0
 
         # evidence
-        ev = first.get(self.evidence_section)
-        ev_body = ev.body if ev is not None else ""  # type: ignore[attr-defined]
-        verdicts = check_claims(ev_body, self.limits) if ev_body else ()
-        distinct: dict[tuple[str, str], Verdict] = {}
-        for v in verdicts:
-            distinct.setdefault(("".join(v.claim.expr.split()), "".join(v.claim.stated.split())), v)
+        ev_body = first.get(self.evidence_section, "")
+        # Internal rows (claim, ok, value, stated_value, reason), claim = (kind, expr, stated,
+        # start, end): the same checks as check_claims, without a dataclass per claim.
+        rows = _check_rows(ev_body, self.limits) if ev_body else ()
+        distinct: dict[tuple[str, str], tuple] = {}
+        for row in rows:
+            claim = row[0]
+            distinct.setdefault(("".join(claim[1].split()), "".join(claim[2].split())), row)
         n_claims = len(distinct)
         credited = 0
         results: set = set()  # results of credited claims (they support the answer)
         if n_claims:
             allowed: set[Fraction] | None = None
-            for v in distinct.values():
-                if v.ok is True:
-                    ops = _operands(v.claim.expr)
+            for claim, ok, _, sv, _ in distinct.values():
+                if ok is True:
+                    ops = _operands(claim[1])
                     core = [o for o in ops if o != 0 and o != 1]
-                    if len(ops) < 2 or not core or (len(core) == 1 and v.stated_value == core[0]):
+                    if len(ops) < 2 or not core or (len(core) == 1 and sv == core[0]):
                         issues.append(RubricCode.TRIVIAL_CLAIM)
                         continue
                     if allowed is None:
@@ -677,12 +685,11 @@ class DsaCastRubric(Rubric):
                         issues.append(RubricCode.UNGROUNDED_CLAIM)
                         continue
                     credited += 1
-                    sv = v.stated_value
                     if sv is not None:
                         sv = sv.numerator if sv.denominator == 1 else sv  # int: cheaper to hash
                         allowed.add(abs(sv))
                         results.add(sv)
-                elif v.ok is False:
+                elif ok is False:
                     issues.append(RubricCode.FALSE_CLAIM)
                 else:
                     issues.append(RubricCode.UNCHECKABLE_CLAIM)
@@ -694,14 +701,14 @@ class DsaCastRubric(Rubric):
 
         # coherence
         supported = refers = False
-        if value is not None and c.reasoning is not None:
+        if value is not None and reasoning is not None:
             targets = (value, value * 100) if ex.percent else (value,)  # type: ignore[union-attr]
             supported = any(t in results for t in targets)
             if not supported:
                 rs = first.get(self.reasoning_section)
-                supported = rs is not None and self._mentions(rs.body, targets)  # type: ignore[attr-defined]
+                supported = rs is not None and self._mentions(rs, targets)
             sc = first.get(self.sanity_section)
-            refers = sc is not None and self._mentions(sc.body, targets)  # type: ignore[attr-defined]
+            refers = sc is not None and self._mentions(sc, targets)
             if not supported:
                 issues.append(RubricCode.UNSUPPORTED_ANSWER)
             if not refers:
@@ -723,7 +730,8 @@ class DsaCastRubric(Rubric):
                 "claims": float(n_claims), "claims_credited": float(credited),
                 "supported": float(supported), "sanity_refers": float(refers),
             }
-            info = Detail(c, ex, ref, tuple(distinct.values()), MappingProxyType(scores))
+            info = Detail(_build(text, schema, scan), ex, ref, tuple(map(_verdict, distinct.values())),
+                          MappingProxyType(scores))
         return _grade(self, parts, correct, predicted, issues, info)
 
 
