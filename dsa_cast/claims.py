@@ -375,6 +375,8 @@ _FAST_TOKENS = re.compile(_FAST_TOK)
 # A tight "a/b" fuses into one literal; that changes the value only after another division
 # ("25 / 1/3"), so such expressions take the full path.
 _TIGHT_SLASH = re.compile(r"[0-9]/(?:[0-9.$€£¥₹\\]|US)")
+# Two plain ASCII integers around one ASCII operator: the same value as the token loop below.
+_FAST_PAIR = re.compile(r"([0-9]++)[ ]*+([-+*/])[ ]*+([0-9]++)")
 _FAST_BINARY = {
     "+": "+", "-": "-", "\u2212": "-", "\u2013": "-",
     "*": "*", "x": "*", "X": "*", "×": "*", "·": "*", "⋅": "*", "∙": "*", "\\times": "*", "\\cdot": "*",
@@ -427,6 +429,18 @@ def _fast_value(expr: str, limits: Limits) -> tuple[int | Fraction, bool] | None
         return None
     if expr.isdigit() and expr.isascii():  # a bare integer (most stated results): one token
         return int(expr), False
+    m = _FAST_PAIR.fullmatch(expr)
+    if m is not None:  # "a op b" of two plain integers (most CALC sides): no token loop
+        a, op, b = int(m[1]), m[2], int(m[3])
+        if op == "*":
+            return a * b, True
+        if op == "+":
+            return a + b, True
+        if op == "-":
+            return a - b, True
+        if b:  # "/"; a zero divisor goes to the full parser (its error reason)
+            return (a // b if not a % b else Fraction(a) / b), True
+        return None
     if _FAST_FULL.fullmatch(expr) is None:
         return None
     if expr.count("/") + expr.count("÷") + expr.count("\\div") > 1 and _TIGHT_SLASH.search(expr):
@@ -670,8 +684,16 @@ def _explicit_claims(
         b_s = offset + k + 1 + len(right_raw) - len(right_raw.lstrip())
         if not (b.isdigit() and b.isascii()):  # a bare integer result is its own leading run
             b, b_s, _ = _trim_result(b, b_s)
-        return [_oriented(kind, a, b, claim_start,
-                          claim_end if kind == "annotation" else b_s + len(b), limits, memo)]
+        end = claim_end if kind == "annotation" else b_s + len(b)
+        # _oriented, inlined: "20 = 4 * 5" states that 4 * 5 is 20.
+        most = limits.max_expr_chars
+        if a and b and len(a) <= most and len(b) <= most:
+            left = memo.get(a) or _analyze(a, limits, memo)
+            if left[0] and not left[1]:
+                right = memo.get(b) or _analyze(b, limits, memo)
+                if right[0] and right[1]:
+                    return [(kind, b, a, claim_start, end)]
+        return [(kind, a, b, claim_start, end)]
     segs = _segments(body, offset) if fits else []
     if len(segs) < 2:
         text = body.strip()
