@@ -39,6 +39,12 @@ DATA_SOURCES = ("gsm8k", "dsa-jsonl")
 OVERLENGTH_POLICIES = ("truncate", "drop")
 GSM8K_LOADERS = ("local", "hf", "tfds")
 EXPORT_FORMATS = ("safetensors", "zip", "both")
+AUTO_PRESET = "auto"
+"""``--preset`` value that picks the preset for the hardware found (:func:`default_preset`)."""
+HARDWARE_PRESETS: Mapping[str, str] = types.MappingProxyType(
+    {"cpu": "demo-cpu", "gpu": "demo-gpu", "tpu": "demo-gpu"})
+"""JAX platform -> default preset. Both use the Gemma 3 270M from PyPI (no account, no hub
+download); ``demo-gpu`` derives its mesh from the device count, so it also fits a TPU host."""
 
 
 class ConfigError(ValueError):
@@ -570,6 +576,20 @@ def load_preset(name: str) -> PipelineConfig:
     return _apply_file(PipelineConfig(), _preset_path(name))
 
 
+def default_preset(platform: str | None = None) -> str:
+    """The preset for the hardware: ``HARDWARE_PRESETS[platform]``; ``platform`` defaults to
+    JAX's default backend (``cpu``, ``gpu`` or ``tpu``; ``cuda``/``rocm`` count as ``gpu``).
+    An unknown platform gets the CPU preset, the one that fits anywhere."""
+    if platform is None:
+        import jax  # only here: the rest of this module stays pure Python
+
+        platform = jax.default_backend()
+    platform = platform.lower()
+    if platform in ("cuda", "rocm"):
+        platform = "gpu"
+    return HARDWARE_PRESETS.get(platform, HARDWARE_PRESETS["cpu"])
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Split ``section.field=value``; the value is read as a TOML literal, else as a string."""
     key, sep, raw = text.partition("=")
@@ -633,7 +653,9 @@ def load_config(preset: str | None = "tiny", files: Sequence[str | Path] = (),
 def add_config_arguments(parser: argparse.ArgumentParser, default_preset: str | None = "tiny") -> None:
     """Add ``--preset``, ``--config`` and ``--set`` to a stage's argument parser."""
     parser.add_argument("--preset", default=default_preset,
-                        help=f"preset name ({', '.join(preset_names())}); 'none' for bare defaults")
+                        help=f"preset name ({', '.join(preset_names())}); 'none' for bare defaults; "
+                             f"'{AUTO_PRESET}' for the hardware's (demo-cpu / demo-gpu)"
+                             f"{' (default)' if default_preset == AUTO_PRESET else ''}")
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
                         help="TOML/YAML config file applied after the preset (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -663,4 +685,6 @@ def dotted_flags_to_overrides(extra: Sequence[str]) -> list[str]:
 def config_from_args(args: argparse.Namespace, extra: Sequence[str] = ()) -> PipelineConfig:
     """Resolve the config named by parsed ``add_config_arguments`` flags plus dotted flags."""
     preset = None if args.preset in (None, "", "none") else args.preset
+    if preset == AUTO_PRESET:
+        preset = default_preset()
     return load_config(preset, args.config, [*args.overrides, *dotted_flags_to_overrides(extra)])

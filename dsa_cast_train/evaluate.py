@@ -44,7 +44,7 @@ SUMMARY_PNG = "summary.png"
 BASE = "base"
 """``eval.compare`` value meaning the model source's own weights."""
 
-HEADLINE = ("strict_accuracy", "approx_accuracy", "format_adherence", "evidence_validity",
+HEADLINE = ("strict_accuracy", "approx_accuracy", "format_adherence", "evidence_validity", "coherence",
             "vote_strict_accuracy", "vote_approx_accuracy", "mean_total_fraction")
 """Metrics drawn in the chart (all within [0, 1])."""
 
@@ -158,6 +158,8 @@ def grade_completion(completion: str, answer: str, question: str, *, rubric: str
 
         parsed = parse.parse(completion)
     checked = [v for v in verdicts if v.ok is not None]
+    scores = detail.scores if detail is not None else {}
+    coherence = scores.get("coherence") if "coherence" in grade.components else None
     return {
         "completion": completion,
         "total": float(grade.total),
@@ -169,6 +171,9 @@ def grade_completion(completion: str, answer: str, question: str, *, rubric: str
         "exact_format": bool(parsed.exact_format),
         "claims_checked": len(checked),
         "claims_true": sum(1 for v in checked if v.ok),
+        "sections_present": list(dict.fromkeys(s.name for s in parsed.sections)),
+        "answer_block": parsed.answer is not None and parsed.answer.closed,
+        "coherence": None if coherence is None else float(coherence),
         "issues": list(grade.issues),
     }
 
@@ -193,9 +198,21 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else 0.0
 
 
+def section_presence(graded: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Share of completions holding each DSA section (in schema order) and a closed answer block."""
+    from dsa_cast.schema import DSA
+
+    out = {name: _mean([float(name in g.get("sections_present", ())) for g in graded])
+           for name in DSA.sections}
+    out["answer_block"] = _mean([float(bool(g.get("answer_block"))) for g in graded])
+    return out
+
+
 def pass_metrics(graded: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Means over graded completions (strict/approx accuracy, format, totals, components, claims)."""
+    """Means over graded completions (strict/approx accuracy, format, section presence,
+    coherence, totals, components, claims)."""
     n = len(graded)
+    coherent = [g["coherence"] for g in graded if g.get("coherence") is not None]
     components = sorted({k for g in graded for k in g["components"]})
     checked = sum(g["claims_checked"] for g in graded)
     true = sum(g["claims_true"] for g in graded)
@@ -206,6 +223,8 @@ def pass_metrics(graded: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "strict_accuracy": _mean([float(g["correct"]) for g in graded]),
         "approx_accuracy": _mean([float(g["approx_correct"]) for g in graded]),
         "format_adherence": _mean([float(g["exact_format"]) for g in graded]),
+        "section_presence": section_presence(graded),
+        "coherence": _mean(coherent) if coherent else None,
         "mean_total": mean_total,
         "max_total": max_total,
         "mean_total_fraction": mean_total / max_total if max_total else 0.0,
@@ -226,7 +245,7 @@ def summarize(rows: Sequence[dict[str, Any]], *, vote_k: int) -> dict[str, Any]:
     if greedy:
         summary["greedy"] = pass_metrics(greedy)
         for key in ("strict_accuracy", "approx_accuracy", "format_adherence", "evidence_validity",
-                    "mean_total", "mean_total_fraction"):
+                    "coherence", "mean_total", "mean_total_fraction"):
             summary[key] = summary["greedy"][key]
     votes = [r["vote"] for r in rows if r.get("vote") is not None]
     if votes:
@@ -260,8 +279,11 @@ def _fmt(value: Any) -> str:
 def report_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
     """(metric name, value per model) rows shared by the Markdown table and the chart."""
     names = ["strict_accuracy", "approx_accuracy", "format_adherence", "evidence_validity",
-             "mean_total", "mean_total_fraction", "vote_strict_accuracy", "vote_approx_accuracy"]
+             "coherence", "mean_total", "mean_total_fraction", "vote_strict_accuracy", "vote_approx_accuracy"]
     rows = [(n, [s.get(n) for s in summaries]) for n in names if any(n in s for s in summaries)]
+    sections = list(dict.fromkeys(k for s in summaries for k in s.get("greedy", {}).get("section_presence", {})))
+    rows += [(f"section:{k}", [s.get("greedy", {}).get("section_presence", {}).get(k) for s in summaries])
+             for k in sections]
     extra = [("vote_any_correct", [s.get("vote", {}).get("any_correct") for s in summaries])]
     comps = sorted({k for s in summaries for k in s.get("greedy", {}).get("components", {})})
     extra += [(f"component:{k}", [s.get("greedy", {}).get("components", {}).get(k) for s in summaries])
@@ -303,7 +325,7 @@ def write_chart(path: str | Path, labels: Sequence[str], summaries: Sequence[dic
     width = 0.8 / max(len(summaries), 1)
     for i, (label, s) in enumerate(zip(labels, summaries)):
         xs = [j + (i - (len(summaries) - 1) / 2) * width for j in range(len(metrics))]
-        ax.bar(xs, [float(s.get(m, 0.0)) for m in metrics], width=width, label=label)
+        ax.bar(xs, [float(s.get(m) or 0.0) for m in metrics], width=width, label=label)
     ax.set_xticks(list(range(len(metrics))))
     ax.set_xticklabels([m.replace("_", "\n") for m in metrics], fontsize=8)
     ax.set_ylim(0, 1)

@@ -17,7 +17,9 @@ Every stage gets the same resolved config, with only the wiring between stages f
 Resuming: a stage recorded as finished in ``stages.json`` is never redone; an interrupted SFT or
 GRPO stage resumes from its newest checkpoint; an interrupted evaluation or export is redone.
 
-CLI: ``python -m dsa_cast_train.pipeline --preset tiny --run-dir runs/pipeline-tiny``.
+CLI: ``python -m dsa_cast_train.pipeline --run-dir runs/demo`` (the preset for the hardware found,
+``config.default_preset()``: ``demo-cpu`` or ``demo-gpu``) or ``--preset tiny`` for a wiring check.
+Each stage's time and peak resident memory go to the log, ``stages.json`` and the report.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from dsa_cast_train import config as config_lib
-from dsa_cast_train import runs
+from dsa_cast_train import memory, runs
 
 log = logging.getLogger("dsa_cast_train.pipeline")
 
@@ -186,7 +188,12 @@ def _run_sft(config, run_dir: Path, stage: str) -> dict[str, Any]:
     return {"start_step": res.start_step, "final_step": res.final_step, "resumed": res.resumed,
             "checkpoint_dir": str(res.checkpoint_dir), "first_loss": res.train_losses[0] if res.train_losses else None,
             "last_loss": res.train_losses[-1] if res.train_losses else None,
-            "tokens_per_second": res.tokens_per_second, "train_seconds": res.train_seconds}
+            "tokens_per_second": res.tokens_per_second, "train_seconds": res.train_seconds,
+            "loss_curve": _existing(Path(res.run_dir) / sft.LOSS_CURVE_FILE)}
+
+
+def _existing(path: Path) -> str | None:
+    return str(path) if path.is_file() else None
 
 
 def _run_grpo(config, run_dir: Path, stage: str) -> dict[str, Any]:
@@ -298,10 +305,21 @@ def write_report(run_dir: str | Path, manifest: Mapping[str, Any], config) -> tu
             lines.append(f"- safetensors: `{st['directory']}` ({st['tensors']} tensors, {st['parameters']:,} "
                          f"parameters, {st['dtype']}, reload verified: {st['verified']})")
         lines.append("")
-    lines += ["## Stages", "", "| stage | seconds | finished |", "|---|---|---|"]
+    curves = [(name, entry["summary"].get(key)) for name, entry, key in
+              (("SFT loss", manifest.get("sft"), "loss_curve"), ("GRPO reward", grpo_entry, "reward_curve"))
+              if entry and entry["summary"].get(key)]
+    if curves:
+        lines += ["## Curves", ""] + [f"- {name}: `{path}`" for name, path in curves] + [""]
+    lines += ["## Stages", "", "Peak RSS: the stage's own peak resident memory (the kernel's high-water mark, "
+              "reset at the stage's start); `*` marks a process peak where that reset is unavailable.", "",
+              "| stage | seconds | peak RSS (MiB) | finished |", "|---|---|---|---|"]
     for stage in ALL_STAGES:
         if stage in manifest:
-            lines.append(f"| {stage} | {_fmt(manifest[stage]['seconds'])} | {manifest[stage]['finished']} |")
+            summary = manifest[stage].get("summary", {})
+            peak = summary.get("peak_rss_mib")
+            mark = "" if peak is None or summary.get("peak_rss_per_stage") else "*"
+            lines.append(f"| {stage} | {_fmt(manifest[stage]['seconds'])} | {_fmt(peak)}{mark} | "
+                         f"{manifest[stage]['finished']} |")
     lines.append("")
     md = run_path / REPORT_MD
     tmp = md.with_name(f".{md.name}.tmp")
@@ -339,13 +357,16 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> PipelineResu
                 continue
             log.info("stage %s: starting", stage)
             started, t = time.time(), time.perf_counter()
-            if stage == "report":
-                summary = _run_report(config, run_path, stage, manifest)
-            else:
-                summary = _RUNNERS[stage](config, run_path, stage)
+            with memory.PeakTracker() as peak:
+                if stage == "report":
+                    summary = _run_report(config, run_path, stage, manifest)
+                else:
+                    summary = _RUNNERS[stage](config, run_path, stage)
+            summary = {**summary, **peak.result.as_dict()}
             _record_stage(run_path, manifest, stage, summary, started, time.perf_counter() - t)
             ran.append(stage)
-            log.info("stage %s: done in %.1f s", stage, time.perf_counter() - t)
+            log.info("stage %s: done in %.1f s, peak RSS %.0f MiB%s", stage, time.perf_counter() - t,
+                     peak.result.peak_mib, "" if peak.result.per_stage else " (process peak)")
     report = manifest.get("report", {}).get("summary", {})
     return PipelineResult(
         run_dir=run_path, stages=stages, ran=tuple(ran), skipped=tuple(skipped), manifest=manifest,
@@ -359,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dsa_cast_train.pipeline", description=__doc__.split("\n\n")[0],
         epilog="Any field can also be given as --section.field VALUE (e.g. --grpo.max_steps 50).")
-    config_lib.add_config_arguments(parser)
+    config_lib.add_config_arguments(parser, default_preset=config_lib.AUTO_PRESET)
     parser.add_argument("--run-dir", required=True, help="pipeline run directory (resumed if it exists)")
     parser.add_argument("--overwrite", action="store_true", help="delete an earlier pipeline in --run-dir first")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -372,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         sys.stdout.write(config_lib.to_json(config))
         return 0
+    if args.preset == config_lib.AUTO_PRESET:
+        print(f"preset {config.name} (picked for this hardware; --preset tiny for a one-minute wiring check)")
     from dsa_cast_train.models import ModelSourceError
 
     try:

@@ -30,6 +30,7 @@ log = logging.getLogger("dsa_cast_train.sft")
 RESULT_FILE = "result.json"
 SAMPLES_FILE = "samples.jsonl"
 DATA_STATS_FILE = "data_stats.json"
+LOSS_CURVE_FILE = "loss_curve.png"
 
 StepCallback = Callable[[int, float], None]
 """Called after every optimizer update with ``(step, loss)`` (1-based step)."""
@@ -461,7 +462,53 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
         tokens_per_second=round(rate, 1), samples_file=samples_file, sample_mean_total=mean_total,
         samples=tuple(samples))
     runs.write_json(run_info.path / RESULT_FILE, _result_dict(result))
+    import jax
+
+    if jax.process_index() == 0:
+        write_loss_curve(run_info.metrics, run_info.path / LOSS_CURVE_FILE, title=config.name)
     return result
+
+
+def write_loss_curve(metrics_path: str | Path, out_path: str | Path, *, title: str = "SFT") -> Path | None:
+    """PNG of the train loss per update and the eval loss passes, read from ``metrics.jsonl``
+    (so a resumed run draws its whole history); ``None`` when there is no train record."""
+    import json
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    train: dict[int, float] = {}
+    evals: dict[int, float] = {}
+    path = Path(metrics_path)
+    if not path.is_file():
+        return None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a kill
+        if isinstance(rec, dict) and isinstance(rec.get("loss"), (int, float)) and isinstance(rec.get("step"), int):
+            (train if rec.get("split") == "train" else evals)[rec["step"]] = float(rec["loss"])
+    if not train:
+        return None
+    fig = Figure(figsize=(6.5, 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = sorted(train)
+    ax.plot(xs, [train[x] for x in xs], marker="." if len(xs) < 60 else None, label="train loss")
+    if evals:
+        ex = sorted(evals)
+        ax.plot(ex, [evals[x] for x in ex], "o--", color="tab:red", label="held-out loss")
+    ax.set_xlabel("update")
+    ax.set_ylabel("masked next-token NLL")
+    ax.set_title(f"{title}: SFT loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out_path)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(str(tmp), dpi=100)
+    tmp.replace(out)
+    return out
 
 
 def _result_dict(result: SFTResult) -> dict[str, Any]:
