@@ -266,7 +266,7 @@ def _scan(text: str, schema: Schema) -> Scan:
     first = r_spans[0] if r_spans else None
     lo, hi = (first[3], first[4]) if first else (n + 1, n + 1)
     keys = patterns.heading_keys
-    canonical: dict[str, str] = {}  # heading text as written -> canonical name (memo per call)
+    canonical = dict(patterns.spelled)  # heading text as written -> canonical name (memo per call)
     inside: list[tuple[int, int, int, str]] = []  # (line_start, heading_start, heading_end, name)
     keep = schema.max_sections + 1  # a kept section's body ends at the next heading's line
     index = {name: i for i, name in enumerate(schema.sections)}

@@ -35,6 +35,10 @@ class _Patterns:
     # already reported and located ``max_findings_per_code`` times).
     heading_names: re.Pattern[str]
     heading_keys: dict[str, str]  # normalised heading text -> canonical section name
+    # Each canonical name as written -> itself (a name always normalises to its own key): the
+    # parser's per-call memo of written headings starts from it, so headings written exactly as
+    # the schema names them need no normalisation.
+    spelled: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,8 @@ class Schema:
         )
         keys = {self.heading_key(n): n for n in self.sections}
         return _Patterns(tags=tags, headings=headings, heading_at=heading_at,
-                         heading_names=heading_names, heading_keys=keys)
+                         heading_names=heading_names, heading_keys=keys,
+                         spelled={n: n for n in self.sections})
 
 
 DSA = Schema()
