@@ -419,6 +419,9 @@ _BEFORE_EXPR = re.compile(
 _AFTER_EXPR = re.compile(r"[ \t]*+[})\]]?[ \t]*+(?:\^|π|\\pi\b|√|\\sqrt)|[})\]]?!(?!=)")
 _UNIT_POWER = re.compile(r"[^\W\d_][ \t]*+\^[ \t]*+\{?[ \t]*+\Z")  # "m^2", "cm^{3}"
 _CONTEXT = 12  # characters inspected around a literal for the markers above
+# A body that is one plain ASCII decimal and nothing else (the most common answer): no marker,
+# box, sign, unit or context can apply, so extract_answer reads it without the general scan.
+_PLAIN_ANSWER = re.compile(r"(0|[1-9][0-9]*+)(?:\.([0-9]++))?+", re.ASCII)
 
 
 def _boxed_regions(body: str) -> list[tuple[int, int]]:
@@ -484,6 +487,11 @@ def extract_answer(body: str, limits: NumberLimits = DEFAULT_NUMBER_LIMITS) -> E
         return Extraction(None, None, False, "empty_answer")
     if len(stripped) > limits.max_answer_chars:
         return Extraction(None, None, False, "oversize")
+    plain = _PLAIN_ANSWER.fullmatch(stripped)
+    if plain is not None:  # just "42" or "12.50": the one literal, read as below, in one step
+        whole, frac = plain.group(1), plain.group(2) or ""
+        if len(whole) + len(frac) <= limits.max_digits:
+            return Extraction(_dec_value(whole, frac), stripped, False, None)
     first: Literal | None = None
     for rs, re_ in _answer_regions(body, limits):
         prev: Literal | None = None

@@ -305,6 +305,10 @@ FILLER_WORDS: frozenset[str] = frozenset(
 
 _WORD = re.compile(r"[^\W_]++")
 _OPERAND = re.compile(r"[0-9]++(?:,[0-9]{3}+(?![0-9]))*+(?:\.[0-9]++)?+")
+# The same literals for a long body: each match first skips the digit-free run before the next
+# literal in one possessive C loop (about twice as fast as letting findall retry _OPERAND at
+# every position); the group is '' for the final run after the last literal. Linear.
+_SKIP_TO_OPERAND = re.compile(r"[^0-9]*+(" + _OPERAND.pattern + r")?+")
 _EARLY_WORDS = 256  # words read one by one before _section_issue switches to one findall
 _MAX_OPERAND_CHARS = 40  # operand literals longer than this are ignored for grounding
 # What may follow an integer written in plain digits for it to be that integer: optional ".0…",
@@ -373,9 +377,14 @@ def _operands(text: str) -> list[int | Fraction]:
             if len(s) <= _MAX_OPERAND_CHARS]
 
 
-def _operand_set(text: str) -> set[int | Fraction]:
-    """The distinct values of :func:`_operands` (each distinct spelling converted once)."""
-    return {(int(s) if s.isdigit() else _operand_value(s)) for s in set(_OPERAND.findall(text))
+def _operand_set(*texts: str) -> set[int | Fraction]:
+    """The distinct values of :func:`_operands` over ``texts`` (each distinct spelling
+    converted once)."""
+    spelled: set[str] = set()
+    for text in texts:
+        spelled.update(_SKIP_TO_OPERAND.findall(text))
+    spelled.discard("")
+    return {(int(s) if s.isdigit() else _operand_value(s)) for s in spelled
             if len(s) <= _MAX_OPERAND_CHARS}
 
 
@@ -557,12 +566,7 @@ class DsaCastRubric(Rubric):
         a question the decimal literals of the ``grounding_sections``."""
         if question is not None:
             return _operand_set(question) | _word_values(question_words or ())
-        found: set = set()
-        for name in self.grounding_sections:
-            body = first.get(name)
-            if body is not None:
-                found |= _operand_set(body)
-        return found
+        return _operand_set(*[first[name] for name in self.grounding_sections if name in first])
 
     @staticmethod
     def _mentions(body: str, targets: tuple[Fraction, ...]) -> bool:
