@@ -142,7 +142,10 @@ def _grade(rubric: Rubric, parts: tuple[tuple[str, float], ...], correct: bool |
     total = 0.0
     for _, value in parts:
         total += value
-    return Grade(
+    # The frozen dataclass's __init__ sets each field through object.__setattr__; filling the
+    # new instance's __dict__ in one update gives the same object at a fraction of the cost.
+    grade = _new_grade(Grade)
+    grade.__dict__.update(
         total=total,
         components=MappingProxyType(dict(parts)),
         correct=correct,
@@ -152,6 +155,10 @@ def _grade(rubric: Rubric, parts: tuple[tuple[str, float], ...], correct: bool |
         rubric=rubric.name,
         detail=detail,
     )
+    return grade
+
+
+_new_grade = object.__new__
 
 
 def _check_share(owner: str, name: str, value: float) -> None:
@@ -569,13 +576,16 @@ class DsaCastRubric(Rubric):
         return _operand_set(*[first[name] for name in self.grounding_sections if name in first])
 
     @staticmethod
-    def _mentions(body: str, targets: tuple[Fraction, ...]) -> bool:
+    def _mentions(body: str, targets: tuple[int | Fraction, ...]) -> bool:
         """Whether ``body`` writes a number equal to one of ``targets``: a non-negative integer
         as plain digits (:func:`_mentions_int`, fast), any other value as a literal that
         :func:`dsa_cast.numbers.numbers_in` reads."""
         rest = []
         for t in targets:
-            if t.denominator == 1 and t >= 0:
+            if type(t) is int and t >= 0:  # the rubric passes whole values as int (cheaper)
+                if _mentions_int(body, t):
+                    return True
+            elif type(t) is not int and t.denominator == 1 and t >= 0:
                 if _mentions_int(body, int(t)):
                     return True
             else:
@@ -706,7 +716,8 @@ class DsaCastRubric(Rubric):
         # coherence
         supported = refers = False
         if value is not None and reasoning is not None:
-            targets = (value, value * 100) if ex.percent else (value,)  # type: ignore[union-attr]
+            v = value.numerator if value.denominator == 1 else value  # int: cheaper to hash
+            targets = (v, v * 100) if ex.percent else (v,)  # type: ignore[union-attr]
             supported = any(t in results for t in targets)
             if not supported:
                 rs = first.get(self.reasoning_section)
