@@ -311,15 +311,17 @@ def write_report(run_dir: str | Path, manifest: Mapping[str, Any], config) -> tu
     if curves:
         lines += ["## Curves", ""] + [f"- {name}: `{path}`" for name, path in curves] + [""]
     lines += ["## Stages", "", "Peak RSS: the stage's own peak resident memory (the kernel's high-water mark, "
-              "reset at the stage's start); `*` marks a process peak where that reset is unavailable.", "",
-              "| stage | seconds | peak RSS (MiB) | finished |", "|---|---|---|---|"]
+              "reset at the stage's start, so it includes what earlier stages still hold); `*` marks a process "
+              "peak where that reset is unavailable. RSS after: resident memory once the stage's leftovers "
+              "were released (`dsa_cast_train.memory.release`).", "",
+              "| stage | seconds | peak RSS (MiB) | RSS after (MiB) | finished |", "|---|---|---|---|---|"]
     for stage in ALL_STAGES:
         if stage in manifest:
             summary = manifest[stage].get("summary", {})
             peak = summary.get("peak_rss_mib")
             mark = "" if peak is None or summary.get("peak_rss_per_stage") else "*"
             lines.append(f"| {stage} | {_fmt(manifest[stage]['seconds'])} | {_fmt(peak)}{mark} | "
-                         f"{manifest[stage]['finished']} |")
+                         f"{_fmt(summary.get('rss_after_mib'))} | {manifest[stage]['finished']} |")
     lines.append("")
     md = run_path / REPORT_MD
     tmp = md.with_name(f".{md.name}.tmp")
@@ -362,11 +364,15 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> PipelineResu
                     summary = _run_report(config, run_path, stage, manifest)
                 else:
                     summary = _RUNNERS[stage](config, run_path, stage)
-            summary = {**summary, **peak.result.as_dict()}
-            _record_stage(run_path, manifest, stage, summary, started, time.perf_counter() - t)
+            seconds = time.perf_counter() - t
+            after = memory.release()  # the next stage starts from what this one really keeps
+            summary = {**summary, **peak.result.as_dict(),
+                       "rss_after_mib": None if after is None else round(after / memory.MIB, 1)}
+            _record_stage(run_path, manifest, stage, summary, started, seconds)
             ran.append(stage)
-            log.info("stage %s: done in %.1f s, peak RSS %.0f MiB%s", stage, time.perf_counter() - t,
-                     peak.result.peak_mib, "" if peak.result.per_stage else " (process peak)")
+            log.info("stage %s: done in %.1f s, peak RSS %.0f MiB%s, RSS after release %s MiB", stage, seconds,
+                     peak.result.peak_mib, "" if peak.result.per_stage else " (process peak)",
+                     "n/a" if after is None else f"{after / memory.MIB:.0f}")
     report = manifest.get("report", {}).get("summary", {})
     return PipelineResult(
         run_dir=run_path, stages=stages, ran=tuple(ran), skipped=tuple(skipped), manifest=manifest,

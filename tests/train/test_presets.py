@@ -195,3 +195,17 @@ def test_loss_curve_needs_train_records(tmp_path: Path):
     only_eval.write_text(json.dumps({"step": 0, "split": "eval", "loss": 1.0}) + "\n", encoding="utf-8")
     assert sft.write_loss_curve(only_eval, tmp_path / "b.png") is None
     assert not (tmp_path / "b.png").exists()
+
+
+def test_release_returns_freed_memory():
+    import numpy as np
+
+    before = memory.current_rss_bytes()
+    block = np.ones(100 * memory.MIB // 8)
+    block[::512] = 2.0
+    del block
+    after = memory.release()
+    if before is None:  # no /proc: nothing to compare
+        assert after is None
+    else:
+        assert after is not None and after < before + 50 * memory.MIB
