@@ -32,7 +32,7 @@ def test_demo_cpu_is_sized_for_a_small_cpu():
     c = cfg.load_preset("demo-cpu")
     assert c.mesh.fsdp == c.mesh.tp == 1
     assert c.data.max_length <= 384
-    assert c.sft.micro_batch_size * c.sft.grad_accumulation_steps * c.sft.max_steps <= 64
+    assert c.sft.micro_batch_size * c.sft.grad_accumulation_steps * c.sft.max_steps <= 128
     assert c.eval.num_items <= 16 and c.eval.vote_k == 0 and c.eval.max_new_tokens <= 384
     assert c.grpo.max_steps <= 5 and c.grpo.batch_size == 1 and c.grpo.num_generations == 2
     assert c.export.format == "safetensors"
