@@ -19,7 +19,6 @@ there are two) and ``summary.png``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -470,33 +469,20 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, t0: float) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dsa_cast_train.evaluate``: evaluate one model or compare two."""
-    parser = argparse.ArgumentParser(
-        prog="python -m dsa_cast_train.evaluate", description=__doc__.split("\n\n")[0],
-        epilog="Any field can also be given as --section.field VALUE (e.g. --eval.num_items 50).")
-    config_lib.add_config_arguments(parser)
-    parser.add_argument("--run-dir", required=True, help="output directory for the reports")
+    from dsa_cast_train import cli
+
+    parser = cli.stage_parser("evaluate", __doc__, example="--eval.num_items 50",
+                              run_dir_help="output directory for the reports",
+                              overwrite_help="replace an earlier evaluation in --run-dir")
     parser.add_argument("--checkpoint", help="checkpoint root or step dir (sets eval.checkpoint)")
     parser.add_argument("--compare", help="second checkpoint, or 'base' (sets eval.compare)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in --run-dir")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    args, extra = parser.parse_known_args(argv)
-    try:
-        config = config_lib.config_from_args(args, extra)
-        if args.checkpoint is not None:
-            config = config_lib.apply_overrides(config, [("eval.checkpoint", args.checkpoint)])
-        if args.compare is not None:
-            config = config_lib.apply_overrides(config, [("eval.compare", args.compare)])
-    except config_lib.ConfigError as exc:
-        parser.error(str(exc))
-    if args.print_config:
-        sys.stdout.write(config_lib.to_json(config))
+    invocation = cli.resolve(parser, argv, lambda a: [(f"eval.{name}", getattr(a, name))
+                                                      for name in ("checkpoint", "compare")
+                                                      if getattr(a, name) is not None])
+    if invocation is None:
         return 0
-    from dsa_cast_train.models import ModelSourceError
-
-    try:
-        result = run(config, args.run_dir, overwrite=args.overwrite)
-    except (runs.RunDirError, FileNotFoundError, ModelSourceError, config_lib.ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    result = cli.execute(run, invocation)
+    if result is None:
         return 2
     for label, s in zip(result.labels, result.summaries):
         print(f"{label}: strict {_fmt(s.get('strict_accuracy'))}  approx {_fmt(s.get('approx_accuracy'))}  "

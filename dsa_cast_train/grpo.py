@@ -573,45 +573,36 @@ checkpoint or the data position means); ``grpo.max_steps`` may grow, for instanc
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dsa_cast_train import config as config_lib
+    from dsa_cast_train import cli
 
-    p = argparse.ArgumentParser(
-        prog="python -m dsa_cast_train.grpo", description=__doc__.split("\n\n")[0],
-        epilog="Any field can also be given as --section.field VALUE (e.g. --grpo.max_steps 50).")
-    p.add_argument("--run-dir", required=True, help="run directory (resumed if it holds a GRPO checkpoint)")
-    p.add_argument("--overwrite", action="store_true", help="start fresh in a non-empty run directory")
+    p = cli.stage_parser("grpo", __doc__, example="--grpo.max_steps 50",
+                         run_dir_help="run directory (resumed if it holds a GRPO checkpoint)",
+                         overwrite_help="start fresh in a non-empty run directory")
     p.add_argument("--rubric", default=None, help="dsa_cast rubric for the rewards (e.g. dsa-cast, seed)")
     p.add_argument("--init-checkpoint", default=None, help="SFT checkpoint root the actor starts from")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    config_lib.add_config_arguments(p)
     return p
 
 
+def _flag_overrides(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """``--rubric`` and ``--init-checkpoint`` as config overrides."""
+    pairs: list[tuple[str, object]] = []
+    if args.rubric:
+        pairs.append(("grpo.rubric", args.rubric))
+    if args.init_checkpoint:
+        pairs.append(("grpo.init_checkpoint", args.init_checkpoint))
+    return pairs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from dsa_cast_train import config as config_lib
+    from dsa_cast_train import cli
 
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    try:
-        overrides = []
-        if args.rubric:
-            overrides.append(("grpo.rubric", args.rubric))
-        if args.init_checkpoint:
-            overrides.append(("grpo.init_checkpoint", args.init_checkpoint))
-        config = config_lib.config_from_args(args, extra)
-        config = config_lib.apply_overrides(config, overrides)
-    except config_lib.ConfigError as e:
-        parser.error(str(e))
-    if args.print_config:
-        sys.stdout.write(config_lib.to_json(config))
+    invocation = cli.resolve(parser, argv, _flag_overrides)
+    if invocation is None:
         return 0
-    from dsa_cast_train import runs
-    from dsa_cast_train.models import ModelSourceError
-
-    try:
-        result = run(config, args.run_dir, overwrite=args.overwrite)
-    except (runs.RunDirError, FileNotFoundError, ModelSourceError, config_lib.ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    # ValueError: a resumed run whose rubric or reward set differs from the checkpoint's.
+    result = cli.execute(run, invocation, extra_errors=(ValueError,))
+    if result is None:
         return 2
     last = result.last or {}
     print(f"GRPO: {result.actor_steps} actor steps (resumed from {result.resumed_from}), "

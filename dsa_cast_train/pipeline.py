@@ -24,7 +24,6 @@ Each stage's time and peak resident memory go to the log, ``stages.json`` and th
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as _dt
 import json
@@ -383,30 +382,24 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> PipelineResu
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dsa_cast_train.pipeline``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m dsa_cast_train.pipeline", description=__doc__.split("\n\n")[0],
-        epilog="Any field can also be given as --section.field VALUE (e.g. --grpo.max_steps 50).")
-    config_lib.add_config_arguments(parser, default_preset=config_lib.AUTO_PRESET)
-    parser.add_argument("--run-dir", required=True, help="pipeline run directory (resumed if it exists)")
-    parser.add_argument("--overwrite", action="store_true", help="delete an earlier pipeline in --run-dir first")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    args, extra = parser.parse_known_args(argv)
+    from dsa_cast_train import cli
+
+    parser = cli.stage_parser("pipeline", __doc__, example="--grpo.max_steps 50",
+                              run_dir_help="pipeline run directory (resumed if it exists)",
+                              overwrite_help="delete an earlier pipeline in --run-dir first",
+                              default_preset=config_lib.AUTO_PRESET)
+    invocation = cli.resolve(parser, argv)
+    if invocation is None:
+        return 0
+    config = invocation.config
     try:
-        config = config_lib.config_from_args(args, extra)
         stages = plan(config)
     except config_lib.ConfigError as exc:
         parser.error(str(exc))
-    if args.print_config:
-        sys.stdout.write(config_lib.to_json(config))
-        return 0
-    if args.preset == config_lib.AUTO_PRESET:
+    if invocation.args.preset == config_lib.AUTO_PRESET:
         print(f"preset {config.name} (picked for this hardware; --preset tiny for a one-minute wiring check)")
-    from dsa_cast_train.models import ModelSourceError
-
-    try:
-        result = run(config, args.run_dir, overwrite=args.overwrite)
-    except (runs.RunDirError, FileNotFoundError, ModelSourceError, config_lib.ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    result = cli.execute(run, invocation)
+    if result is None:
         return 2
     print(f"pipeline {result.run_dir}: ran {', '.join(result.ran) or 'nothing'}"
           f"{'; skipped ' + ', '.join(result.skipped) if result.skipped else ''} "

@@ -12,7 +12,6 @@ start with the same directory resumes from the newest one (see :mod:`dsa_cast_tr
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 import sys
@@ -535,29 +534,16 @@ def _write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dsa_cast_train.sft``: resolve the config, train, print a summary."""
-    parser = argparse.ArgumentParser(
-        prog="python -m dsa_cast_train.sft", description=__doc__.split("\n\n")[0],
-        epilog="Any field can also be given as --section.field VALUE (e.g. --model.path DIR).")
-    config_lib.add_config_arguments(parser)
-    parser.add_argument("--run-dir", required=True, help="run directory (resumed when it holds this stage)")
-    parser.add_argument("--overwrite", action="store_true", help="delete a previous run in --run-dir first")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    args, extra = parser.parse_known_args(argv)
-    try:
-        config = config_lib.config_from_args(args, extra)
-    except config_lib.ConfigError as exc:
-        parser.error(str(exc))
-    if args.print_config:
-        sys.stdout.write(config_lib.to_json(config))
-        return 0
-    from dsa_cast_train.data import DataFormatError, GSM8KUnavailable
-    from dsa_cast_train.models import ModelSourceError
+    from dsa_cast_train import cli
 
-    try:
-        result = run(config, args.run_dir, overwrite=args.overwrite)
-    except (runs.RunDirError, FileNotFoundError, ModelSourceError, GSM8KUnavailable, DataFormatError,
-            config_lib.ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    parser = cli.stage_parser("sft", __doc__, example="--model.path DIR",
+                              run_dir_help="run directory (resumed when it holds this stage)",
+                              overwrite_help="delete a previous run in --run-dir first")
+    invocation = cli.resolve(parser, argv)
+    if invocation is None:
+        return 0
+    result = cli.execute(run, invocation)
+    if result is None:
         return 2
     last = f"{result.train_losses[-1]:.4f}" if result.train_losses else "n/a"
     print(f"SFT steps {result.start_step} -> {result.final_step}, last loss {last}, "
