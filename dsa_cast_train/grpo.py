@@ -516,8 +516,8 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
         reference = copy_model(loaded.model)  # frozen copy of the base weights
         actor = loaded.model
         if g.init_checkpoint and not resumed_from:
-            step = models.restore_params(actor, g.init_checkpoint)
-            log.info("actor initialised from %s (step %d)", g.init_checkpoint, step)
+            root, step = init_actor(actor, g.init_checkpoint)
+            log.info("actor initialised from %s (step %d)", root, step)
         rec_logger = RewardLogger(reward_functions(g.rubric), metrics_path=metrics_path, rubric=g.rubric,
                                   rollouts_path=rollouts_path,
                                   prefix=data.REASONING_START + "\n" if prefill else "",
@@ -544,6 +544,17 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}
     (run_path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return result
+
+
+def init_actor(actor, init_checkpoint: str | Path) -> tuple[Path, int]:
+    """Restore ``actor``'s parameters from ``grpo.init_checkpoint``; returns ``(absolute root, step)``.
+
+    The path is made absolute first (``~`` expanded, resolved against the working directory):
+    orbax refuses a relative checkpoint path ("Checkpoint path should be absolute")."""
+    from dsa_cast_train import models
+
+    root = Path(init_checkpoint).expanduser().resolve()
+    return root, models.restore_params(actor, root)
 
 
 def _global_step_of(actor_step: int, g) -> int:

@@ -226,6 +226,28 @@ def test_resume_continues_from_the_newest_checkpoint(grpo_run, grpo_config, tmp_
         grpo.run(config.apply_overrides(more, [("grpo.rubric", "seed")]), run)
 
 
+def test_relative_init_checkpoint_is_resolved(grpo_run, grpo_config, tmp_path, monkeypatch):
+    """A relative ``grpo.init_checkpoint`` (orbax wants absolute paths) is resolved against the
+    working directory: ``init_actor`` restores the same parameters, and a run starts from it."""
+    from dsa_cast_train import config, grpo, models
+
+    result, (cluster, *_), *_ = grpo_run
+    monkeypatch.chdir(result.run_dir)
+    fresh = models.load(grpo_config.model).model
+    root, step = grpo.init_actor(fresh, Path("checkpoints") / "actor")
+    assert root == result.checkpoint_dir.resolve() and root.is_absolute() and step == 3
+    restored, trained = _flat(fresh), _flat(cluster.actor_trainer.model)
+    assert restored.keys() == trained.keys()
+    for k in trained:
+        np.testing.assert_array_equal(restored[k], trained[k], err_msg=f"restored param {k} differs")
+
+    cfg = config.apply_overrides(grpo_config, [("grpo.max_steps", 1), ("grpo.eval_prompts", 0),
+                                               ("grpo.init_checkpoint", "checkpoints/actor")])
+    res = grpo.run(cfg, tmp_path / "from-relative")
+    assert res.actor_steps == 1
+    assert f"actor initialised from {root} (step 3)" in (res.run_dir / "run.log").read_text()
+
+
 def test_seed_rubric_reproduces_the_notebook_functions(grpo_config, tmp_path, monkeypatch):
     """``--rubric seed`` via the CLI: the logged components equal the notebook's three functions."""
     from dsa_cast import score
