@@ -78,6 +78,7 @@ class RewardLogger:
 
         {"step", "mode", "n", "reward_mean", "reward_min", "reward_max",
          "components": {name: mean}, "format_adherence", "accuracy", "graded_with_reference",
+         "groups", "groups_with_signal", "reward_group_std_mean", "advantage_abs_mean",
          "completion_chars_mean", "reward_seconds", "time"}
 
     ``format_adherence`` is the share of completions whose parse has ``exact_format``;
@@ -85,6 +86,12 @@ class RewardLogger:
     is true among those with a reference. ``step`` is the 1-based global step the rollouts feed (``step_fn() + 1``).
     With ``prefix`` (the ``<reasoning>\\n`` pre-fill) the text graded is ``prefix + completion``,
     as the model's full answer begins with the pre-filled tag.
+
+    With ``num_generations`` (the group size G; completions arrive group by group, ``p0,p0,p1,p1``)
+    a record also says whether GRPO had anything to learn from: ``groups_with_signal`` counts the
+    groups whose rewards are not all equal (a group of equal rewards has all-zero advantages, so
+    only the KL term acts on it), ``reward_group_std_mean`` is the mean within-group standard
+    deviation, ``advantage_abs_mean`` the mean absolute advantage Tunix computed.
     """
 
     def __init__(
@@ -97,7 +104,11 @@ class RewardLogger:
         rollouts_path: str | Path | None = None,
         prefix: str = "",
         on_record: Callable[[dict], None] | None = None,
+        num_generations: int = 1,
     ):
+        if num_generations < 1:
+            raise ValueError(f"RewardLogger: num_generations must be at least 1, got {num_generations}")
+        self.num_generations = num_generations
         self.metrics_path = Path(metrics_path)
         self.rollouts_path = Path(rollouts_path) if rollouts_path else None
         self.rubric = rubric
@@ -157,6 +168,7 @@ class RewardLogger:
         grades = self._grades(texts, kwargs, answers, questions)
         judged = [g.correct for g in grades if g.correct is not None]
         total = np.asarray(rewards, dtype=np.float64)
+        groups = group_signal(total, self.num_generations)
         record = {
             # train: the 1-based step these rollouts feed; eval: the actor steps completed so far
             "step": int(self.step_fn()) + (1 if slot["mode"] == "train" else 0),
@@ -169,6 +181,9 @@ class RewardLogger:
             "format_adherence": float(np.mean(fmt)) if fmt else 0.0,
             "accuracy": float(np.mean(judged)) if judged else None,
             "graded_with_reference": len(judged),
+            **groups,
+            "advantage_abs_mean": float(np.mean(np.abs(np.asarray(advantages, dtype=np.float64))))
+            if len(total) else 0.0,
             "completion_chars_mean": float(np.mean([len(c) for c in completions])) if completions else 0.0,
             "reward_seconds": slot["seconds"],
             "time": time.time(),
@@ -201,6 +216,22 @@ class RewardLogger:
         from dsa_cast import score
 
         return [score.grade(t, a, rubric=self.rubric, question=q) for t, a, q in zip(texts, answers, questions)]
+
+
+def group_signal(rewards: Sequence[float], num_generations: int) -> dict[str, Any]:
+    """``{"groups", "groups_with_signal", "reward_group_std_mean"}`` of a reward batch laid out
+    group by group (G = ``num_generations`` consecutive completions per prompt). A group whose
+    rewards are all equal gives GRPO zero advantages. ``None`` values when the batch is not a
+    whole number of groups."""
+    import numpy as np
+
+    r = np.asarray(rewards, dtype=np.float64)
+    if num_generations < 1 or r.size == 0 or r.size % num_generations:
+        return {"groups": None, "groups_with_signal": None, "reward_group_std_mean": None}
+    g = r.reshape(-1, num_generations)
+    return {"groups": int(g.shape[0]),
+            "groups_with_signal": int(np.sum(g.max(axis=1) > g.min(axis=1))),
+            "reward_group_std_mean": float(g.std(axis=1).mean())}
 
 
 def _column(values: Any, n: int) -> list[str | None]:
@@ -521,7 +552,7 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
         rec_logger = RewardLogger(reward_functions(g.rubric), metrics_path=metrics_path, rubric=g.rubric,
                                   rollouts_path=rollouts_path,
                                   prefix=data.REASONING_START + "\n" if prefill else "",
-                                  on_record=_progress_line(g.max_steps))
+                                  on_record=_progress_line(g.max_steps), num_generations=g.num_generations)
         learner, cluster = build_learner(actor=actor, reference=reference, tokenizer=loaded.tokenizer,
                                          mesh=mesh, g=g, eos_ids=loaded.eos_ids, run_dir=run_path,
                                          reward_fns=rec_logger.reward_fns, metric_fns=[rec_logger.metric_fn])
@@ -567,8 +598,9 @@ def _progress_line(max_steps: int) -> Callable[[dict], None]:
     def show(rec: dict) -> None:
         acc = rec["accuracy"]
         comps = " ".join(f"{k}={v:.3f}" for k, v in sorted(rec["components"].items()))
-        log.info("[%s] step %d/%d reward %.3f format %.2f accuracy %s | %s", rec["mode"], rec["step"], max_steps,
-                 rec["reward_mean"], rec["format_adherence"], "n/a" if acc is None else f"{acc:.2f}", comps)
+        signal = "" if rec.get("groups") is None else f" groups with signal {rec['groups_with_signal']}/{rec['groups']}"
+        log.info("[%s] step %d/%d reward %.3f format %.2f accuracy %s%s | %s", rec["mode"], rec["step"], max_steps,
+                 rec["reward_mean"], rec["format_adherence"], "n/a" if acc is None else f"{acc:.2f}", signal, comps)
     return show
 
 

@@ -13,6 +13,8 @@ pytest.importorskip("tunix")
 pytestmark = pytest.mark.train
 
 import numpy as np  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 GRPO_OVERRIDES = (
     ("grpo.max_steps", 3),
@@ -303,14 +305,14 @@ def test_reward_logger_records_grade_values_through_tunix_reward_manager(gsm8k_d
 
     logger = grpo.RewardLogger(score.tunix_rewards("dsa-cast"), metrics_path=tmp_path / "m.jsonl",
                                rubric="dsa-cast", rollouts_path=tmp_path / "r.jsonl", prefix=prefix,
-                               step_fn=lambda: 6)
+                               step_fn=lambda: 6, num_generations=2)
     assert logger._grader is not None  # shared BatchGrader: no second grading for the metrics
     manager = reward_manager.SequenceRewardManager(reward_fns=logger.reward_fns,
                                                    algo_config=grpo_lib.GRPOConfig())
     info = manager(prompts=prompts, completions=completions, answer=answers, question=questions, mode="train",
                    trajectory_ids=["0_0", "0_1", "1_0", "1_1"])
     tunix_metrics = logger.metric_fn(prompts=prompts, completions=completions, rewards=info["rewards"],
-                                     advantages=np.zeros(4), answer=answers, question=questions,
+                                     advantages=np.array([1.0, -1.0, 0.5, -0.5]), answer=answers, question=questions,
                                      trajectory_ids=["0_0", "0_1", "1_0", "1_1"])
     graded_texts = [prefix + c for c in completions] if prefill else completions
     grades = [score.grade(t, str(ans), question=str(q)) for t, ans, q in zip(graded_texts, answers, questions)]
@@ -323,6 +325,10 @@ def test_reward_logger_records_grade_values_through_tunix_reward_manager(gsm8k_d
         assert float(np.mean(info["log_metrics"][f"rewards/{fn.__name__}"][0])) == pytest.approx(want, abs=1e-12)
     assert rec["reward_mean"] == pytest.approx(float(np.mean([g.total for g in grades])))
     assert rec["reward_max"] == pytest.approx(max(g.total for g in grades))
+    pairs = [(grades[0].total, grades[1].total), (grades[2].total, grades[3].total)]
+    assert rec["groups"] == 2 and rec["groups_with_signal"] == sum(x != y for x, y in pairs) == 2
+    assert rec["reward_group_std_mean"] == pytest.approx(float(np.mean([abs(x - y) / 2 for x, y in pairs])))
+    assert rec["advantage_abs_mean"] == pytest.approx(0.75)
     fmt = [dsa_parse.parse(t).exact_format for t in graded_texts]
     assert fmt[0] and not fmt[3]
     assert rec["format_adherence"] == pytest.approx(float(np.mean(fmt)))
@@ -332,6 +338,45 @@ def test_reward_logger_records_grade_values_through_tunix_reward_manager(gsm8k_d
     rows = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert [r["completion"] for r in rows] == completions
     assert [r["correct"] for r in rows] == [g.correct for g in grades]
+
+
+def test_records_count_the_groups_that_carry_a_signal(grpo_run):
+    """Each training record's group fields agree with its rollouts (2 prompts x 2 generations)."""
+    from dsa_cast_train import grpo
+
+    result, *_ = grpo_run
+    rows = [json.loads(x) for x in (result.run_dir / "rollouts.jsonl").read_text().splitlines()]
+    for rec in grpo.read_metrics(result.metrics_path):
+        totals = [sum(r["rewards"].values()) for r in rows if r["step"] == rec["step"] and r["mode"] == "train"]
+        want = grpo.group_signal(totals, 2)
+        assert rec["groups"] == want["groups"] == 2
+        assert rec["groups_with_signal"] == want["groups_with_signal"]
+        assert rec["reward_group_std_mean"] == pytest.approx(want["reward_group_std_mean"])
+        assert (rec["advantage_abs_mean"] > 0) == (rec["groups_with_signal"] > 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 4).flatmap(lambda size: st.lists(
+    st.tuples(*[st.sampled_from([0.0, 0.5, 1.5, 3.5, 10.0])] * size), min_size=1, max_size=6)))
+def test_group_signal_invariants(groups):
+    """Bounds; zero signal iff every group is constant; the std is 0 exactly then; order inside a
+    group does not matter; a batch that is not whole groups gives None."""
+    from dsa_cast_train import grpo
+
+    size = len(groups[0])
+    flat = [r for g in groups for r in g]
+    out = grpo.group_signal(flat, size)
+    assert out["groups"] == len(groups)
+    assert 0 <= out["groups_with_signal"] <= len(groups)
+    assert out["groups_with_signal"] == sum(len(set(g)) > 1 for g in groups)
+    assert out["reward_group_std_mean"] >= 0
+    assert (out["reward_group_std_mean"] == 0) == (out["groups_with_signal"] == 0)
+    flipped = [r for g in groups for r in reversed(g)]
+    again = grpo.group_signal(flipped, size)
+    assert again["groups_with_signal"] == out["groups_with_signal"]
+    assert again["reward_group_std_mean"] == pytest.approx(out["reward_group_std_mean"], rel=1e-12, abs=1e-15)
+    if size > 1:
+        assert grpo.group_signal(flat[:-1], size)["groups"] is None
 
 
 def test_reward_curve_and_truncation(tmp_path):
