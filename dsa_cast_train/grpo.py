@@ -300,8 +300,9 @@ def truncate_records(path: str | Path, max_step: int) -> int:
 
 def plot_reward_curve(metrics_path: str | Path, out_path: str | Path, *, title: str = "GRPO") -> Path | None:
     """Draw mean reward and each component per step, plus the held-out (eval) mean reward when
-    present (left), and format adherence / accuracy (right) from ``metrics.jsonl``; returns the
-    PNG path, or None without training records."""
+    present (left), and format adherence / accuracy / the share of groups with a learning signal
+    (when recorded) (right) from ``metrics.jsonl``; returns the PNG path, or None without
+    training records."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -340,6 +341,9 @@ def plot_reward_curve(metrics_path: str | Path, out_path: str | Path, *, title: 
     ax1.legend(fontsize=7)
     ax2.plot(steps, mean_of(lambda r: r.get("format_adherence")), label="format adherence")
     ax2.plot(steps, mean_of(lambda r: r.get("accuracy")), label="accuracy")
+    if any(r.get("groups") for r in recs):
+        ax2.plot(steps, mean_of(lambda r: r["groups_with_signal"] / r["groups"] if r.get("groups") else None),
+                 "s:", label="groups with signal (nonzero advantage)", alpha=0.8)
     ax2.set_ylim(-0.05, 1.05)
     ax2.set_xlabel("step")
     ax2.set_title(f"{title}: rollouts")
