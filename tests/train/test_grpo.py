@@ -424,3 +424,37 @@ def test_prompt_filter_and_batch_checks(tiny_tokenizer):
     with pytest.raises(ValueError, match="grpo.micro_batch_size"):
         grpo.build_learner(actor=None, reference=None, tokenizer=None, mesh=None, g=g, eos_ids=(1,),
                            run_dir=Path("."), reward_fns=[])
+
+
+def test_reference_init_is_the_init_checkpoint_and_stays_frozen(grpo_run, grpo_config, tmp_path, monkeypatch):
+    """``grpo.reference = "init"``: the frozen KL reference is the actor's starting weights (the
+    init checkpoint), not the base model, and GRPO leaves it bit-identical."""
+    from dsa_cast_train import config, grpo, models
+
+    result, (cluster, *_), _, base = grpo_run
+    start = models.load(grpo_config.model).model
+    grpo.init_actor(start, result.checkpoint_dir)
+    start = _flat(start)
+    assert any(not np.array_equal(start[k], base[k]) for k in base), "the checkpoint must differ from base"
+
+    built = []
+    real_build = grpo.build_learner
+
+    def build(**kw):
+        learner, cl = real_build(**kw)
+        built.append(cl)
+        return learner, cl
+
+    monkeypatch.setattr(grpo, "build_learner", build)
+    monkeypatch.setattr(grpo, "reward_functions", lambda rubric: [length_bonus])
+    cfg = config.apply_overrides(grpo_config, [("grpo.max_steps", 1), ("grpo.eval_prompts", 0),
+                                               ("grpo.init_checkpoint", str(result.checkpoint_dir)),
+                                               ("grpo.reference", "init")])
+    res = grpo.run(cfg, tmp_path / "ref-init")
+    assert res.actor_steps == 1
+    ref = _flat(built[0].inference_worker.get_model("reference"))
+    for k in start:
+        np.testing.assert_array_equal(ref[k], start[k], err_msg=f"reference is not the init checkpoint at {k}")
+    assert "reference initialised from" in (res.run_dir / "run.log").read_text()
+    with pytest.raises(config.ConfigError, match="grpo.reference"):
+        config.apply_overrides(grpo_config, [("grpo.reference", "sft")])
