@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import chain
+from typing import Any
+from itertools import accumulate, chain, repeat
+from operator import add, and_, is_, lt, methodcaller, not_
 
 from dsa_cast.schema import DSA, Schema
 
 __all__ = ["Block", "Code", "Completion", "Finding", "Section", "parse"]
 
 _NONSPACE = re.compile(r"\S")
+_SEPARATOR_TABLE = str.maketrans(" -", "__")  # Schema.heading_key's separator rule, for str.translate
 
 
 class Code(enum.StrEnum):
@@ -306,18 +310,12 @@ def _scan(text: str, schema: Schema) -> Scan:
             if count <= keep:
                 inside.append((line_start, head, end, name))
             prev = (head, end, name)
-            if count >= keep and dup >= cap and order >= cap and empty >= cap:
-                # Every section issue is reported and located max_findings_per_code times, and the
-                # kept sections are known: the rest of the body only adds to n_sections and to the
-                # names seen (missing_section), both collected by one C-level findall.
+            if count >= keep and dup >= cap:
+                # The kept sections are known and every duplicate is located: the rest of the body
+                # can only add empty or out-of-order sections (until located cap times), headings to
+                # n_sections and names seen (missing_section); _heading_tail reads it in C.
+                count += _heading_tail(text, schema, found, prev, hi, highest, order, empty, index, seen)
                 prev = None
-                rest = patterns.heading_names.findall(text, end, hi)
-                count += len(rest)
-                for written in set(rest):
-                    name = canonical.get(written)
-                    if name is None:
-                        name = canonical[written] = keys[schema.heading_key(written)]
-                    seen.add(name)
                 break
         else:
             if outside < cap:
@@ -349,6 +347,111 @@ def _scan(text: str, schema: Schema) -> Scan:
         if name not in seen:
             found.add(Code.MISSING_SECTION, at, at, name)
     return r_spans, a_spans, inside, hi, found, count
+
+
+_FEW = 64  # distinct heading lines or bodies handled one by one in _heading_tail; more: in C
+
+
+def _mapped(items: list, fn: Callable[[Any], Any], c_level: Callable[[list], list]) -> tuple[Any, list | None]:
+    """``fn`` of every item: ``(value, None)`` when it is the same for all (hostile text repeats
+    itself), else ``(None, values)``. Computed once per distinct item when there are few, else by
+    ``c_level(items)`` (maps over builtins: no Python step per item)."""
+    distinct = set(items)
+    if len(distinct) > _FEW:
+        out = c_level(items)
+        one = set(out)
+    else:
+        table = {x: fn(x) for x in distinct}
+        one = set(table.values())
+        out = None if len(one) == 1 else list(map(table.__getitem__, items))
+    return (one.pop(), None) if len(one) == 1 else (None, out)
+
+
+def _indices(flags: list[bool], k: int) -> list[int]:
+    """The first ``k`` positions of True in ``flags`` (searched in C)."""
+    out: list[int] = []
+    i = -1
+    while len(out) < k:
+        try:
+            i = flags.index(True, i + 1)
+        except ValueError:
+            break
+        out.append(i)
+    return out
+
+
+def _heading_tail(text: str, schema: Schema, found: _Findings, current: tuple[int, int, str], hi: int,
+                  highest: int, order: int, empty: int, index: dict[str, int], seen: set[str]) -> int:
+    """The rest of the first reasoning body after ``current`` (``(heading_start, end, name)``, the
+    heading just read) up to ``hi``, for a body of hundreds of headings: one ``split`` in C yields
+    every heading line and the text between two headings, and list operations find what the
+    heading loop of :func:`_scan` would still report (empty and out-of-order sections, until
+    located ``max_findings_per_code`` times) with no Python step per heading. ``highest``,
+    ``order`` and ``empty`` are the loop's state. Adds the names seen; returns the headings read."""
+    cap = schema.max_findings_per_code
+    tail = schema._tail_patterns
+    head, pos, name = current
+    # [text before the first heading, then per heading: its opening tag (None: a newline), its
+    # line (blanks, decoration, name, colon), the text up to the next heading (or hi)]
+    parts = tail.split.split(text[pos:hi])
+    pre, tags, lines, bodies = parts[0], parts[1::3], parts[2::3], parts[3::3]
+    n = len(lines)
+    if not n:  # the current heading is the last one
+        if empty < cap and not pre.strip():
+            found.add(Code.EMPTY_SECTION, head, hi, name)
+        return 0
+    keys = schema._patterns.heading_keys
+    chars = tail.strip  # a heading line is its name (letters or digits at both ends) within these
+
+    def section(written: str) -> int:
+        return index[keys[schema.heading_key(written.strip(chars))]]
+
+    def by_name(items: list) -> list:  # many distinct lines: strip them in C, then per name
+        v, out = _mapped(list(map(str.strip, items, repeat(chars))), section, lambda ws: list(map(section, ws)))
+        return [v] * len(items) if out is None else out
+
+    one, idx = _mapped(lines, section, by_name)  # the section index of every heading
+    names = schema.sections
+    seen.update(names[i] for i in ({one} if idx is None else set(idx)))
+    starts: list[int] = [pos + len(pre)]  # where each heading's match starts, as far as needed
+
+    def at(i: int) -> re.Match[str]:
+        """The i-th heading as the heading loop would have matched it."""
+        k = len(starts) - 1
+        if i > k:
+            prefix = [1 if t is None else len(t) for t in tags[k:i]]
+            starts.extend(accumulate(map(add, prefix, map(add, map(len, lines[k:i]), map(len, bodies[k:i]))),
+                                     initial=starts[-1]))
+            del starts[k + 1]  # accumulate repeats its initial value
+        return schema._patterns.headings.match(text, starts[i], hi)  # type: ignore[return-value]
+
+    if empty < cap:
+        # A body is empty when the text up to the next heading is whitespace and that heading
+        # follows a newline (its tag is None); the last body runs to hi.
+        all_blank, blank = _mapped(bodies, lambda b: not b.strip(), lambda bs: list(map(not_, map(str.strip, bs))))
+        by_newline = set(tags) == {None}
+        newline = None if by_newline else list(map(is_, tags, repeat(None)))
+        if (by_newline or newline[0]) and not pre.strip():  # type: ignore[index]
+            found.add(Code.EMPTY_SECTION, head, starts[0] + 1, name)
+            empty += 1
+        if blank is None and by_newline:
+            events: Iterable[int] = range(min(n, cap - empty)) if all_blank else ()
+        else:
+            blank = [all_blank] * n if blank is None else blank
+            after = [True] * n if newline is None else newline[1:] + [True]
+            events = _indices(list(map(and_, blank, after)), cap - empty)
+        for i in events:
+            m = at(i)
+            found.add(Code.EMPTY_SECTION, m.start(2), at(i + 1).start() + 1 if i + 1 < n else hi, names[one if idx is None else idx[i]])
+    if order < cap:
+        if idx is None:  # one section throughout: all below the highest before, or none
+            events = range(min(n, cap - order)) if one < highest else ()
+        else:  # below the highest section before it
+            events = _indices(list(map(lt, idx, accumulate(idx, max, initial=highest))), cap - order)
+        for i in events:
+            m = at(i)
+            found.add(Code.SECTION_OUT_OF_ORDER, m.start(2), m.end(), names[one if idx is None else idx[i]])
+    return n
 
 
 def _build(text: str, schema: Schema, scan: Scan) -> Completion:

@@ -42,6 +42,17 @@ class _Patterns:
 
 
 @dataclass(frozen=True)
+class _TailPatterns:
+    """The parser's tail pattern: the rest of a reasoning body once every duplicate-heading finding is
+    located (hundreds of repeated headings) is read by one ``split`` in C instead of a Python step
+    per heading. ``split`` is ``headings`` with two groups: the opening tag before the heading (None
+    for a newline) and the heading line (blanks, decoration, name as written, colon)."""
+
+    split: re.Pattern[str]
+    strip: str  # characters around the name in a heading line (its ends are letters or digits)
+
+
+@dataclass(frozen=True)
 class Schema:
     """Tag names, section names and matching options of one completion format.
 
@@ -130,6 +141,44 @@ class Schema:
             text = _SEPARATORS.sub("_", text)
         return text if self.case_sensitive_headings else text.lower()
 
+    def _heading_parts(self, sections: Sequence[str]) -> tuple[str, str, str, str, str]:
+        """``(opening_tags, lookahead, line, plain_line, names_only)`` regex sources for headings of
+        ``sections``. A heading follows a newline or an opening tag (``opening_tags``), then a cheap
+        lookahead on the line's first character; ``line`` has the groups line/head/name, ``plain_line``
+        no group, ``names_only`` one group, the name as written."""
+        tag_case = "" if self.case_sensitive_tags else "i"
+        tag_flags = f"(?{tag_case}:" if tag_case else "(?-i:"
+        r, a = re.escape(self.reasoning_tag), re.escape(self.answer_tag)
+        sep = "[ _-]" if self.flexible_separators else None
+        alternatives = "|".join(
+            sep.join(re.escape(w) for w in _SEPARATORS.split(name)) if sep else re.escape(name)
+            for name in sorted(sections, key=len, reverse=True)
+        )
+        if self.markdown_headings:
+            decoration = r"(?:(?:\#{1,6}+|[-*+])[ \t]++)?+[*_]{0,3}+"
+            tail = r"[*_]{0,3}+[ \t]*+:[*_]{0,3}+"
+        else:
+            decoration = ""
+            tail = r"[ \t]*+:"
+        head_case = "(?-i:" if self.case_sensitive_headings else "(?i:"
+        line = rf"(?P<line>[ \t]*+(?P<head>{decoration}{head_case}(?P<name>{alternatives})){tail}))"
+        plain = rf"[ \t]*+{decoration}{head_case}(?:{alternatives})){tail}"
+        names_only = rf"[ \t]*+{decoration}{head_case}({alternatives})){tail}"
+        # The lookahead's characters: any section's first letter (both cases) or a decoration.
+        starts = "".join(sorted({w[0] for w in self.sections}))
+        if not self.case_sensitive_headings:
+            starts = "".join(sorted(set(starts.lower() + starts.upper())))
+        if self.markdown_headings:
+            starts += r"#*+_\-"
+        return rf"<{tag_flags}{r}>|{a}>)", rf"(?=[ \t]*+[{starts}])", line, plain, names_only
+
+    @cached_property
+    def _tail_patterns(self) -> _TailPatterns:
+        # Only compiled when a completion has hundreds of headings (cached on the instance).
+        tags, look, _, plain, _ = self._heading_parts(self.sections)
+        split = re.compile(rf"(?:\n|({tags})){look}({plain})", re.ASCII)
+        return _TailPatterns(split=split, strip=" \t#-*+_:")
+
     @cached_property
     def _patterns(self) -> _Patterns:
         # Cached on the (frozen) instance: compiled once per schema, no module-level state.
@@ -141,43 +190,18 @@ class Schema:
         # literal at each '<', so the scan is linear.
         tags = re.compile(rf"<{tag_flags}({r})>|({a})>|/({r})>|/({a})>)", re.ASCII)
 
-        sep = "[ _-]" if self.flexible_separators else None
-        alternatives = [
-            sep.join(re.escape(w) for w in _SEPARATORS.split(name)) if sep else re.escape(name)
-            for name in sorted(self.sections, key=len, reverse=True)
-        ]
-        if self.markdown_headings:
-            decoration = r"(?:(?:\#{1,6}+|[-*+])[ \t]++)?+[*_]{0,3}+"
-            tail = r"[*_]{0,3}+[ \t]*+:[*_]{0,3}+"
-        else:
-            decoration = ""
-            tail = r"[ \t]*+:"
-        head_case = "(?-i:" if self.case_sensitive_headings else "(?i:"
-        line = (
-            rf"(?P<line>[ \t]*+(?P<head>{decoration}{head_case}(?P<name>{'|'.join(alternatives)}))"
-            rf"{tail}))"
-        )
-        # A heading starts a line or directly follows an opening tag (``<reasoning>Plan:``). The scan
-        # pattern consumes that newline or tag, so the engine skips ahead to candidate characters;
-        # the start of the text is tried once with ``heading_at``. Every quantifier is possessive or
-        # bounded, so an attempt costs at most the length of its line's leading blanks and
-        # decoration: the whole scan is linear. ASCII: no Unicode case folding such as 'ſ' == 's'.
-        # The lookahead rejects most non-heading lines (blank, prose) before the costlier groups.
-        starts = "".join(sorted({w[0] for w in self.sections}))
-        if not self.case_sensitive_headings:
-            starts = "".join(sorted(set(starts.lower() + starts.upper())))
-        if self.markdown_headings:
-            starts += r"#*+_\-"
-        headings = re.compile(
-            rf"(?:\n|<{tag_flags}{r}>|{a}>))(?=[ \t]*+[{starts}]){line}", re.ASCII
-        )
+        # Headings (see _heading_parts). A heading starts a line or directly follows an opening tag
+        # (``<reasoning>Plan:``). The scan pattern consumes that newline or tag, so the engine skips
+        # ahead to candidate characters; the start of the text is tried once with ``heading_at``.
+        # Every quantifier is possessive or bounded, so an attempt costs at most the length of its
+        # line's leading blanks and decoration: the whole scan is linear. ASCII: no Unicode case
+        # folding such as 'ſ' == 's'. The prefix's lookahead rejects most non-heading lines (blank,
+        # prose) before the costlier groups.
+        opening, look, line, _, names_only = self._heading_parts(self.sections)
+        prefix = rf"(?:\n|{opening}){look}"
+        headings = re.compile(prefix + line, re.ASCII)
         heading_at = re.compile(line, re.ASCII)
-        names_only = (
-            rf"[ \t]*+{decoration}{head_case}({'|'.join(alternatives)})){tail}"
-        )
-        heading_names = re.compile(
-            rf"(?:\n|<{tag_flags}{r}>|{a}>))(?=[ \t]*+[{starts}]){names_only}", re.ASCII
-        )
+        heading_names = re.compile(prefix + names_only, re.ASCII)
         keys = {self.heading_key(n): n for n in self.sections}
         return _Patterns(tags=tags, headings=headings, heading_at=heading_at,
                          heading_names=heading_names, heading_keys=keys,

@@ -600,3 +600,59 @@ def test_format_doc_lists_every_code_and_schema_field() -> None:
     assert [f for f in listed if f in fields] == fields
     for name in fields:
         assert f"`{getattr(DSA, name)!r}`".replace("'", '"') in doc or name == "sections"
+
+
+# ----------------------------------------------------------------------------- heading-dense bodies
+# Once every duplicate heading is located, the parser reads the rest of a reasoning body in C
+# (parse._heading_tail). A schema whose caps are never reached always takes the heading loop, so
+# its findings, cut to the small schema's caps, are what the tail must report.
+
+_PIECES = ["Plan:", "Plan:", "plan :", "## **Reasoning:**", "Reasoning:", "- Evidence:", "Sanity-check:",
+           "Sanity_check:", "Plan:\n", "Plan:\n", "\n", "\n", "\n", " ", "\t", "\u00a0", "x", "7",
+           "<reasoning>", "<answer>", "</reasoning>", "**"]
+
+
+def _capped(c: Completion, cap: int) -> tuple:
+    kept: dict[str, int] = {}
+    findings = []
+    for f in c.findings:
+        kept[f.code] = kept.get(f.code, 0) + 1
+        if kept[f.code] <= cap:
+            findings.append(f)
+    return c.issues, tuple(findings), c.n_sections
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_PIECES), min_size=8, max_size=150), st.booleans())
+def test_heading_tail_reports_what_the_heading_loop_reports(pieces, wrap):
+    small = Schema(max_findings_per_code=2, max_sections=3)
+    big = Schema(max_findings_per_code=10**6, max_sections=10**6)
+    body = "\n".join(pieces) if wrap else "".join(pieces)
+    text = f"<reasoning>\n{body}</reasoning><answer>1</answer>" if wrap else body
+    got, want = parse(text, small), parse(text, big)
+    assert _capped(got, 2) == _capped(want, 2)
+    assert got.sections == want.sections[:3]
+
+
+@pytest.mark.parametrize("unit", ["Plan:\n", "Plan:\nx\n", "plan:\nPLAN:\n", "Reasoning:\nPlan:\n",
+                                  "Sanity_check:\n\u00a0\n", "Plan:<reasoning>"])
+def test_heading_tail_on_thousands_of_headings(unit):
+    text = "<reasoning>\nPlan:\nReasoning:\n" + unit * 3000 + "Evidence:\n</reasoning><answer>1</answer>"
+    big = Schema(max_findings_per_code=10**6, max_sections=10**6)
+    got, want = parse(text), parse(text, big)
+    assert _capped(got, DSA.max_findings_per_code) == _capped(want, DSA.max_findings_per_code)
+    assert got.sections == want.sections[:DSA.max_sections]
+
+
+@pytest.mark.parametrize("unit", [
+    lambda i: f"Plan:\nx{i}\n",  # distinct bodies
+    lambda i: "Plan" + " " * (i % 150) + ":\n",  # distinct heading lines, empty bodies
+    lambda i: ["Plan", "pLaN", "Reasoning", "Evidence"][i % 4] + "\t" * (i % 90) + ":\n" + " " * (i % 3),
+    lambda i: ("Reasoning:\n" if i % 500 else "Plan:\n") + ("\n" if i % 7 else "y\n"),
+])
+def test_heading_tail_on_thousands_of_distinct_headings(unit):
+    text = "<reasoning>\nPlan:\nReasoning:\n" + "".join(unit(i) for i in range(3000)) + "</reasoning><answer>1</answer>"
+    big = Schema(max_findings_per_code=10**6, max_sections=10**6)
+    got, want = parse(text), parse(text, big)
+    assert _capped(got, DSA.max_findings_per_code) == _capped(want, DSA.max_findings_per_code)
+    assert got.sections == want.sections[:DSA.max_sections]
