@@ -499,3 +499,59 @@ def test_answer_mentions_follow_the_documented_reading(body, target, percent):
         else:
             expected = expected or any(v == t for v, _, _ in numbers_in(body))
     assert DsaCastRubric._mentions(body, targets) == expected
+
+
+# ----------------------------------------------------------------------------- _mentions_int
+def _mentions_loop(body: str, s: str) -> bool:
+    """The rule of rubrics._mentions_int for one spelling ``s``, occurrence by occurrence."""
+    from dsa_cast.rubrics import _DIGITS, _INT_END, _OPERATOR_LEFT
+
+    k = body.find(s)
+    while k >= 0:
+        c = body[k - 1] if k else " "
+        ok = c not in _DIGITS and c != "." and not (c == "," and k >= 2 and body[k - 2] in _DIGITS)
+        if ok and c in "-\u2212":
+            ok = k >= 2 and body[k - 2] in _OPERATOR_LEFT
+        if ok and _INT_END.match(body, k + len(s)) is not None:
+            return True
+        k = body.find(s, k + 1)
+    return False
+
+
+_MENTION_PIECES = ["1", "1", "1", "0", "2", "9", ".", ",", "-", "\u2212", "x", "X", "A", "Z", "z", ")", "]",
+                   "}", "(", " ", "1,000", ".0", "1.", "12", "a-", "_", "\u0661"]
+
+
+_MENTION_EDGES = ["9,1", "Z-1", "z-1", "]-1", "}-1", ")-1", "(-1", "-1", " -1", "1-1", "x\u22121", "\u22121",
+                  "1.1", "1,000", "2,1,000", "1.0", "1.05", "1,0001", "1.", ".1", "11", "1,", "1,00"]
+
+
+@settings(max_examples=800)
+@given(st.lists(st.sampled_from(_MENTION_PIECES + _MENTION_EDGES), max_size=60),
+       st.sampled_from([0, 1, 2, 10, 12, 1000, 1001]))
+def test_mention_pattern_is_the_occurrence_rule(pieces, t):
+    from dsa_cast.rubrics import _mention_pattern
+
+    body = "".join(pieces)
+    for edge in _MENTION_EDGES:  # every edge alone too, for both spellings of 1 and 1000
+        for s in ("1", "1,000", "1000"):
+            assert (_mention_pattern(s).search(edge) is not None) == _mentions_loop(edge, s), (edge, s)
+    for s in {str(t), f"{t:,}"}:
+        assert (_mention_pattern(s).search(body) is not None) == _mentions_loop(body, s)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(_MENTION_PIECES), max_size=300), st.sampled_from([0, 1, 2, 10, 1000]))
+def test_mentions_int_matches_the_occurrence_rule(pieces, t):
+    from dsa_cast.rubrics import _mentions_int
+
+    body = "".join(pieces)
+    assert _mentions_int(body, t) == any(_mentions_loop(body, s) for s in {str(t), f"{t:,}"})
+
+
+def test_mentions_int_is_fast_on_a_90000_digit_run():
+    from dsa_cast.rubrics import _mentions_int
+
+    body = "1" * 90_000
+    assert _mentions_int(body, 1) is False and _mentions_int(body + " 1", 1) is True
+    assert _mentions_int("1." * 50_000, 1) is False and _mentions_int("1." * 50_000 + " 1", 1) is True
