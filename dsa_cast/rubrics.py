@@ -823,6 +823,9 @@ class SeedRubric(Rubric):
       calc_marker: the marker of a checkable calculation line.
       limits: evaluator limits for the ``CALC:`` sides.
       max_predicted_chars: ``Grade.predicted`` is None for a number longer than this (display only).
+      max_calc_lines: at most this many ``CALC:`` lines are checked, the first ones (the share is
+        over them); the notebook's completions hold a handful, and each line costs an exact
+        evaluation, so thousands of hostile lines stop costing time here.
     """
 
     name: str = "seed"
@@ -844,6 +847,7 @@ class SeedRubric(Rubric):
     calc_marker: str = "CALC:"
     limits: Limits = Limits()
     max_predicted_chars: int = 100
+    max_calc_lines: int = 512
 
     def __post_init__(self) -> None:
         own = "SeedRubric"
@@ -866,6 +870,10 @@ class SeedRubric(Rubric):
                              f"got {self.length_target_chars!r}")
         if not isinstance(self.calc_marker, str) or not self.calc_marker:
             raise ValueError(f"{own}.calc_marker must be a non-empty str, got {self.calc_marker!r}")
+        for name in ("max_predicted_chars", "max_calc_lines"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{own}.{name} must be an int >= 1, got {value!r}")
 
     # Tag and heading literals (derived from the schema; cheap).
     @property
@@ -1030,9 +1038,9 @@ class SeedRubric(Rubric):
         return 0.0
 
     def calc_lines(self, text: str) -> list[tuple[str, str]]:
-        """``(left, right)`` of every line holding ``CALC: left = right`` (first marker of a line,
-        split at the line's first ``=``; both sides stripped and non-empty)."""
-        out = []
+        """``(left, right)`` of the first ``max_calc_lines`` lines holding ``CALC: left = right``
+        (first marker of a line, split at the line's first ``=``; both sides stripped and non-empty)."""
+        out: list[tuple[str, str]] = []
         # One C-level scan: each match takes the rest of its line, so only a line's first
         # marker counts.
         for seg in re.findall(re.escape(self.calc_marker) + "([^\n]*)", text):
@@ -1041,6 +1049,8 @@ class SeedRubric(Rubric):
                 left, right = left.strip(), right.strip()
                 if left and right:
                     out.append((left, right))
+                    if len(out) >= self.max_calc_lines:
+                        break
         return out
 
     def _calc_verdicts(self, text: str) -> tuple[list[tuple[str, str, bool]], float]:

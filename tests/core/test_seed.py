@@ -146,6 +146,18 @@ def test_calc_consistency_by_hand():
     assert "false_claim" in g.issues
 
 
+def test_calc_lines_past_the_cap_are_not_checked():
+    # the first max_calc_lines lines are checked; 16,000 hostile lines cost no more than that
+    true_then_false = "CALC: 1 + 1 = 2\n" * 512 + "CALC: 1 + 1 = 3\n" * 16_000
+    g = grade(dsa(evidence=true_then_false), "42", rubric="seed", detail=True)
+    assert g.detail.scores["calc_lines"] == 512 and g.detail.scores["calc_consistency"] == 1.0
+    assert "false_claim" not in g.issues
+    small = get_rubric("seed", max_calc_lines=2)
+    assert small.calc_lines("CALC: 1 = 1\nCALC: x\nCALC: =\nCALC: 2 = 2\nCALC: 3 = 4\n") == [("1", "1"), ("2", "2")]
+    with pytest.raises(ValueError, match="max_calc_lines"):
+        SeedRubric(max_calc_lines=0)
+
+
 def test_exact_format_cases():
     good = dsa()
     assert reward_format_exact(None, [good, "  \n" + good + "\n\n"]) == [3.0, 3.0]
