@@ -20,6 +20,7 @@ Public API (see ``docs/answers_and_claims.md`` for the exact accepted forms):
 
 from __future__ import annotations
 
+import math
 import numbers as _abc
 import operator
 import re
@@ -68,6 +69,13 @@ class NumberLimits:
     max_format_decimals: int = 20
     max_answer_chars: int = 1000
     max_numbers: int = 2048
+
+    @property
+    def max_value_bits(self) -> int:
+        """Bit length of ``10 ** (max_digits + max_exponent)``: no literal the parser accepts
+        has a numerator or denominator longer, and :func:`extract_reference` holds a reference
+        of any type (int, Fraction, Decimal) to the same bound."""
+        return math.ceil((self.max_digits + self.max_exponent) * math.log2(10))
 
 
 DEFAULT_NUMBER_LIMITS = NumberLimits()
@@ -527,17 +535,29 @@ def extract_reference(ref: object, limits: NumberLimits = DEFAULT_NUMBER_LIMITS)
     ``str`` -> the text after the last ``####`` when present (GSM8K), read with
     :func:`parse_number`, else with :func:`extract_answer` (a clean single value only);
     ``None`` -> ``None``. ``bool`` and other types raise ``TypeError``.
+
+    Every type is bounded alike: a value whose numerator or denominator is longer than
+    ``limits.max_value_bits`` (about ``10 ** (max_digits + max_exponent)``, the largest a
+    string reference can spell) is ``None``, decided before any costly conversion
+    (``Decimal("1e100000000")`` is refused in microseconds).
     """
     if ref is None:
         return None
     if isinstance(ref, bool):
         raise TypeError("reference must be a number or str, got bool")
-    if isinstance(ref, Fraction):
-        return ref
     if isinstance(ref, _abc.Rational):
-        return Fraction(int(ref.numerator), int(ref.denominator))
+        num, den = int(ref.numerator), int(ref.denominator)
+        if max(num.bit_length(), den.bit_length()) > limits.max_value_bits:
+            return None
+        return ref if isinstance(ref, Fraction) else Fraction(num, den)
     if isinstance(ref, Decimal):
-        return Fraction(ref) if ref.is_finite() else None
+        if not ref.is_finite():
+            return None
+        _, digits, exp = ref.as_tuple()
+        span = limits.max_digits + limits.max_exponent  # as for Rational: 10 ** span at most
+        if len(digits) + max(int(exp), 0) > span or -int(exp) > span:
+            return None
+        return Fraction(ref)
     if isinstance(ref, _abc.Real):
         x = float(ref)
         if x != x or x in (float("inf"), float("-inf")):

@@ -18,9 +18,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import numbers as _abc
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from types import MappingProxyType
 
@@ -159,6 +161,20 @@ def _grade(rubric: Rubric, parts: tuple[tuple[str, float], ...], correct: bool |
 
 
 _new_grade = object.__new__
+
+
+def _shown(value: object, width: int = 80) -> str:
+    """``repr(value)`` cut to ``width`` characters; never raises (``repr`` of a 5,000-digit int
+    does) and never builds a huge string first."""
+    if isinstance(value, int) and value.bit_length() > 4 * width:
+        return f"<int of {value.bit_length()} bits>"
+    if isinstance(value, Fraction) and max(value.numerator.bit_length(), value.denominator.bit_length()) > 4 * width:
+        return f"<Fraction of {max(value.numerator.bit_length(), value.denominator.bit_length())} bits>"
+    try:
+        shown = repr(value)
+    except (ValueError, RecursionError):
+        return f"<{type(value).__name__}>"
+    return shown if len(shown) <= width else shown[: width - 3] + "..."
 
 
 def _check_share(owner: str, name: str, value: float) -> None:
@@ -622,10 +638,11 @@ class DsaCastRubric(Rubric):
             return None
         ref = extract_reference(answer, self.number_limits)
         if ref is None:
-            shown = repr(answer)
-            if len(shown) > 80:
-                shown = shown[:77] + "..."
-            raise ValueError(f"answer {shown} has no single numeric value to grade against")
+            shown = _shown(answer)
+            if isinstance(answer, str):
+                raise ValueError(f"answer {shown} has no single numeric value to grade against")
+            raise ValueError(f"answer {shown} is not a finite number of at most "
+                             f"{self.number_limits.max_value_bits} bits (numerator and denominator)")
         return ref
 
     # -- scoring -----------------------------------------------------------------------
@@ -1013,13 +1030,27 @@ class SeedRubric(Rubric):
         return None if m is None else m.group()
 
     def _gold(self, answer: object) -> float | None:
-        """The notebook's reference: ``str(answer)``, the part after ``####`` if any, as float."""
+        """The notebook's reference: ``str(answer)``, the part after ``####`` if any, as float
+        (``None`` when that text is no number, as the notebook's ``float()`` failed). Only a
+        ``str`` or a real number is a reference (TypeError for others); one that is not a finite
+        float (``"nan"``, ``"inf"``, ``10**5000``) is a ValueError."""
         if answer is None:
             return None
-        s = str(answer)
-        if "####" in s:
-            s = s.split("####")[-1]
-        return self._float(s.strip())
+        if isinstance(answer, str):
+            s = answer
+            if "####" in s:
+                s = s.split("####")[-1]
+            gold = self._float(s.strip())
+        elif isinstance(answer, (_abc.Real, Decimal)) and not isinstance(answer, bool):
+            try:
+                gold = float(answer)
+            except (OverflowError, ValueError):
+                gold = math.inf
+        else:
+            raise TypeError(f"reference must be a number or str, got {type(answer).__name__}")
+        if gold is not None and not math.isfinite(gold):
+            raise ValueError(f"reference {_shown(answer)} is not a finite number (as a float)")
+        return gold
 
     def accuracy(self, pred: float | None, gold: float | None) -> float:
         """1 if equal, ``near_credit`` / ``far_credit`` when pred/ref is within the ratio bands

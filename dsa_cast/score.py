@@ -172,7 +172,13 @@ def reward_cast_math_and_completeness(prompts, completions, **kwargs) -> list[fl
     consistency, against ``kwargs["answer"]`` (one reference per completion)."""
     texts = _texts(completions, "reward_cast_math_and_completeness")
     refs = _column(kwargs.get("answer"), len(texts), "reward_cast_math_and_completeness(): answer")
-    return [_SEED.cast_score(c, r) for c, r in zip(texts, refs)]
+    out = []
+    for i, (c, r) in enumerate(zip(texts, refs)):
+        try:
+            out.append(_SEED.cast_score(c, r))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"reward_cast_math_and_completeness(): answer[{i}]: {err}") from err
+    return out
 
 
 # Framework adapters (Tunix, TRL, verl, OpenRLHF); dsa_cast.adapters imports only dsa_cast.rubrics.

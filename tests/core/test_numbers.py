@@ -462,3 +462,25 @@ def test_percent_either_is_number_or_fraction(v: Fraction) -> None:
     pct = Extraction(v, "x%", True, None)
     for ref in (v, v * 100, v + 1):
         assert answers_match(pct, ref) == (answers_match(pct, ref, percent="number") or answers_match(pct, ref, percent="fraction"))
+
+
+# ----------------------------------------------------------------------------- reference bounds
+def test_every_reference_type_is_bounded_like_strings():
+    from decimal import Decimal
+
+    from dsa_cast.numbers import DEFAULT_NUMBER_LIMITS as L
+    from dsa_cast.score import grade
+
+    largest = "9" * L.max_digits + f"e{L.max_exponent}"  # the largest value a string may spell
+    v = extract_reference(largest)
+    assert v is not None and v.denominator == 1
+    assert extract_reference(v.numerator) == v == extract_reference(Decimal(largest)) == extract_reference(v)
+    smallest = extract_reference(f"1e-{L.max_exponent}")
+    assert extract_reference(Decimal(f"1e-{L.max_exponent}")) == smallest == extract_reference(smallest)
+    too_big = [10 ** (L.max_digits + L.max_exponent + 1), -(10**5000), Fraction(1, 10**5000),
+               Fraction(10**5000, 7), Decimal("1e100000000"), Decimal("-1e-100000000"),
+               Decimal("9" * 5000 + "e-2"), Decimal(f"1e{L.max_digits + L.max_exponent + 1}")]
+    for ref in too_big:  # refused before any conversion (Decimal("1e100000000") used to hang)
+        assert extract_reference(ref) is None
+        with pytest.raises(ValueError, match="not a finite number of at most"):
+            grade("<answer>1</answer>", ref)

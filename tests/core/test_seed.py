@@ -146,6 +146,23 @@ def test_calc_consistency_by_hand():
     assert "false_claim" in g.issues
 
 
+def test_seed_reference_types():
+    from decimal import Decimal
+
+    text = dsa(answer="2.5")
+    assert grade(text, Decimal("2.5"), rubric="seed").correct is True
+    assert grade(text, Fraction(5, 2), rubric="seed").correct is True
+    for bad in ({"a": 1}, [1], [10**5000], (2.5,), b"2.5", True):
+        with pytest.raises(TypeError, match="reference must be a number or str"):
+            grade(text, bad, rubric="seed")
+    for bad in ("nan", "inf", "#### -Infinity", "1" * 5000, 10**5000, float("nan"), Decimal("1e100000000"),
+                Fraction(10**5000, 3)):
+        with pytest.raises(ValueError, match="is not a finite number"):
+            grade(text, bad, rubric="seed")
+    with pytest.raises(ValueError, match=r"answer\[1\]"):  # the reward function names the item
+        reward_cast_math_and_completeness(None, [text, text], answer=["2.5", "nan"])
+
+
 def test_calc_lines_past_the_cap_are_not_checked():
     # the first max_calc_lines lines are checked; 16,000 hostile lines cost no more than that
     true_then_false = "CALC: 1 + 1 = 2\n" * 512 + "CALC: 1 + 1 = 3\n" * 16_000
