@@ -12,8 +12,12 @@ success, 2 on a usage or input error (the message names the file and line). Full
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import math
+import os
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +25,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from dsa_cast import io
 from dsa_cast.adapters import completion_text
 from dsa_cast.parse import Completion, parse
 from dsa_cast.report import ItemResult, ReportConfig, Summary, format_table, write_plots
@@ -52,34 +57,13 @@ class CliConfig:
 CONFIG = CliConfig()
 
 
-class InputError(Exception):
-    """Bad input; the message names the file and line (``path:line: what``)."""
+InputError = io.InputError
+"""Bad input; the message names the file and line (``path:line: what``)."""
 
 
 # --------------------------------------------------------------------------------------
-# Reading JSONL.
+# Reading JSONL (dsa_cast.io: every bad line is an InputError naming its file and line).
 # --------------------------------------------------------------------------------------
-
-
-def _records(fh: BinaryIO, path: str) -> Iterator[tuple[int, int, dict[str, Any] | InputError]]:
-    """``(line_number, bytes_read, record-or-error)`` for each non-blank line, streaming."""
-    for lineno, raw in enumerate(fh, 1):
-        size = len(raw)
-        if not raw.strip():
-            yield lineno, size, None  # type: ignore[misc]  # blank: skipped by callers
-            continue
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            yield lineno, size, InputError(f"{path}:{lineno}: not UTF-8 ({err.reason})")
-            continue
-        except json.JSONDecodeError as err:
-            yield lineno, size, InputError(f"{path}:{lineno}: invalid JSON: {err.msg} (column {err.colno})")
-            continue
-        if not isinstance(rec, dict):
-            yield lineno, size, InputError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            continue
-        yield lineno, size, rec
 
 
 def _id_key(value: object) -> str:
@@ -93,53 +77,53 @@ class References:
     A record without the id field gets its 0-based record number as id (GSM8K files have none).
     """
 
-    def __init__(self, path: Path, answer_field: str, id_field: str, question_field: str,
-                 by_id: bool) -> None:
-        self.path, self.name = path, str(path)
+    def __init__(self, path: str, answer_field: str, id_field: str, question_field: str,
+                 by_id: bool, fh: BinaryIO, skip_bad: bool = False, err: IO[str] | None = None) -> None:
+        self.name = path
         self.answer_field, self.id_field, self.question_field = answer_field, id_field, question_field
         self.by_id = by_id
-        self.fh = path.open("rb")
+        self.fh = fh
         self.count = 0
         self.index: dict[str, tuple[int, int]] = {}  # id -> (byte offset, line number)
         if by_id:
-            self._build_index()
+            if not fh.seekable():
+                raise InputError("joining by id reads the answers file twice, so it must be a "
+                                 "regular file (not a pipe or standard input); use --join order", path)
+            self._build_index(skip_bad, err)
         else:
-            self._stream = self._iter()
+            self._stream = io.iter_jsonl(fh, path)
 
-    def close(self) -> None:
-        self.fh.close()
-
-    def _build_index(self) -> None:
-        offset = 0
-        for lineno, raw in enumerate(self.fh, 1):
-            here, offset = offset, offset + len(raw)
-            if not raw.strip():
+    def _build_index(self, skip_bad: bool, err: IO[str] | None) -> None:
+        for line in io.iter_jsonl(self.fh, self.name):
+            try:
+                rec = self._checked(line)
+            except InputError as e:  # skipped: outputs with that record's id then fail to join
+                if not skip_bad:
+                    raise
+                print(f"skipped {e}", file=err or sys.stderr)
                 continue
-            rec = self._decode(raw, lineno)
             key = _id_key(rec[self.id_field]) if self.id_field in rec else str(self.count)
             if key in self.index:
-                raise InputError(f"{self.name}:{lineno}: duplicate id {key!r} "
-                                 f"(first at line {self.index[key][1]})")
-            self.index[key] = (here, lineno)
+                raise InputError(f"duplicate id {key!r} (first at line {self.index[key][1]})",
+                                 self.name, line.number)
+            self.index[key] = (line.offset, line.number)
             self.count += 1
 
-    def _decode(self, raw: bytes, lineno: int) -> dict[str, Any]:
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise InputError(f"{self.name}:{lineno}: invalid JSON ({err})") from err
-        if not isinstance(rec, dict):
-            raise InputError(f"{self.name}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+    def _checked(self, line: io.JsonLine) -> dict[str, Any]:
+        if line.error is not None:
+            raise line.error
+        rec = line.value
         if self.answer_field not in rec:
-            raise InputError(f"{self.name}:{lineno}: no {self.answer_field!r} field "
-                             f"(fields: {', '.join(rec) or 'none'}); use --ref-answer-field")
+            raise InputError(f"no {self.answer_field!r} field (fields: {', '.join(rec) or 'none'}); "
+                             f"use --ref-answer-field", self.name, line.number)
         return rec
 
-    def _iter(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        for lineno, raw in enumerate(self.fh, 1):
-            if raw.strip():
-                self.count += 1
-                yield lineno, self._decode(raw, lineno)
+    def _decode_at(self, offset: int, lineno: int) -> dict[str, Any]:
+        self.fh.seek(offset)
+        line = next(io.iter_jsonl(self.fh, self.name, first_line=lineno, first_offset=offset), None)
+        if line is None:
+            raise InputError("the file changed while it was read", self.name, lineno)
+        return self._checked(line)
 
     def lookup(self, where: str, rec_id: object) -> tuple[object, object, str]:
         """``(answer, question, "file:line")`` for the next record (order) or for ``rec_id``."""
@@ -149,19 +133,19 @@ class References:
             if hit is None:
                 raise InputError(f"{where}: id {key!r} is not in {self.name}")
             offset, lineno = hit
-            self.fh.seek(offset)
-            ref = self._decode(self.fh.readline(), lineno)
+            ref = self._decode_at(offset, lineno)
         else:
-            nxt = next(self._stream, None)
-            if nxt is None:
+            line = next(self._stream, None)
+            if line is None:
                 raise InputError(f"{where}: no matching record in {self.name} "
                                  f"(it has only {self.count} records)")
-            lineno, ref = nxt
+            self.count += 1
+            lineno, ref = line.number, self._checked(line)  # a bad line fails this output only
         return ref[self.answer_field], ref.get(self.question_field), f"{self.name}:{lineno}"
 
-    def leftover(self) -> int:
-        """Records of an order-joined file that no output used."""
-        return 0 if self.by_id else sum(1 for _ in self._stream)
+    def leftover(self) -> bool:
+        """Whether an order-joined file has records no output used."""
+        return not self.by_id and next(self._stream, None) is not None
 
 
 # --------------------------------------------------------------------------------------
@@ -220,9 +204,10 @@ def _result_record(lineno: int, rec_id: object, g: Grade, item: ItemResult) -> d
 class _Progress:
     """A byte-based tqdm bar when tqdm is installed and wanted; otherwise nothing."""
 
-    def __init__(self, mode: str, total: int, desc: str) -> None:
+    def __init__(self, mode: str, total: int | None, desc: str) -> None:
         self.bar = None
-        want = mode == "on" or (mode == "auto" and total >= CONFIG.progress_min_bytes
+        self.done = 0
+        want = mode == "on" or (mode == "auto" and total is not None and total >= CONFIG.progress_min_bytes
                                 and sys.stderr.isatty())
         if want:
             try:
@@ -231,89 +216,122 @@ class _Progress:
                 return
             self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr)
 
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
+    def to(self, position: int) -> None:
+        """Advance to byte ``position`` of the input."""
+        if self.bar is not None and position > self.done:
+            self.bar.update(position - self.done)
+        self.done = max(self.done, position)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
 
-def _grade_command(a: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    outputs = Path(a.outputs)
-    if not outputs.is_file():
-        raise InputError(f"{outputs}: no such file")
+def _binary(stdin: IO[str] | IO[bytes] | None) -> BinaryIO:
+    """Standard input as bytes (its buffer, or the stream itself when it already reads bytes)."""
+    stream = stdin if stdin is not None else sys.stdin
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None:
+        return buffer
+    if isinstance(stream.read(0), bytes):
+        return stream  # type: ignore[return-value]
+    import io as _stdio
+
+    return _stdio.BytesIO(stream.read().encode("utf-8", "surrogateescape"))  # type: ignore[arg-type]
+
+
+def _regular_size(path: str) -> int | None:
+    """The size of a regular file (for the progress bar); None for stdin, pipes, devices."""
+    if path == io.STDIN:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _out_dir(a: argparse.Namespace) -> Path:
+    if a.out:
+        out_dir = Path(a.out)
+    else:
+        stem = "stdin" if a.outputs == io.STDIN else Path(a.outputs).stem
+        out_dir = Path.cwd() / f"{stem}.graded"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError("exists and is not a directory (--out names the output directory)", out_dir)
+    return out_dir
+
+
+def _grade_command(a: argparse.Namespace, out: IO[str], err: IO[str], stdin: IO[str] | None = None) -> int:
+    name = a.outputs
     rubric = get_rubric(a.rubric)
-    out_dir = Path(a.out) if a.out else Path.cwd() / f"{outputs.stem}.graded"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _out_dir(a)
+    results_path, summary_path = out_dir / "results.jsonl", out_dir / "summary.json"
+    inputs = [p for p in (name, a.answers) if p is not None]
+    for target in (results_path, summary_path):  # never write over a file this run reads
+        io.refuse_inputs(target, inputs)
+    if a.answers == io.STDIN and name == io.STDIN:
+        raise InputError("the outputs and --answers cannot both be standard input ('-')")
     summary = Summary(ReportConfig(top_issues=a.top_issues))
     summary.declare_sections(getattr(rubric, "schema", DSA).sections)
-    refs: References | None = None
-    if a.answers:
-        ref_path = Path(a.answers)
-        if not ref_path.is_file():
-            raise InputError(f"{ref_path}: no such file")
-        join = a.join
-        if join == "auto":
-            join = "id" if _first_record_has(outputs, a.id_field) else "order"
-        refs = References(ref_path, a.ref_answer_field, a.id_field, a.question_field, join == "id")
-    results_path = out_dir / "results.jsonl"
     reported = 0
     error: InputError | None = None
-    progress = _Progress(a.progress, outputs.stat().st_size, outputs.name)
-    try:
-        with outputs.open("rb") as fh, results_path.open("w", encoding="utf-8") as res:
-            for lineno, size, rec in _records(fh, str(outputs)):
-                progress.update(size)
-                if rec is None:
-                    continue
-                try:
-                    if isinstance(rec, InputError):
-                        raise rec
-                    rec_id, g, item = _grade_record(a, rubric, refs, str(outputs), lineno, rec)
-                except InputError as e:
-                    if not a.skip_bad:
-                        error = e
-                        break
-                    summary.n_skipped += 1
-                    if reported < CONFIG.max_reported_skips:
-                        print(f"skipped {e}", file=err)
-                        reported += 1
-                    continue
-                summary.add(item)
-                res.write(json.dumps(_result_record(lineno, rec_id, g, item)) + "\n")
-            if error is None and refs is not None and refs.leftover():
-                print(f"warning: {refs.name} has records no output used (joined by order)", file=err)
-    finally:
-        progress.close()
-        if refs is not None:
-            refs.close()
+    progress = _Progress(a.progress, _regular_size(name), "stdin" if name == io.STDIN else Path(name).name)
+    with contextlib.ExitStack() as stack:
+        stack.callback(progress.close)
+        fh = stack.enter_context(io.open_input(name, stdin=_binary(stdin) if name == io.STDIN else None))
+        lines = io.iter_jsonl(fh, name)
+        first = next(lines, None)
+        lines = itertools.chain([first] if first is not None else [], lines)
+        refs: References | None = None
+        if a.answers:
+            ref_in = _binary(stdin) if a.answers == io.STDIN else None
+            ref_fh = stack.enter_context(io.open_input(a.answers, stdin=ref_in))
+            join = a.join
+            if join == "auto":  # by id when the first output record has the id field
+                join = "id" if first is not None and first.error is None and a.id_field in first.value else "order"
+            try:
+                refs = References(a.answers, a.ref_answer_field, a.id_field, a.question_field,
+                                  join == "id", ref_fh, a.skip_bad, err)
+            except InputError as e:  # a bad answers file: nothing graded, the summary says why
+                error, lines = e, iter(())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        res = stack.enter_context(io.atomic_output(results_path, inputs=inputs))
+        for line in lines:
+            progress.to(line.offset + line.size)
+            try:
+                if line.error is not None:
+                    raise line.error
+                rec_id, g, item = _grade_record(a, rubric, refs, name, line.number, line.value)
+            except InputError as e:
+                if not a.skip_bad:
+                    error = e
+                    break
+                summary.n_skipped += 1
+                if reported < CONFIG.max_reported_skips:
+                    print(f"skipped {e}", file=err)
+                    reported += 1
+                continue
+            summary.add(item)
+            res.write(json.dumps(_result_record(line.number, rec_id, g, item)) + "\n")
+        if error is None and refs is not None and refs.leftover():
+            print(f"warning: {refs.name} has records no output used (joined by order)", file=err)
     if summary.n_skipped > reported:
         print(f"skipped {summary.n_skipped - reported} more bad lines", file=err)
     data = summary.to_dict()
-    data.update({"rubric": rubric.name, "outputs": str(outputs), "complete": error is None})
+    data.update({"rubric": rubric.name, "outputs": str(name), "complete": error is None})
     if error is not None:
         data["error"] = str(error)
-    (out_dir / "summary.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    io.atomic_write_text(summary_path, json.dumps(data, indent=2) + "\n", inputs=inputs)
     if error is not None:
         raise error
     print(format_table(summary), file=out)
     written = [] if a.no_plots else write_plots(summary, out_dir)
-    print(f"\nwrote {results_path} and {out_dir / 'summary.json'}"
+    print(f"\nwrote {results_path} and {summary_path}"
           + "".join(f", {p.name}" for p in written), file=out)
     if not a.no_plots and not written:
         print("(no plots: install matplotlib, e.g. pip install 'dsa-cast[plot]')", file=out)
     return EXIT_OK
-
-
-def _first_record_has(path: Path, field: str) -> bool:
-    with path.open("rb") as fh:
-        for _, _, rec in _records(fh, str(path)):
-            if rec is None:
-                continue
-            return isinstance(rec, dict) and field in rec
-    return False
 
 
 def _grade_record(a: argparse.Namespace, rubric: Rubric, refs: References | None, path: str,
@@ -447,17 +465,49 @@ def _explain_json(g: Grade, text: str, rubric: Rubric) -> dict[str, Any]:
     }
 
 
+def _utf8(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8: invalid byte 0x{raw[e.start]:02x} at offset {e.start}", where) from None
+
+
+def _argument(value: str | None, where: str) -> str | None:
+    """A command-line argument as text; bytes that are not UTF-8 (kept by Python as surrogate
+    escapes) are an input error, not a crash when printed."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # surrogate escapes: the bytes given were not valid text
+        return _utf8(os.fsencode(value), where)
+    return value
+
+
+def _emit(out: IO[str], text: str) -> None:
+    """Print ``text``; characters the stream cannot encode are written as escapes."""
+    encoding = getattr(out, "encoding", None)
+    if encoding:
+        text = text.encode(encoding, "backslashreplace").decode(encoding)
+    print(text, file=out)
+
+
 def _explain_command(a: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
-    text = stdin.read() if a.completion in (None, "-") else a.completion
+    if a.completion in (None, io.STDIN):
+        text = _utf8(_binary(stdin).read(), "standard input")
+    else:
+        text = _argument(a.completion, "the completion argument")
+    answer = _argument(a.answer, "--answer")
+    question = _argument(a.question, "--question")
     rubric = get_rubric(a.rubric)
     try:
-        g = rubric.score(text, a.answer, a.question, True)
+        g = rubric.score(text, answer, question, True)
     except (TypeError, ValueError) as e:
         raise InputError(f"--answer: {e}") from e
     if a.json:
-        print(json.dumps(_explain_json(g, text, rubric), indent=2), file=out)
+        _emit(out, json.dumps(_explain_json(g, text, rubric), indent=2))
     else:
-        print(_explain_text(g, text, rubric), file=out)
+        _emit(out, _explain_text(g, text, rubric))
     return EXIT_OK
 
 
@@ -466,12 +516,23 @@ def _explain_command(a: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int
 # --------------------------------------------------------------------------------------
 
 
+def _count(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dsa_cast",
                                 description="Grade structured-reasoning (DSA) completions.")
     sub = p.add_subparsers(dest="command", required=True, metavar="{grade,explain}")
     g = sub.add_parser("grade", help="grade a JSONL file of model outputs and write a report")
-    g.add_argument("outputs", help="JSONL file, one model output per line")
+    g.add_argument("outputs", help="JSONL file, one model output per line ('-': standard input)")
     g.add_argument("--answers", help="JSONL file of references (GSM8K style: '... #### 42')")
     g.add_argument("--rubric", default="dsa-cast", choices=sorted(RUBRICS), help="default: dsa-cast")
     g.add_argument("--out", help="output directory (default: ./<OUTPUTS stem>.graded)")
@@ -489,8 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-plots", action="store_true", help="do not draw PNGs")
     g.add_argument("--progress", default="auto", choices=("auto", "on", "off"),
                    help="progress bar (needs tqdm; auto: files >= 1 MiB on a terminal)")
-    g.add_argument("--top-issues", type=int, default=ReportConfig.top_issues,
-                   help="issue codes listed in the table")
+    g.add_argument("--top-issues", type=_count, default=ReportConfig.top_issues,
+                   help="issue codes listed in the table (an integer >= 0)")
     e = sub.add_parser("explain", help="show how one completion is graded")
     e.add_argument("completion", nargs="?", help="the completion text; '-' or omitted: read stdin")
     e.add_argument("--answer", help="the reference (e.g. 42, or a GSM8K solution)")
@@ -503,7 +564,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, stdin: IO[str] | None = None,
          stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 usage or input error)."""
-    stdin = stdin or sys.stdin
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     parser = build_parser()
@@ -513,13 +573,14 @@ def main(argv: Sequence[str] | None = None, *, stdin: IO[str] | None = None,
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     try:
         if a.command == "grade":
-            return _grade_command(a, out, err)
+            return _grade_command(a, out, err, stdin)
         return _explain_command(a, stdin, out)
-    except InputError as exc:
+    except (InputError, io.OutputError) as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
-    except OSError as exc:
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=err)
+    except OSError as exc:  # writing the outputs (a full disk, no permission)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=err)
         return EXIT_USAGE
 
 

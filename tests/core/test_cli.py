@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dsa_cast.cli import main
 from dsa_cast.report import BoundedHistogram, ItemResult, ReportConfig, Summary, format_table
@@ -349,3 +351,235 @@ def test_grade_the_labelled_benchmark_corpus_end_to_end(tmp_path, monkeypatch):
     assert not wrong
     expected = sum(it.expected_correct for it in items)
     assert f"({expected}/{len(items)} with a reference)" in out
+
+
+# -- issue 10: nothing lost, every bad input a located error ----------------------------------
+
+HOSTILE_LINES = {
+    "5000-digit integer": b'{"completion": "x", "answer": ' + b"9" * 5000 + b"}",
+    "100k-deep arrays": b'{"completion": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "invalid UTF-8": b'{"completion": "\xff"}',
+    "NUL": b'{"completion": "a"}\x00',
+    "BOM inside": b'{"completion": \xef\xbb\xbf"a"}',
+    "lone surrogate": b'{"completion": "\\ud800"}',
+}
+
+
+def _good_line() -> bytes:
+    return json.dumps({"completion": GOOD, "answer": 42}).encode()
+
+
+@pytest.mark.parametrize("where", ["outputs", "answers"])
+def test_grade_refuses_to_write_over_its_input(tmp_path, where):
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    inp = rep / "results.jsonl"
+    inp.write_bytes(_good_line() + b"\n")
+    before = inp.read_bytes()
+    if where == "outputs":
+        code, _, err = run("grade", str(inp), "--out", str(rep), "--no-plots")
+    else:
+        outs = write_jsonl(tmp_path / "o.jsonl", [{"completion": GOOD}])
+        code, _, err = run("grade", str(outs), "--answers", str(inp), "--out", str(rep), "--no-plots")
+    assert code == 2 and "it is the input" in err and str(inp) in err
+    assert inp.read_bytes() == before and not (rep / "summary.json").exists()
+    # a symbolic link to the input is the input too
+    link = tmp_path / "link"
+    link.mkdir()
+    (link / "summary.json").symlink_to(inp)
+    code, _, err = run("grade", str(inp), "--out", str(link), "--no-plots")
+    assert code == 2 and "it is the input" in err and inp.read_bytes() == before
+
+
+def test_grade_results_replace_the_old_ones_only_when_written(tmp_path, monkeypatch):
+    import dsa_cast.cli as cli
+
+    src = write_jsonl(tmp_path / "o.jsonl", [{"completion": GOOD, "answer": 42}] * 3)
+    rep = tmp_path / "rep"
+    assert run("grade", str(src), "--out", str(rep), "--no-plots")[0] == 0
+    old = (rep / "results.jsonl").read_bytes()
+    calls = []
+    real = cli._grade_record
+
+    def crash_on_second(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed mid-run")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(cli, "_grade_record", crash_on_second)
+    with pytest.raises(RuntimeError):
+        run("grade", str(src), "--out", str(rep), "--no-plots")
+    assert (rep / "results.jsonl").read_bytes() == old  # the earlier complete results survive
+    assert sorted(p.name for p in rep.iterdir()) == ["results.jsonl", "summary.json"]  # no temp left
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_LINES))
+@pytest.mark.parametrize("where", ["outputs", "answers"])
+def test_grade_hostile_line_is_a_located_error(tmp_path, name, where):
+    hostile = HOSTILE_LINES[name]
+    if where == "outputs":
+        src = tmp_path / "o.jsonl"
+        src.write_bytes(_good_line() + b"\n" + hostile + b"\n" + _good_line() + b"\n")
+        args = [str(src)]
+        bad = src
+    else:
+        src = write_jsonl(tmp_path / "o.jsonl", [{"completion": GOOD}] * 3)
+        bad = tmp_path / "refs.jsonl"
+        bad.write_bytes(b'{"answer": "#### 42"}\n' + hostile.replace(b'"completion"', b'"answer"')
+                        + b'\n{"answer": "#### 42"}\n')
+        args = [str(src), "--answers", str(bad), "--join", "order"]
+    code, _, err = run("grade", *args, "--out", str(tmp_path / "r"), "--no-plots")
+    assert code == 2 and err.startswith(f"error: {bad}:2: ") and "Traceback" not in err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["complete"] is False and f"{bad}:2:" in summary["error"]
+    code, _, err = run("grade", *args, "--skip-bad", "--out", str(tmp_path / "s"), "--no-plots")
+    assert code == 0 and f"skipped {bad}:2: " in err
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["complete"] is True and summary["n"] == 2 and summary["n_skipped"] == 1
+
+
+def test_grade_answers_by_id_with_a_bad_line(tmp_path):
+    outs = write_jsonl(tmp_path / "o.jsonl", [{"id": 1, "completion": GOOD}, {"id": 2, "completion": GOOD}])
+    refs = tmp_path / "refs.jsonl"
+    refs.write_bytes(b'{"id": 1, "answer": "42"}\n{"id": 2, "answer": ' + b"7" * 5000 + b"}\n")
+    code, _, err = run("grade", str(outs), "--answers", str(refs), "--out", str(tmp_path / "r"), "--no-plots")
+    assert code == 2 and f"error: {refs}:2: invalid JSON: Exceeds the limit (4300 digits)" in err
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["complete"] is False
+    code, _, err = run("grade", str(outs), "--answers", str(refs), "--skip-bad", "--out", str(tmp_path / "s"),
+                       "--no-plots")
+    assert code == 0 and f"skipped {refs}:2:" in err and f"skipped {outs}:2: id '2' is not in {refs}" in err
+
+
+def test_grade_inputs_directory_stdin_unreadable_and_out_file(tmp_path):
+    code, _, err = run("grade", str(tmp_path), "--out", str(tmp_path / "r"))
+    assert code == 2 and err == f"error: {tmp_path}: is a directory, not a file\n"
+    code, _, err = run("grade", str(tmp_path / "nope.jsonl"))
+    assert code == 2 and err == f"error: {tmp_path / 'nope.jsonl'}: no such file\n"
+    code, _, err = run("grade", "/proc/self/mem", "--out", str(tmp_path / "r"))
+    assert code == 2 and err == "error: /proc/self/mem:1: cannot read: Input/output error\n"
+    (tmp_path / "afile").write_text("x")
+    src = write_jsonl(tmp_path / "o.jsonl", [{"completion": GOOD, "answer": 42}])
+    code, _, err = run("grade", str(src), "--out", str(tmp_path / "afile"))
+    assert code == 2 and "exists and is not a directory" in err
+    code, out, err = run("grade", "-", "--out", str(tmp_path / "std"), "--no-plots",
+                         stdin=src.read_text())
+    assert code == 0, err
+    assert json.loads((tmp_path / "std" / "summary.json").read_text())["outputs"] == "-"
+    refs = write_jsonl(tmp_path / "refs.jsonl", [{"answer": "42"}])
+    code, _, err = run("grade", "-", "--answers", "-", "--out", str(tmp_path / "x"))
+    assert code == 2 and "cannot both be standard input" in err
+
+    class Pipe(io.BytesIO):
+        def seekable(self):
+            return False
+
+    err = io.StringIO()
+    code = main(["grade", str(src), "--answers", "-", "--join", "id", "--out", str(tmp_path / "x")],
+                stdin=Pipe(refs.read_bytes()), stdout=io.StringIO(), stderr=err)
+    assert code == 2 and "must be a regular file" in err.getvalue()
+    code, _, err = run("grade", str(src), "--answers", "-", "--out", str(tmp_path / "y"), "--no-plots",
+                       stdin=refs.read_text())
+    assert code == 0, err  # joined by order, standard input is fine
+
+
+def test_grade_reads_dev_stdin_and_dash_in_a_real_process(tmp_path):
+    data = _good_line() + b"\n"
+    for name in ("-", "/dev/stdin"):
+        proc = subprocess.run([sys.executable, "-m", "dsa_cast", "grade", name, "--out", str(tmp_path / "r"),
+                               "--no-plots"], input=data, capture_output=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert len(read_jsonl(tmp_path / "r" / "results.jsonl")) == 1
+
+
+def test_top_issues_must_be_a_count(capsys):
+    assert run("grade", "x.jsonl", "--top-issues", "-5")[0] == 2  # argparse prints the usage error
+    assert "argument --top-issues: expected an integer >= 0, got -5" in capsys.readouterr().err
+    assert run("grade", "x.jsonl", "--top-issues", "many")[0] == 2
+    assert "expected an integer >= 0, got 'many'" in capsys.readouterr().err
+
+
+def test_explain_invalid_bytes_and_unencodable_output():
+    code, _, err = run("explain", "--answer", "42", "-", stdin="")
+    assert code == 0
+    out, errs = io.StringIO(), io.StringIO()
+    code = main(["explain", "--answer", "42", "-"], stdin=io.BytesIO(GOOD.encode() + b"\xff"),
+                stdout=out, stderr=errs)
+    assert code == 2 and errs.getvalue().startswith("error: standard input: not UTF-8: invalid byte 0xff")
+    # an argument holding bytes that are not UTF-8 (surrogate escapes) is a located error
+    code, _, err = run("explain", "--answer", "42", "bad \udcff text")
+    assert code == 2 and "the completion argument: not UTF-8: invalid byte 0xff" in err
+    # a stream that cannot encode the text gets escapes, not a UnicodeEncodeError
+    ascii_out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    text = GOOD.replace("CALC: 6*7 = 42", "CALC: 6×7 = 42 ✓")
+    assert main(["explain", "--answer", "42", text], stdin=io.StringIO(), stdout=ascii_out,
+                stderr=io.StringIO()) == 0
+    ascii_out.flush()
+    assert b"\\xd7" in ascii_out.buffer.getvalue()
+
+
+def test_explain_strict_utf8_locale_in_a_real_process():
+    env = {**__import__("os").environ, "LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8:strict"}
+    proc = subprocess.run([sys.executable, "-m", "dsa_cast", "explain", "--answer", "42"],
+                          input=GOOD.encode() + b"\xff\xfe", capture_output=True, timeout=60, env=env)
+    assert proc.returncode == 2 and b"Traceback" not in proc.stderr
+    assert proc.stderr.startswith(b"error: standard input: not UTF-8")
+    proc = subprocess.run([sys.executable, "-m", "dsa_cast", "explain", "--answer", "42", b"x \xff y"],
+                          capture_output=True, timeout=60, env=env)
+    assert proc.returncode == 2 and b"Traceback" not in proc.stderr
+
+
+_LINE_KINDS = st.one_of(
+    st.sampled_from(list(HOSTILE_LINES.values())),
+    st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")),
+    st.just(b""),
+    st.builds(lambda c, a: json.dumps({"completion": c, "answer": a}).encode(),
+              st.sampled_from([GOOD, WRONG, "", "<answer>4</answer>"]), st.sampled_from([42, "42", "#### 7"])),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(st.lists(_LINE_KINDS, min_size=1, max_size=8))
+def test_fuzz_grade_cli_hostile_lines(tmp_path, lines):
+    """Any mix of hostile and good lines: exit 2 naming FILE:LINE of the first bad line (or 0 when
+    all are good), never an exception; with --skip-bad exit 0 and every bad line counted."""
+    src = tmp_path / "fuzz.jsonl"
+    data = b"\n".join(lines) + b"\n"
+    src.write_bytes(data)
+    bad = [n for n, line in enumerate(data.split(b"\n")[:-1], 1)
+           if line.strip() and not _is_good(line)]
+    code, _, err = run("grade", str(src), "--out", str(tmp_path / "r"), "--no-plots")
+    if bad:
+        assert code == 2 and err.startswith(f"error: {src}:{bad[0]}: "), err
+    else:
+        assert code == 0, err
+    code, _, err = run("grade", str(src), "--skip-bad", "--out", str(tmp_path / "s"), "--no-plots")
+    assert code == 0, err
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["n_skipped"] == len(bad)
+
+
+def _is_good(line: bytes) -> bool:
+    try:
+        rec = json.loads(line.decode("utf-8").lstrip("\ufeff"))
+    except (ValueError, RecursionError):
+        return False
+    if b"\x00" in line or not isinstance(rec, dict) or not isinstance(rec.get("completion"), str):
+        return False
+    try:
+        rec["completion"].encode("utf-8")
+        grade(rec["completion"], rec.get("answer"))
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def test_hostile_file_in_a_real_process_never_prints_a_traceback(tmp_path):
+    src = tmp_path / "h.jsonl"
+    src.write_bytes(b"\n".join(HOSTILE_LINES.values()) + b"\n")
+    for extra in ([], ["--skip-bad"]):
+        proc = subprocess.run([sys.executable, "-m", "dsa_cast", "grade", str(src), "--out", str(tmp_path / "r"),
+                               "--no-plots", *extra], capture_output=True, timeout=120)
+        assert b"Traceback" not in proc.stderr
+        assert proc.returncode == (0 if extra else 2)
+        assert proc.stderr.startswith(b"skipped " if extra else f"error: {src}:1: ".encode())
