@@ -21,15 +21,25 @@ timeouts (grading is bounded by the core's own limits).
 from __future__ import annotations
 
 import importlib.util
+import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
-from dsa_cast.rubrics import Grade, Rubric, get_rubric, resolve_rubric
+from dsa_cast.rubrics import Grade, Rubric, RubricCode, get_rubric, resolve_rubric
+
+log = logging.getLogger(__name__)
+
+ON_ERROR = ("min", "raise")
+"""What an RL adapter does with an item whose reference it cannot read: ``"min"`` (default) scores
+that item with the rubric's minimum (:meth:`~dsa_cast.rubrics.Rubric.minimum_grade`, issue
+``unreadable_reference``) and logs a warning naming it, so one bad dataset row does not end a long
+run; ``"raise"`` raises ``TypeError``/``ValueError`` naming the item (``answer[3]``)."""
 
 __all__ = [
+    "ON_ERROR",
     "AdapterConfig",
     "BatchGrader",
     "ComponentReward",
@@ -62,11 +72,14 @@ class AdapterConfig:
       cache_batches: how many recent batches a :class:`BatchGrader` keeps graded (the N
         component functions are called one after another on the same batch: 1 suffices; a
         few more cover interleaved train/eval calls from several threads).
+      on_error: an item whose reference cannot be read: ``"min"`` scores it with the rubric's
+        minimum and logs it, ``"raise"`` raises (see :data:`ON_ERROR`).
     """
 
     answer_field: str = "answer"
     question_field: str | None = "question"
     cache_batches: int = 4
+    on_error: str = "min"
 
     def __post_init__(self) -> None:
         if not isinstance(self.answer_field, str) or not self.answer_field:
@@ -76,27 +89,70 @@ class AdapterConfig:
         if isinstance(self.cache_batches, bool) or not isinstance(self.cache_batches, int) \
                 or self.cache_batches < 1:
             raise ValueError(f"cache_batches must be an int >= 1, got {self.cache_batches!r}")
+        _check_on_error(self.on_error)
+
+
+def _check_on_error(on_error: object) -> str:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {', '.join(map(repr, ON_ERROR))}, got {on_error!r}")
+    return on_error  # type: ignore[return-value]
+
+
+class _Unreadable:
+    """A batch cell that could not be read as text (bytes that are not UTF-8): the item's
+    reference is unreadable, which ``on_error`` decides about when it is graded."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"<unreadable: {self.reason}>"
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"bytes that are not UTF-8 text (invalid byte 0x{raw[err.start]:02x} "
+                         f"at offset {err.start})") from None
 
 
 def _plain(value: object) -> object:
-    """A numpy scalar / 0-d array / bytes cell as a plain Python value (duck-typed)."""
+    """A numpy scalar / 0-d array / bytes cell as a plain Python value (duck-typed); bytes that
+    are not UTF-8 are a ValueError."""
     if value is None or isinstance(value, (str, int, float)):
         return value
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8")
+        return _text(bytes(value))
     item = getattr(value, "item", None)
     if callable(item) and getattr(value, "ndim", None) == 0:
         return _plain(item())
     return value
 
 
-def _column(values: object, n: int, name: str) -> list[object]:
-    """One plain value per completion from a list, tuple or numpy array column."""
-    if isinstance(values, (str, bytes)):
-        raise TypeError(f"batch column {name!r} must be a sequence with one entry per completion, "
-                        f"got one {type(values).__name__}")
+def _sequence(values: object, name: str) -> list[object]:
+    """The entries of a list, tuple or numpy array column (one str, bytes, dict or set is an
+    error: iterating it would grade its characters or keys)."""
+    if isinstance(values, (str, bytes, bytearray, Mapping, Set)):
+        raise TypeError(f"{name} must be a sequence with one entry per completion (list, tuple or "
+                        f"array), got one {type(values).__name__}")
     tolist = getattr(values, "tolist", None)  # numpy: native Python values in one call
-    out = [_plain(v) for v in (tolist() if callable(tolist) else values)]  # type: ignore[union-attr]
+    return list(tolist() if callable(tolist) else values)  # type: ignore[call-overload]
+
+
+def _column(values: object, n: int, name: str, *, unreadable_ok: bool = False) -> list[object]:
+    """One plain value per completion from a list, tuple or numpy array column. A cell that is
+    not UTF-8 is an error naming it, or with ``unreadable_ok`` an :class:`_Unreadable` marker."""
+    out: list[object] = []
+    for i, v in enumerate(_sequence(values, f"batch column {name!r}")):
+        try:
+            out.append(_plain(v))
+        except ValueError as err:
+            if not unreadable_ok:
+                raise ValueError(f"batch column {name!r}[{i}]: {err}") from None
+            out.append(_Unreadable(str(err)))
     if len(out) != n:
         raise ValueError(f"batch column {name!r} has {len(out)} entries for {n} completions")
     return out
@@ -134,8 +190,18 @@ def _content_text(content: object) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, Sequence):
-        return "".join(p["text"] for p in content
-                       if isinstance(p, Mapping) and p.get("type", "text") == "text" and "text" in p)
+        texts = []
+        for j, part in enumerate(content):
+            part = _plain(part)
+            if isinstance(part, str):  # a plain string part is text too
+                texts.append(part)
+            elif isinstance(part, Mapping):
+                if part.get("type", "text") == "text" and "text" in part:  # images etc. carry none
+                    texts.append(_content_text(part["text"]))
+            else:
+                raise TypeError(f"message content part {j} must be a str or a mapping, "
+                                f"got {type(part).__name__}")
+        return "".join(texts)
     raise TypeError(f"message content must be a str or a list of parts, got {type(content).__name__}")
 
 
@@ -171,22 +237,33 @@ def _component_name(rubric: Rubric, component: str) -> str:
 
 
 def _score_all(rubric: Rubric, texts: Sequence[str], refs: Sequence[object],
-               questions: Sequence[object], where: str) -> list[Grade]:
-    """Grade a batch; errors name the item (``where[i]``). A rubric with ``reference_value``
-    (dsa-cast) reads each distinct reference text once: the G generations of a prompt share it."""
+               questions: Sequence[object], where: str, on_error: str = "raise") -> list[Grade]:
+    """Grade a batch. An item whose reference cannot be read raises an error naming it
+    (``where[i]``), or with ``on_error="min"`` gets the rubric's minimum grade and a logged
+    warning. A rubric with ``reference_value`` (dsa-cast) reads each distinct reference text
+    once: the G generations of a prompt share it."""
     score = rubric.score
     read = getattr(rubric, "reference_value", None)
     values: dict[str, object] = {}
+    minimum: Grade | None = None
     out = []
     for i, (t, a, q) in enumerate(zip(texts, refs, questions)):
         try:
+            if isinstance(a, _Unreadable):
+                raise ValueError(a.reason)
             if read is not None and isinstance(a, str):
                 if a not in values:
                     values[a] = read(a)
                 a = values[a]
             out.append(score(t, a, q))  # type: ignore[arg-type]
         except (TypeError, ValueError) as err:
-            raise type(err)(f"{where}[{i}]: {err}") from err
+            if on_error == "raise":
+                raise type(err)(f"{where}[{i}]: {err}") from err
+            log.warning("%s[%d]: %s; scored with the rubric's minimum (%g) instead (on_error='min')",
+                        where, i, err, rubric.min_total)
+            if minimum is None:
+                minimum = rubric.minimum_grade(RubricCode.UNREADABLE_REFERENCE)
+            out.append(minimum)
     return out
 
 
@@ -230,20 +307,20 @@ class BatchGrader:
         """Texts, references and questions of a batch, validated, one per completion."""
         if completions is None:
             raise TypeError(f"{who}: missing 'completions'")
-        if isinstance(completions, str):
-            raise TypeError(f"{who}: completions must be a sequence with one entry per completion, got one str")
-        items = completions.tolist() if callable(getattr(completions, "tolist", None)) else completions
         texts = []
-        for i, c in enumerate(items):  # type: ignore[union-attr]
+        for i, c in enumerate(_sequence(completions, f"{who}: completions")):
             try:
                 texts.append(completion_text(c))
-            except TypeError as err:
-                raise TypeError(f"{who}: completions[{i}]: {err}") from err
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"{who}: completions[{i}]: {err}") from err
         n = len(texts)
         field = self.config.answer_field
         if field in kwargs and kwargs[field] is not None:
-            answers = _column(kwargs[field], n, field)
+            answers = _column(kwargs[field], n, field, unreadable_ok=True)
         elif self.uses_reference:
+            if field in kwargs:  # present, but None
+                raise KeyError(f"{who}: the batch's {field!r} column is None, not one reference per "
+                               f"completion; pass the references, or use rubric='format'")
             cols = ", ".join(sorted(k for k in kwargs if not callable(kwargs[k]))) or "none"
             raise KeyError(f"{who}: the batch has no {field!r} column (columns: {cols}); pass "
                            f"answer_field=... to name the reference column, or use rubric='format'")
@@ -252,7 +329,8 @@ class BatchGrader:
         qf = self.config.question_field
         questions: list[object] = [None] * n
         if qf is not None and kwargs.get(qf) is not None:
-            questions = [q if isinstance(q, str) else None for q in _column(kwargs[qf], n, qf)]
+            questions = [q if isinstance(q, str) else None
+                         for q in _column(kwargs[qf], n, qf, unreadable_ok=True)]
         return texts, answers, questions
 
     def grades(self, texts: list[str], answers: list[object], questions: list[object],
@@ -264,7 +342,8 @@ class BatchGrader:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit, False
-        out = _score_all(self.rubric, texts, answers, questions, f"{who}: {self.config.answer_field}")
+        out = _score_all(self.rubric, texts, answers, questions, f"{who}: {self.config.answer_field}",
+                         self.config.on_error)
         result = tuple(out)
         with self._lock:
             self._cache[key] = result
@@ -354,26 +433,27 @@ def _component_rewards(cls: type[ComponentReward], rubric: str | Rubric, config:
 
 def tunix_rewards(rubric: str | Rubric = "dsa-cast", *, answer_field: str = "answer",
                   question_field: str | None = "question", cache_batches: int = 4,
-                  **options: object) -> list[TunixReward]:
+                  on_error: str = "min", **options: object) -> list[TunixReward]:
     """Reward functions for Tunix's ``GRPOLearner(reward_fns=...)``: one per rubric component.
 
     Tunix sums them, so the summed reward is ``grade(...).total``; each is logged as
     ``rewards/<rubric>_<component>``. ``options`` are rubric fields (``get_rubric(rubric,
-    **options)``), e.g. ``partial_credit=True``.
+    **options)``), e.g. ``partial_credit=True``. ``on_error``: see :data:`ON_ERROR`.
     """
-    config = AdapterConfig(answer_field, question_field, cache_batches)
+    config = AdapterConfig(answer_field, question_field, cache_batches, on_error)
     return _component_rewards(TunixReward, rubric, config, options)
 
 
 def trl_rewards(rubric: str | Rubric = "dsa-cast", *, answer_field: str = "answer",
                 question_field: str | None = "question", cache_batches: int = 4,
-                **options: object) -> list[TRLReward]:
+                on_error: str = "min", **options: object) -> list[TRLReward]:
     """Reward functions for TRL's ``GRPOTrainer(reward_funcs=...)``: one per rubric component.
 
     TRL sums them (with unit ``reward_weights``) to ``grade(...).total``. The reference column
     is ``answer_field`` (``"answer"``; TRL's math datasets use ``"solution"``). Picklable.
+    ``on_error``: see :data:`ON_ERROR`.
     """
-    config = AdapterConfig(answer_field, question_field, cache_batches)
+    config = AdapterConfig(answer_field, question_field, cache_batches, on_error)
     return _component_rewards(TRLReward, rubric, config, options)
 
 
@@ -403,7 +483,7 @@ def _verl_result(g: Grade) -> dict[str, float | str]:
 
 def compute_score(data_source: object, solution_str: str, ground_truth: object,
                   extra_info: object = None, *, rubric: str | Rubric = "dsa-cast",
-                  rubric_options: Mapping[str, object] | None = None,
+                  rubric_options: Mapping[str, object] | None = None, on_error: str = "min",
                   **kwargs: Any) -> dict[str, float | str]:
     """verl custom reward function (``custom_reward_function.name: compute_score``).
 
@@ -412,28 +492,37 @@ def compute_score(data_source: object, solution_str: str, ground_truth: object,
     ``data_source`` is not used (every source is graded with ``rubric``); a ``question`` in
     ``extra_info`` is passed to the rubric. ``rubric`` / ``rubric_options`` can be set from
     ``custom_reward_function.reward_kwargs``; other keyword arguments are accepted and ignored.
+    ``on_error``: see :data:`ON_ERROR`.
     """
     r = _named_rubric(rubric, rubric_options)
     text = completion_text(solution_str)
-    return _verl_result(r.score(text, _plain(ground_truth), _verl_question(extra_info)))
+    ref = _column([ground_truth], 1, "ground_truth", unreadable_ok=True)
+    grades = _score_all(r, [text], ref, [_verl_question(extra_info)], "compute_score: ground_truth",
+                        _check_on_error(on_error))
+    return _verl_result(grades[0])
 
 
 def compute_score_batch(data_sources: Sequence[object], solution_strs: Sequence[str],
                         ground_truths: Sequence[object], extra_infos: Sequence[object] | None = None,
                         *, rubric: str | Rubric = "dsa-cast",
-                        rubric_options: Mapping[str, object] | None = None,
+                        rubric_options: Mapping[str, object] | None = None, on_error: str = "min",
                         **kwargs: Any) -> list[dict[str, float | str]]:
     """verl batch reward function (``reward_model.reward_manager: batch``): the plural
     arguments verl's ``BatchRewardManager`` passes, one result dict per item (see
     :func:`compute_score`)."""
     r = _named_rubric(rubric, rubric_options)
-    strs = solution_strs.tolist() if callable(getattr(solution_strs, "tolist", None)) else solution_strs
-    texts = [completion_text(s) for s in strs]  # type: ignore[union-attr]
+    texts = []
+    for i, s in enumerate(_sequence(solution_strs, "solution_strs")):
+        try:
+            texts.append(completion_text(s))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"compute_score_batch: solution_strs[{i}]: {err}") from err
     n = len(texts)
-    refs = _column(ground_truths, n, "ground_truths")
-    infos = _column(extra_infos, n, "extra_infos") if extra_infos is not None else [None] * n
+    refs = _column(ground_truths, n, "ground_truths", unreadable_ok=True)
+    infos = _column(extra_infos, n, "extra_infos", unreadable_ok=True) if extra_infos is not None else [None] * n
     questions = [_verl_question(info) for info in infos]
-    grades = _score_all(r, texts, refs, questions, "compute_score_batch: ground_truths")
+    grades = _score_all(r, texts, refs, questions, "compute_score_batch: ground_truths",
+                        _check_on_error(on_error))
     return [_verl_result(g) for g in grades]
 
 
@@ -467,7 +556,7 @@ def _as_tensors(values: dict[str, list[float]], as_tensors: bool | None) -> dict
 
 def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[object],
                 *, rubric: str | Rubric = "dsa-cast", rubric_options: Mapping[str, object] | None = None,
-                as_tensors: bool | None = None, **kwargs: Any) -> dict[str, Any]:
+                as_tensors: bool | None = None, on_error: str = "min", **kwargs: Any) -> dict[str, Any]:
     """OpenRLHF reward function (``--remote_rm_url reward_func.py``, ``--label_key answer``).
 
     ``queries`` are prompt + response; the prompt is stripped (:func:`strip_prompt`) before
@@ -475,14 +564,21 @@ def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence
     (OpenRLHF's 0-1 score for dynamic filtering), "extra_logs": {"dsa_cast/<component>": ...,
     "dsa_cast/accuracy": ...}}``, each one value per query: ``torch.float32`` tensors when torch
     is installed (OpenRLHF's own convention), plain lists otherwise; ``as_tensors`` forces one.
+    ``on_error``: see :data:`ON_ERROR`.
     """
-    qs = _column(queries, len(queries), "queries")
+    qs = _sequence(queries, "queries")
     n = len(qs)
+    qs = _column(qs, n, "queries")
     ps = _column(prompts, n, "prompts") if prompts is not None else [""] * n
-    refs = _column(labels, n, "labels") if labels is not None else [None] * n
+    refs = _column(labels, n, "labels", unreadable_ok=True) if labels is not None else [None] * n
     r = _named_rubric(rubric, rubric_options)
-    texts = [strip_prompt(completion_text(q), p if isinstance(p, str) else "") for q, p in zip(qs, ps)]
-    grades = _score_all(r, texts, refs, [None] * n, "reward_func: labels")
+    texts = []
+    for i, (q, p) in enumerate(zip(qs, ps)):
+        try:
+            texts.append(strip_prompt(completion_text(q), p if isinstance(p, str) else ""))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"reward_func: queries[{i}]: {err}") from err
+    grades = _score_all(r, texts, refs, [None] * n, "reward_func: labels", _check_on_error(on_error))
     columns: dict[str, list[float]] = {
         "rewards": [g.total for g in grades],
         "scores": [1.0 if g.correct else 0.0 for g in grades],

@@ -137,6 +137,7 @@ class RubricCode(enum.StrEnum):
     UNGROUNDED_CLAIM = "ungrounded_claim"  # true, but uses no number of the problem
     UNSUPPORTED_ANSWER = "unsupported_answer"  # answer neither in Reasoning nor a true claim's result
     SANITY_IGNORES_ANSWER = "sanity_ignores_answer"  # the Sanity_check never mentions the answer
+    UNREADABLE_REFERENCE = "unreadable_reference"  # an adapter could not read the item's reference
 
 
 def _grade(rubric: Rubric, parts: tuple[tuple[str, float], ...], correct: bool | None,
@@ -215,11 +216,22 @@ class Rubric:
     def max_total(self) -> float:
         raise NotImplementedError
 
+    @property
+    def component_minima(self) -> Mapping[str, float]:
+        """Each component's lowest value (they sum to :attr:`min_total`); 0 unless overridden."""
+        return {c: 0.0 for c in self.components}
+
     def score(self, text: str, answer: object = None, question: str | None = None,
               detail: bool = False) -> Grade:
         """Grade ``text`` against the reference ``answer`` (any form
         :func:`dsa_cast.numbers.extract_reference` reads; None = no reference)."""
         raise NotImplementedError
+
+    def minimum_grade(self, *issues: str) -> Grade:
+        """The lowest grade this rubric gives (every component at its minimum, ``correct`` None):
+        what the RL adapters pay an item they cannot grade, e.g. one whose reference is unreadable
+        (``on_error="min"``), tagged with ``issues``."""
+        return _grade(self, tuple(self.component_minima.items()), None, None, issues, None)
 
 
 # --------------------------------------------------------------------------------------
@@ -931,6 +943,10 @@ class SeedRubric(Rubric):
     @property
     def min_total(self) -> float:
         return self._soft_min
+
+    @property
+    def component_minima(self) -> Mapping[str, float]:
+        return {"format_exact": 0.0, "format_soft": self._soft_min, "cast": 0.0}
 
     @property
     def max_total(self) -> float:

@@ -10,7 +10,7 @@ numpy is never imported here). Formulas: ``docs/rewards.md``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 
 from dsa_cast.rubrics import (
     DEFAULT_RUBRIC,
@@ -81,8 +81,9 @@ def grade_batch(completions: Sequence[str], answers: Sequence[object] | None = N
 
     Every completion is type-checked before any is graded; errors name the index.
     """
-    if isinstance(completions, str):
-        raise TypeError("grade_batch(): completions must be a sequence of str, got one str")
+    if isinstance(completions, (str, bytes, Mapping, Set)):
+        raise TypeError(f"grade_batch(): completions must be a sequence of str, got one "
+                        f"{type(completions).__name__}")
     completions = list(completions)
     n = len(completions)
     for i, c in enumerate(completions):
@@ -118,18 +119,28 @@ def _column(values: Sequence[object] | None, n: int, name: str) -> list:
     """One plain value per completion (None everywhere when ``values`` is None)."""
     if values is None:
         return [None] * n
-    if isinstance(values, (str, bytes)):
-        raise TypeError(f"{name} must be a sequence, got one {type(values).__name__}")
-    out = [_plain(v) for v in values]
+    if isinstance(values, (str, bytes, bytearray, Mapping, Set)):  # iterating would grade keys or chars
+        raise TypeError(f"{name} must be a sequence (list, tuple or array), got one {type(values).__name__}")
+    out = []
+    for i, v in enumerate(values):
+        try:
+            out.append(_plain(v))
+        except ValueError as err:
+            raise ValueError(f"{name}[{i}]: {err}") from None
     if len(out) != n:
         raise ValueError(f"{name} has {len(out)} entries for {n} completions")
     return out
 
 
 def _plain(value: object) -> object:
-    """A numpy scalar / bytes cell as a plain Python value (duck-typed: numpy is not imported)."""
+    """A numpy scalar / bytes cell as a plain Python value (duck-typed: numpy is not imported);
+    bytes that are not UTF-8 are a ValueError."""
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8")
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"bytes that are not UTF-8 text (invalid byte 0x{value[err.start]:02x} "
+                             f"at offset {err.start})") from None
     if value is None or isinstance(value, (str, int, float)):
         return value
     item = getattr(value, "item", None)
@@ -147,9 +158,14 @@ assert isinstance(_SEED, SeedRubric)
 
 
 def _texts(completions: Sequence[str], fn: str) -> list[str]:
-    if isinstance(completions, str):
-        raise TypeError(f"{fn}(): completions must be a sequence of str, got one str")
-    out = [_plain(c) for c in completions]
+    if isinstance(completions, (str, bytes, Mapping, Set)):
+        raise TypeError(f"{fn}(): completions must be a sequence of str, got one {type(completions).__name__}")
+    out = []
+    for i, c in enumerate(completions):
+        try:
+            out.append(_plain(c))
+        except ValueError as err:
+            raise ValueError(f"{fn}(): completions[{i}]: {err}") from None
     for i, c in enumerate(out):
         if not isinstance(c, str):
             raise TypeError(f"{fn}(): completions[{i}] must be str, got {type(c).__name__}")

@@ -32,7 +32,7 @@ from dsa_cast.adapters import (
     tunix_rewards,
 )
 from dsa_cast.rubrics import RUBRICS, DsaCastRubric, Grade
-from dsa_cast.score import grade
+from dsa_cast.score import grade, grade_batch
 
 QUESTION = "A shop packs 6 boxes with 7 apples in each box. How many apples are packed?"
 GOOD = (
@@ -168,7 +168,7 @@ def test_missing_reference_column_is_a_clear_error_but_not_for_format():
 
 
 def test_bad_reference_names_the_item():
-    fn = tunix_rewards()[0]
+    fn = tunix_rewards(on_error="raise")[0]
     with pytest.raises(ValueError, match=r"answer\[1\]"):
         _tunix_call(fn, [GOOD, GOOD], ["42", "not a number"])
 
@@ -300,7 +300,7 @@ def test_verl_reward_kwargs_select_the_rubric():
     r = compute_score("s", WRONG, "42", rubric_options={"partial_credit": True}, unknown_kw=1)
     assert r["correctness"] > 0.0 and r["acc"] == 0.0
     with pytest.raises(ValueError, match=r"ground_truths\[0\]"):
-        compute_score_batch(["s"], [GOOD], ["n/a"])
+        compute_score_batch(["s"], [GOOD], ["n/a"], on_error="raise")
 
 
 # -- OpenRLHF convention ------------------------------------------------------------------
@@ -329,7 +329,7 @@ def test_openrlhf_tensors_when_torch_is_installed():
 def test_openrlhf_as_tensors_false_forces_lists_and_errors_name_label():
     assert reward_func(["p" + GOOD], ["p"], ["42"], as_tensors=False)["rewards"] == [10.0]
     with pytest.raises(ValueError, match=r"labels\[0\]"):
-        reward_func(["p" + GOOD], ["p"], ["??"], as_tensors=False)
+        reward_func(["p" + GOOD], ["p"], ["??"], as_tensors=False, on_error="raise")
 
 
 def test_strip_prompt():
@@ -455,3 +455,76 @@ def test_docs_state_the_real_signatures(page, fns):
     text = (DOCS / page).read_text(encoding="utf-8")
     for fn in fns:
         assert _plain_signature(fn) in text, _plain_signature(fn)
+
+
+# -- issue 10: unreadable references, bytes, batch shapes -------------------------------------
+
+
+def test_unreadable_reference_scores_the_minimum_and_is_logged_by_default(caplog):
+    batch, refs = [GOOD, GOOD, GOOD], ["42", "not a number", b"\xff\xfe"]
+    with caplog.at_level("WARNING", logger="dsa_cast.adapters"):
+        tunix = [_tunix_call(f, batch, refs) for f in tunix_rewards()]
+    assert [col[1] for col in tunix] == [0.0] * 5 and [col[2] for col in tunix] == [0.0] * 5
+    assert sum(col[0] for col in tunix) == grade(GOOD, "42").total  # the readable item is graded
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("answer[1]" in m and "minimum" in m for m in logged)
+    assert any("answer[2]" in m and "not UTF-8" in m for m in logged)
+    seed = [_tunix_call(f, batch, refs) for f in tunix_rewards("seed")]  # "not a number" pays 0 accuracy there
+    assert sum(col[2] for col in seed) == RUBRICS["seed"].min_total == -5.0
+    trl = [f(prompts=["p"] * 3, completions=batch, answer=refs) for f in trl_rewards()]
+    assert [col[1] for col in trl] == [0.0] * 5
+    out = reward_func(["p" + GOOD] * 3, ["p"] * 3, refs, as_tensors=False)
+    assert out["rewards"][1:] == [0.0, 0.0] and out["rewards"][0] == 10.0
+    assert compute_score("s", GOOD, "??")["score"] == 0.0
+    assert [r["score"] for r in compute_score_batch(["s"] * 3, batch, refs)][1:] == [0.0, 0.0]
+    grader = tunix_rewards()[0].grader
+    grades, _ = grader.grades(*grader.read_batch("t", batch, {"answer": refs}))
+    assert grades[1].issues == ("unreadable_reference",) and grades[1].correct is None
+
+
+def test_on_error_raise_names_the_item_and_bad_values_are_refused():
+    with pytest.raises(ValueError, match=r"answer\[2\]: bytes that are not UTF-8 text \(invalid byte 0xff"):
+        _tunix_call(tunix_rewards(on_error="raise")[0], [GOOD] * 3, ["1", "2", b"\xff"])
+    with pytest.raises(ValueError, match="on_error must be one of"):
+        tunix_rewards(on_error="ignore")
+    with pytest.raises(ValueError, match="on_error must be one of"):
+        reward_func(["q"], ["p"], ["1"], on_error="skip")
+
+
+def test_completion_bytes_that_are_not_utf8_name_the_item():
+    fn = tunix_rewards()[0]
+    with pytest.raises(ValueError, match=r"completions\[1\]: bytes that are not UTF-8"):
+        fn(prompts=["p", "p"], completions=[GOOD.encode(), b"\xffx"], answer=["42", "42"])
+    with pytest.raises(ValueError, match=r"solution_strs\[0\]: bytes that are not UTF-8"):
+        compute_score_batch(["s"], [b"\xff"], ["1"])
+    with pytest.raises(ValueError, match=r"'queries'\[0\]: bytes that are not UTF-8"):
+        reward_func([b"\xff"], [""], ["1"])
+    with pytest.raises(ValueError, match=r"grade_batch\(\): answers\[1\]: bytes that are not UTF-8"):
+        grade_batch([GOOD, GOOD], ["42", b"\xff"])
+
+
+def test_answer_column_present_but_none_says_so():
+    fn = tunix_rewards()[0]
+    with pytest.raises(KeyError, match="the batch's 'answer' column is None"):
+        fn(prompts=["p"], completions=[GOOD], answer=None)
+
+
+def test_mappings_and_sets_are_not_columns():
+    with pytest.raises(TypeError, match="grade_batch\\(\\): answers must be a sequence .* got one dict"):
+        grade_batch([GOOD], {"a": 1})
+    with pytest.raises(TypeError, match="got one dict"):
+        grade_batch({GOOD: 1}, None)
+    with pytest.raises(TypeError, match="got one set"):
+        tunix_rewards()[0](prompts=["p"], completions=[GOOD], answer={"42"})
+    with pytest.raises(TypeError, match="got one dict"):
+        reward_func({"q": 1}, ["p"], ["1"])
+
+
+def test_trl_content_as_a_list_of_plain_strings_is_its_text():
+    msg = [{"role": "assistant", "content": [GOOD[:50], {"type": "text", "text": GOOD[50:]},
+                                             {"type": "image", "url": "x"}]}]
+    assert completion_text(msg) == GOOD
+    fns = trl_rewards()
+    assert sum(f(prompts=["p"], completions=[msg], answer=["42"])[0] for f in fns) == grade(GOOD, "42").total
+    with pytest.raises(TypeError, match="content part 1 must be a str or a mapping, got int"):
+        completion_text([{"role": "assistant", "content": ["a", 3]}])
