@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -29,6 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dsa_cast import io as dsa_io
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -52,17 +55,21 @@ class ConfigError(ValueError):
     """A configuration value, file or override is invalid; the message names the field."""
 
 
+# Range checks are written "not (value in range)", so a NaN (which compares False with anything)
+# fails them too; _coerce already refuses NaN and infinities for every float field.
+
+
 def _positive(obj: Any, section: str, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        if value is not None and value <= 0:
+        if value is not None and not value > 0:
             raise ConfigError(f"{section}.{name} must be > 0, got {value!r}")
 
 
 def _non_negative(obj: Any, section: str, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        if value is not None and value < 0:
+        if value is not None and not value >= 0:
             raise ConfigError(f"{section}.{name} must be >= 0, got {value!r}")
 
 
@@ -71,6 +78,13 @@ def _fraction(obj: Any, section: str, *names: str) -> None:
         value = getattr(obj, name)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{section}.{name} must be within [0, 1], got {value!r}")
+
+
+def _decay(obj: Any, section: str, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{section}.{name} must be within [0, 1), got {value!r}")
 
 
 def _choice(obj: Any, section: str, name: str, allowed: Sequence[str]) -> None:
@@ -235,9 +249,7 @@ class SFTConfig:
                   "keep_checkpoints", "log_every_steps", "sample_max_new_tokens", "eps")
         _non_negative(self, "sft", "num_samples", "weight_decay", "grad_clip_norm")
         _fraction(self, "sft", "warmup_fraction", "final_lr_fraction")
-        for name in ("b1", "b2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"sft.{name} must be within [0, 1), got {getattr(self, name)!r}")
+        _decay(self, "sft", "b1", "b2")
 
 
 @dataclass(frozen=True)
@@ -351,12 +363,12 @@ class GRPOConfig:
         _positive(self, "grpo", "max_steps", "batch_size", "micro_batch_size",
                   "max_prompt_length", "max_new_tokens", "top_k", "num_generations",
                   "num_iterations", "learning_rate", "eval_every_steps",
-                  "save_every_steps", "keep_checkpoints")
+                  "save_every_steps", "keep_checkpoints", "temperature", "grad_clip_norm")
         if self.reference not in GRPO_REFERENCES:
             raise ConfigError(f"grpo.reference: {self.reference!r} is not one of {', '.join(GRPO_REFERENCES)}")
-        _non_negative(self, "grpo", "eval_prompts", "temperature", "beta", "epsilon", "weight_decay",
-                      "grad_clip_norm")
+        _non_negative(self, "grpo", "eval_prompts", "beta", "epsilon", "weight_decay")
         _fraction(self, "grpo", "warmup_fraction", "final_lr_fraction")
+        _decay(self, "grpo", "b1", "b2")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"grpo.top_p must be within (0, 1], got {self.top_p!r}")
 
@@ -461,7 +473,13 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected int, got {_describe(value)}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):  # NaN passes "<= 0" checks and is not strict JSON
+                raise ConfigError(f"{where}: expected a finite number, got {_describe(value)}")
+            return number
         raise ConfigError(f"{where}: expected float, got {_describe(value)}")
     if hint is str:
         if isinstance(value, str):
@@ -511,38 +529,51 @@ def from_dict(data: Mapping[str, Any], base: PipelineConfig | None = None) -> Pi
 # files and presets
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file larger than this is refused (a real one is a few KB)."""
+
+
 def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ConfigError(f"{path}: unsupported config file type {suffix!r} (use .toml, .yaml or .json)")
+    limits = dsa_io.JsonLimits(max_file_bytes=MAX_CONFIG_BYTES)
+    if suffix == ".json":  # the project's JSON reader: located errors, bounded
+        try:
+            return dsa_io.load_json(path, limits=limits)
+        except dsa_io.InputError as exc:
+            raise ConfigError(f"config file {exc}") from exc
+    try:
+        with dsa_io.open_input(path) as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except (dsa_io.InputError, OSError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: config file larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8: invalid byte 0x{raw[exc.start]:02x} at offset {exc.start}") from exc
     if suffix == ".toml":
         try:
-            return tomllib.loads(raw.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    if suffix in (".yaml", ".yml"):
-        import yaml  # only needed for YAML files
+        except (ValueError, RecursionError) as exc:  # a 5,000-digit integer, arrays nested too deep
+            raise ConfigError(f"{path}: invalid TOML: {type(exc).__name__}: {str(exc).split(';')[0]}") from exc
+    import yaml  # only needed for YAML files
 
-        try:
-            data = yaml.safe_load(raw.decode("utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-        if data is None:
-            return {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
-        return data
-    if suffix == ".json":
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: invalid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be an object")
-        return data
-    raise ConfigError(f"{path}: unsupported config file type {suffix!r} (use .toml, .yaml or .json)")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    except (ValueError, RecursionError, TypeError) as exc:
+        raise ConfigError(f"{path}: invalid YAML: {type(exc).__name__}: {str(exc).split(';')[0]}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
 
 
 def preset_names() -> tuple[str, ...]:

@@ -405,8 +405,8 @@ def _evaluate_model(loaded: Any, examples: Sequence[Any], label: str, config: co
 def run(config: config_lib.PipelineConfig, run_dir: str | Path, *, overwrite: bool = False) -> EvalResult:
     """Evaluate the configured model(s) on ``eval.num_items`` test items; write the reports."""
     t0 = time.perf_counter()
-    run_info = runs.prepare(run_dir, "evaluate", config, overwrite=overwrite, resumable=False)
-    with runs.logging_to(run_info):
+    with runs.prepare(run_dir, "evaluate", config, overwrite=overwrite, resumable=False) as run_info, \
+            runs.logging_to(run_info):
         log.info("evaluation in %s with config:\n%s", run_info.path, config_lib.to_json(config))
         return _run(config, run_info, t0)
 

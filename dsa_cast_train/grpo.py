@@ -509,11 +509,9 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> GRPOResult:
 
     t_start = time.perf_counter()
     run_path = Path(run_dir)
-    rd = runs.prepare(run_path, "grpo", config, overwrite=overwrite, must_match=RESUME_MUST_MATCH)
-    run_path = rd.path
-    ckpt_dir = run_path / CHECKPOINT_DIR / ACTOR_SUBDIR
-    with runs.logging_to(rd):
-        return _run(config, run_path, ckpt_dir, t_start, resumed=rd.resumed)
+    with runs.prepare(run_path, "grpo", config, overwrite=overwrite, must_match=RESUME_MUST_MATCH) as rd, \
+            runs.logging_to(rd):
+        return _run(config, rd.path, rd.path / CHECKPOINT_DIR / ACTOR_SUBDIR, t_start, resumed=rd.resumed)
 
 
 def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: bool) -> GRPOResult:

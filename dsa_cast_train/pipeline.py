@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dsa_cast import io
 from dsa_cast_train import config as config_lib
 from dsa_cast_train import memory, runs
 
@@ -134,16 +135,22 @@ def stage_config(config, stage: str, run_dir: Path):
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    """``stages.json`` of a pipeline directory (empty when absent)."""
+    """``stages.json`` of a pipeline directory (empty when absent); each entry must be an object
+    (``{"status": ..., "finished": ..., "summary": {...}}``), else :class:`runs.RunDirError`
+    naming the stage."""
     path = Path(run_dir) / MANIFEST_FILE
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise runs.RunDirError(f"{path}: unreadable stage manifest ({exc}); pass --overwrite") from exc
-    if not isinstance(data, dict):
-        raise runs.RunDirError(f"{path}: stage manifest must be a JSON object; pass --overwrite")
+        data = io.load_json(path)
+    except io.InputError as exc:
+        raise runs.RunDirError(f"unreadable stage manifest: {exc}; pass --overwrite") from exc
+    for stage, entry in data.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("summary", {}), dict):
+            raise runs.RunDirError(f"{path}: entry {stage!r} must be an object with a 'summary' object, got "
+                                   f"{type(entry).__name__}; pass --overwrite")
+        if entry.get("status") == "done" and not isinstance(entry.get("finished"), str):
+            raise runs.RunDirError(f"{path}: entry {stage!r} is done but has no 'finished' time; pass --overwrite")
     return data
 
 
@@ -344,9 +351,9 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> PipelineResu
     """Run (or resume) the pipeline in ``run_dir``; see the module docstring for the layout."""
     t0 = time.perf_counter()
     stages = plan(config)
-    rd = runs.prepare(run_dir, "pipeline", config, overwrite=overwrite, must_match=RESUME_MUST_MATCH)
-    run_path = rd.path
-    with runs.logging_to(rd):
+    with runs.prepare(run_dir, "pipeline", config, overwrite=overwrite, must_match=RESUME_MUST_MATCH) as rd, \
+            runs.logging_to(rd):
+        run_path = rd.path
         manifest = read_manifest(run_path)
         ran, skipped = [], []
         log.info("%s pipeline in %s: stages %s", "resuming" if rd.resumed else "starting", run_path,

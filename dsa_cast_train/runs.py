@@ -3,6 +3,7 @@
 A run directory belongs to one stage (``sft``, ``evaluate``, ``grpo`` ...). Its layout::
 
     run.json           marker: stage, creation time, package version (what makes it "ours")
+    .lock              held (flock) by the run using the directory; holds its pid
     config.json        the resolved configuration of the latest start
     config.prev-N.json earlier configurations when a resumed run changed allowed fields
     run.log            log lines of every start (appended)
@@ -16,7 +17,13 @@ Rules (so that nothing is overwritten by accident):
 - a directory of the same stage resumes (``resumable`` stages) when the fields in
   ``must_match`` are unchanged; otherwise it is an error naming the changed fields;
 - anything else that is non-empty needs ``overwrite=True``, which only ever deletes a
-  directory carrying our marker.
+  directory carrying our marker;
+- one run at a time: :func:`prepare` takes an exclusive lock on the directory (``.lock``,
+  ``flock``) that the :class:`RunDir` holds until it is released (``with runs.prepare(...) as
+  run:``) or its process ends; a second run on the directory is a :class:`RunDirError` naming
+  the holder's pid.
+
+Every JSON file here is written atomically (:mod:`dsa_cast.io`) and read with located errors.
 """
 
 from __future__ import annotations
@@ -25,21 +32,30 @@ import contextlib
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import shutil
+import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsa_cast import io
 from dsa_cast_train import config as config_lib
+
+try:  # POSIX; elsewhere runs are not locked (a warning says so)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 MARKER = "run.json"
 CONFIG_FILE = "config.json"
 LOG_FILE = "run.log"
 METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = ".lock"
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +64,72 @@ class RunDirError(RuntimeError):
     """The run directory cannot be used as asked; the message says why and what to pass."""
 
 
+class RunLock:
+    """An exclusive ``flock`` on ``<directory>/.lock``, held from construction to :meth:`release`
+    (or the end of the process: the kernel drops it, so a killed run leaves no stale lock). The
+    file keeps the holder's pid, stage and start time for the message a second run gets."""
+
+    def __init__(self, directory: Path, stage: str):
+        self.path = directory / LOCK_FILE
+        self._fh: Any = None
+        if fcntl is None:  # pragma: no cover - Windows
+            log.warning("run dir %s is not locked: file locks need a POSIX system", directory)
+            return
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115  (kept open while held)
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read(4096).strip()
+            fh.close()
+            try:
+                info = json.loads(holder)
+                who = (f"pid {info['pid']} on {info.get('host', '?')}, {info.get('stage', '?')} "
+                       f"started {info.get('started', '?')}")
+            except (ValueError, TypeError, KeyError):
+                who = "a process whose pid is not recorded yet"
+            raise RunDirError(f"run dir {directory} is in use by another run ({who}); wait for it to "
+                              f"finish or choose another --run-dir") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
+                             "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}) + "\n")
+        fh.flush()
+        self._fh = fh
+
+    @property
+    def held(self) -> bool:
+        return self._fh is not None
+
+    def release(self) -> None:
+        """Drop the lock (the file stays: it is how the directory is locked next time)."""
+        if self._fh is not None:
+            fh, self._fh = self._fh, None
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
+
+
 @dataclass(frozen=True)
 class RunDir:
-    """A prepared run directory."""
+    """A prepared run directory; it holds the directory's lock until :meth:`release` (also on
+    leaving a ``with`` block)."""
 
     path: Path
     stage: str
     resumed: bool
     """True when this start continues an earlier one in the same directory."""
+    lock: RunLock | None = field(default=None, compare=False, repr=False)
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     @property
     def checkpoints(self) -> Path:
@@ -79,11 +153,20 @@ class RunDir:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically (temp file + rename), so a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write strict JSON atomically (:func:`dsa_cast.io.atomic_write_json`: temporary file, fsync,
+    rename), so a crash never leaves half a file; a non-finite float is written as ``null``."""
+    io.atomic_write_json(path, _finite(data), default=_json_default)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf) as None: strict JSON readers reject them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:
@@ -111,61 +194,87 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
 
 def _read_marker(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads((path / MARKER).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        return io.load_json(path / MARKER)
+    except io.InputError:
         return None
-    return data if isinstance(data, dict) else None
+
+
+def _entries(path: Path) -> list[Path]:
+    """What a run directory holds, its lock file aside."""
+    return [p for p in path.iterdir() if p.name != LOCK_FILE]
 
 
 def _clear(path: Path) -> None:
-    for child in path.iterdir():
+    for child in _entries(path):
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:
             child.unlink()
 
 
-def _start_fresh(path: Path, stage: str, config: config_lib.PipelineConfig) -> RunDir:
-    path.mkdir(parents=True, exist_ok=True)
+def _start_fresh(path: Path, stage: str, config: config_lib.PipelineConfig, lock: RunLock) -> RunDir:
     from dsa_cast import __version__
 
     write_json(path / MARKER, {"stage": stage, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
                                "dsa_cast_version": __version__})
     write_json(path / CONFIG_FILE, config_lib.to_dict(config))
-    return RunDir(path, stage, resumed=False)
+    return RunDir(path, stage, resumed=False, lock=lock)
+
+
+def _not_ours(path: Path, overwrite: bool) -> RunDirError | None:
+    """The refusal for a non-empty directory without our marker (nothing is written to it)."""
+    if _entries(path) and _read_marker(path) is None:
+        listing = ", ".join(sorted(p.name for p in _entries(path))[:8])
+        what = "refusing to delete it: " if overwrite else ""
+        return RunDirError(
+            f"run dir {path} is not empty (files not made by dsa_cast_train: {listing}) and has no "
+            f"{MARKER}; {what}it was not created by dsa_cast_train; choose an empty or new --run-dir")
+    return None
 
 
 def prepare(path: str | Path, stage: str, config: config_lib.PipelineConfig, *, overwrite: bool = False,
             resumable: bool = True, must_match: Sequence[str] = ("model", "data")) -> RunDir:
-    """Create, resume or (with ``overwrite``) reset the run directory for ``stage``.
+    """Lock, then create, resume or (with ``overwrite``) reset the run directory for ``stage``.
 
     ``must_match`` lists config sections or dotted fields that may not change on resume
-    (different weights or data would make the checkpoint meaningless).
+    (different weights or data would make the checkpoint meaningless). The returned
+    :class:`RunDir` holds the directory's lock: release it when the run ends (``with``).
     """
     path = Path(path).expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run dir {path} exists and is not a directory")
-    if not path.exists() or not any(path.iterdir()):
-        return _start_fresh(path, stage, config)
-    marker = _read_marker(path)
+    if path.exists() and (refusal := _not_ours(path, overwrite)) is not None:
+        raise refusal  # checked before the lock file would be added to someone else's directory
+    path.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(path, stage)
+    try:
+        return _prepare_locked(path, stage, config, lock, overwrite, resumable, must_match)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _prepare_locked(path: Path, stage: str, config: config_lib.PipelineConfig, lock: RunLock,
+                    overwrite: bool, resumable: bool, must_match: Sequence[str]) -> RunDir:
+    if not _entries(path):
+        return _start_fresh(path, stage, config, lock)
+    if (refusal := _not_ours(path, overwrite)) is not None:
+        raise refusal
+    marker = _read_marker(path) or {}
     if overwrite:
-        if marker is None:
-            raise RunDirError(
-                f"refusing to delete {path}: it is not empty and has no {MARKER}, so it was not "
-                f"created by dsa_cast_train; choose an empty or new --run-dir")
         _clear(path)
-        return _start_fresh(path, stage, config)
-    if marker is None or marker.get("stage") != stage or not resumable:
-        what = "a run of another stage" if marker else "files not made by dsa_cast_train"
-        if marker and marker.get("stage") == stage:
+        return _start_fresh(path, stage, config, lock)
+    if marker.get("stage") != stage or not resumable:
+        what = "a run of another stage"
+        if marker.get("stage") == stage:
             what = f"an earlier {stage} run"
-        listing = ", ".join(sorted(p.name for p in path.iterdir())[:8])
+        listing = ", ".join(sorted(p.name for p in _entries(path))[:8])
         raise RunDirError(
             f"run dir {path} is not empty ({what}: {listing}); pass --overwrite to start afresh "
             f"(deletes it) or choose another --run-dir")
     try:
-        old = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        old = io.load_json(path / CONFIG_FILE)
+    except io.InputError as exc:
         raise RunDirError(f"cannot resume {path}: unreadable {CONFIG_FILE} ({exc}); pass --overwrite") from exc
     new = config_lib.to_dict(config)
     changed = config_diff(old, new)
@@ -179,11 +288,11 @@ def prepare(path: str | Path, stage: str, config: config_lib.PipelineConfig, *, 
         n = 1
         while (path / f"config.prev-{n}.json").exists():
             n += 1
-        shutil.copyfile(path / CONFIG_FILE, path / f"config.prev-{n}.json")
+        io.atomic_write_bytes(path / f"config.prev-{n}.json", (path / CONFIG_FILE).read_bytes())
         write_json(path / CONFIG_FILE, new)
         log.info("resumed with changed fields (previous config kept as config.prev-%d.json): %s", n,
                  ", ".join(f"{name}={b!r}" for name, _, b in changed))
-    return RunDir(path, stage, resumed=True)
+    return RunDir(path, stage, resumed=True, lock=lock)
 
 
 @contextlib.contextmanager
@@ -220,7 +329,8 @@ def logging_to(run: RunDir, level: int = logging.INFO) -> Iterator[None]:
 
 
 class MetricsWriter:
-    """Appends one JSON object per line to ``metrics.jsonl`` (flushed per line, crash-safe)."""
+    """Appends one JSON object per line to ``metrics.jsonl`` (flushed per line, crash-safe; a
+    non-finite float is written as ``null``, so the file stays strict JSON)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -228,7 +338,7 @@ class MetricsWriter:
 
     def write(self, record: Mapping[str, Any]) -> None:
         line = {"time": round(time.time(), 3), **record}
-        self._fh.write(json.dumps(line, default=_json_default) + "\n")
+        self._fh.write(json.dumps(_finite(line), default=_json_default) + "\n")
         self._fh.flush()
 
     def close(self) -> None:
@@ -242,15 +352,30 @@ class MetricsWriter:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
-    out = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return out
-    for line in lines:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    """All records of a ``metrics.jsonl`` (none when it does not exist); a bad line, such as the
+    torn last line of a killed writer, is skipped."""
+    if not Path(path).is_file():
+        return []
+    return [rec for _, rec in io.read_jsonl(path, skip_bad=True).records]
+
+
+def truncate_records(path: str | Path, keep: Callable[[dict[str, Any]], bool]) -> int:
+    """Rewrite a JSONL file of records atomically, keeping those ``keep`` accepts (and dropping bad
+    lines, such as a torn last line); returns how many were dropped. On resume, the records
+    logged after the restored checkpoint belong to steps that will be redone: dropping them first
+    makes each (kind, step) appear exactly once."""
+    p = Path(path)
+    if not p.is_file():
+        return 0
+    read = io.read_jsonl(p, skip_bad=True)
+    kept = [rec for _, rec in read.records if keep(rec)]
+    dropped = len(read.records) - len(kept) + len(read.bad_lines)
+    if dropped:
+        io.atomic_write_text(p, "".join(json.dumps(rec) + "\n" for rec in kept))
+    return dropped
+
+
+def step_of(record: Mapping[str, Any]) -> int:
+    """A record's ``step`` as an int (0 when missing or not a number)."""
+    step = record.get("step", 0)
+    return step if isinstance(step, int) and not isinstance(step, bool) else 0

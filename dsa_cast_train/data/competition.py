@@ -9,6 +9,7 @@ chat ``text``. Bare fields are wrapped in their tags. Rules: ``docs/data.md``.
 from __future__ import annotations
 
 import csv
+import io as stdio
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -165,33 +166,54 @@ def _csv_response(reasoning: str, calc_expr: str, answer: str) -> str:
     return render_response(plan, body or f"The answer is {answer}.", evidence, sanity, answer)
 
 
+MAX_CSV_BYTES = 256 << 20
+"""An extra CSV larger than this is refused (it is read whole, to locate a bad byte's line)."""
+
+
 def load_extra_csv(path: str | Path, *, source: str = "extra_csv") -> list[Example]:
     """Extra items from a CSV with header ``question,answer,reasoning,calc_expr`` (``reasoning``
-    and ``calc_expr`` may be empty). A missing column or an empty question/answer raises
-    :class:`DataFormatError` naming file and line."""
+    and ``calc_expr`` may be empty). A missing column, an empty question/answer, bytes that are
+    not UTF-8 or a malformed row raises :class:`DataFormatError` naming file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    with path.open("rb") as fh:
+        raw = fh.read(MAX_CSV_BYTES + 1)
+    if len(raw) > MAX_CSV_BYTES:
+        raise DataFormatError(path, None, f"larger than {MAX_CSV_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataFormatError(path, line, f"not UTF-8: invalid byte 0x{raw[exc.start]:02x}") from None
+    if "\x00" in text:
+        raise DataFormatError(path, text.count("\n", 0, text.index("\x00")) + 1, "NUL byte")
+    reader = csv.DictReader(stdio.StringIO(text, newline=""))
+    try:
+        return _csv_examples(path, reader, source)
+    except csv.Error as exc:  # e.g. a field over csv's size limit
+        raise DataFormatError(path, reader.line_num, f"invalid CSV: {exc}") from None
+
+
+def _csv_examples(path: Path, reader: csv.DictReader, source: str) -> list[Example]:
+    header = reader.fieldnames or []
+    missing = [c for c in ("question", "answer") if c not in header]
+    if missing:
+        raise DataFormatError(path, 1, f"missing column(s) {missing}; expected header {','.join(CSV_COLUMNS)}")
     out: list[Example] = []
-    with path.open("r", encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        missing = [c for c in ("question", "answer") if c not in header]
-        if missing:
-            raise DataFormatError(path, 1, f"missing column(s) {missing}; expected header {','.join(CSV_COLUMNS)}")
-        for row in reader:
-            line = reader.line_num
-            if None in row:
-                raise DataFormatError(path, line, f"more fields than the {len(header)} header columns")
-            question = (row.get("question") or "").strip()
-            answer = (row.get("answer") or "").strip()
-            for name, value in (("question", question), ("answer", answer)):
-                if not value:
-                    raise DataFormatError(path, line, f"empty {name!r}")
-            response = _csv_response(
-                (row.get("reasoning") or "").strip(), (row.get("calc_expr") or "").strip(), answer
-            )
-            out.append(Example(question, response, answer, source, f"{path.name}:{line}"))
+    for row in reader:
+        line = reader.line_num
+        if None in row:
+            raise DataFormatError(path, line, f"more fields than the {len(header)} header columns")
+        question = (row.get("question") or "").strip()
+        answer = (row.get("answer") or "").strip()
+        for name, value in (("question", question), ("answer", answer)):
+            if not value:
+                raise DataFormatError(path, line, f"empty {name!r}")
+        response = _csv_response(
+            (row.get("reasoning") or "").strip(), (row.get("calc_expr") or "").strip(), answer
+        )
+        out.append(Example(question, response, answer, source, f"{path.name}:{line}"))
     return out
 
 

@@ -1,58 +1,46 @@
-"""Line-accurate JSONL reading: every bad line is reported with its file and line number."""
+"""Line-accurate JSONL reading for the training data, on the project's one reader
+(:mod:`dsa_cast.io`): every bad line (invalid UTF-8, a NUL byte, invalid JSON, a 5,000-digit
+integer, nesting too deep, not an object) is a :class:`DataFormatError` naming the file and line."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsa_cast import io
+from dsa_cast.io import BadLine, JsonlRecords
 
-class DataFormatError(ValueError):
+__all__ = ["BadLine", "DataFormatError", "JsonlRecords", "iter_jsonl", "read_jsonl"]
+
+
+class DataFormatError(io.InputError):
     """A data file holds a record that cannot be used; the message names the file and line."""
 
-    def __init__(self, path: str | Path, line: int, reason: str):
-        self.path = str(path)
-        self.line = line
-        self.reason = reason
-        super().__init__(f"{self.path}:{line}: {reason}")
+    def __init__(self, path: str | Path, line: int | None, reason: str):
+        super().__init__(reason, path, line)
 
 
-@dataclass(frozen=True)
-class BadLine:
-    """A skipped line: where it is and why it was rejected."""
-
-    path: str
-    line: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class JsonlRecords:
-    """Records read from a JSONL file, each with its 1-based line number, and the lines skipped."""
-
-    records: tuple[tuple[int, dict[str, Any]], ...]
-    bad_lines: tuple[BadLine, ...]
+def _data_error(err: io.InputError) -> DataFormatError:
+    return DataFormatError(err.path or "", err.line, err.reason)
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | DataFormatError]]:
-    """Yield ``(line_number, record)`` for each non-blank line, or ``(line_number, error)``."""
-    path = Path(path)
-    with path.open("r", encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            text = raw.strip()
-            if not text:
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield number, DataFormatError(path, number, f"invalid JSON ({exc.msg} at column {exc.colno})")
-                continue
-            if not isinstance(value, dict):
-                yield number, DataFormatError(path, number, f"expected a JSON object, got {type(value).__name__}")
-                continue
-            yield number, value
+    """Yield ``(line_number, record)`` for each non-blank line, or ``(line_number, error)``.
+
+    A missing file is a :class:`FileNotFoundError`; one that cannot be opened or read (a
+    directory, an I/O error) a :class:`DataFormatError`."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    name = str(path)
+    try:
+        with io.open_input(name) as fh:
+            for line in io.iter_jsonl(fh, name):
+                yield line.number, line.value if line.error is None else _data_error(line.error)
+    except io.InputError as err:  # opening or reading the file itself
+        if isinstance(err, DataFormatError):
+            raise
+        raise _data_error(err) from None
 
 
 def read_jsonl(
@@ -68,8 +56,6 @@ def read_jsonl(
     raises :class:`DataFormatError` naming file and line, or, with ``skip_bad``, is skipped and
     listed in ``bad_lines``. ``limit`` stops after that many good records.
     """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such file")
     good: list[tuple[int, dict[str, Any]]] = []
     bad: list[BadLine] = []
     for number, item in iter_jsonl(path):
@@ -80,7 +66,7 @@ def read_jsonl(
         if isinstance(item, DataFormatError):
             if not skip_bad:
                 raise item
-            bad.append(BadLine(item.path, item.line, item.reason))
+            bad.append(BadLine(item.path or str(path), item.line or number, item.reason))
             continue
         good.append((number, item))
         if limit is not None and len(good) >= limit:

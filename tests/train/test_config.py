@@ -196,3 +196,69 @@ def test_docs_field_reference_matches_code():
         else:
             expected[f.name] = json.dumps(cfg.to_dict(root)[f.name])
     assert {k: documented.get(k) for k in expected} == expected
+
+
+# -- issue 10: every float finite and in range; hostile config files are located errors -------
+
+
+def _float_fields() -> list[str]:
+    import typing
+
+    out = []
+    root = cfg.PipelineConfig()
+    for f in dataclasses.fields(root):
+        section = getattr(root, f.name)
+        if dataclasses.is_dataclass(section):
+            hints = typing.get_type_hints(type(section))
+            out += [f"{f.name}.{g.name}" for g in dataclasses.fields(section)
+                    if hints[g.name] in (float, float | None)]
+    return out
+
+
+@pytest.mark.parametrize("field", _float_fields())
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+def test_every_float_field_must_be_finite(field, value):
+    with pytest.raises(ConfigError, match=rf"^{field.replace('.', r'[.]')}: expected a finite number"):
+        cfg.load_config("tiny", overrides=[f"{field}={value}"])
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        cfg.from_dict(json.loads(json.dumps({field.split(".")[0]: {field.split(".")[1]: float(value)}})))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("grpo.temperature=0", "grpo.temperature must be > 0"),
+    ("grpo.grad_clip_norm=0", "grpo.grad_clip_norm must be > 0"),
+    ("grpo.b1=1.0", r"grpo.b1 must be within \[0, 1\)"),
+    ("grpo.b2=-0.5", r"grpo.b2 must be within \[0, 1\)"),
+    ("eval.approx_tolerance=-1", "eval.approx_tolerance must be >= 0"),
+])
+def test_float_ranges(override, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg.load_config("tiny", overrides=[override])
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("digits.json", '{"sft": {"max_steps": ' + "9" * 5000 + "}}", r"digits\.json: invalid JSON: Exceeds the limit"),
+    ("deep.json", "[" * 100_000 + "]" * 100_000, r"deep\.json: invalid JSON: nested too deeply"),
+    ("nan.json", '{"sft": {"learning_rate": NaN}}', r"nan\.json: sft\.learning_rate: expected a finite number"),
+    ("utf.json", b'{"name": "\xff"}', r"utf\.json: not UTF-8: invalid byte 0xff"),
+    ("digits.toml", "[sft]\nmax_steps = " + "9" * 5000 + "\n", r"digits\.toml: invalid TOML: ValueError: Exceeds"),
+    ("deep.toml", "x = " + "[" * 5000 + "]" * 5000 + "\n", r"deep\.toml: invalid TOML"),
+    ("nan.toml", "[grpo]\nbeta = inf\n", r"nan\.toml: grpo\.beta: expected a finite number"),
+    ("utf.toml", b"name = '\xff'\n", r"utf\.toml: not UTF-8"),
+    ("deep.yaml", "a: " + "[" * 5000 + "]" * 5000 + "\n", r"deep\.yaml: invalid YAML"),
+    ("nan.yaml", "sft:\n  learning_rate: .nan\n", r"nan\.yaml: sft\.learning_rate: expected a finite number"),
+    ("big.toml", "# " + "x" * (1 << 20) + "\n", r"big\.toml: config file larger than"),
+])
+def test_hostile_config_files_are_located_errors(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ConfigError, match=message):
+        cfg.load_config(None, [path])
+    bad = _cli("dsa_cast_train.sft", "--run-dir", str(tmp_path / "r"), "--preset", "none", "--config",
+               str(path), "--print-config")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and name in bad.stderr
+
+
+def test_nan_override_on_the_command_line_exits_2():
+    bad = _cli("dsa_cast_train.grpo", "--run-dir", "unused", "--set", "grpo.beta=inf", "--print-config")
+    assert bad.returncode == 2 and "grpo.beta: expected a finite number" in bad.stderr

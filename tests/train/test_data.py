@@ -730,3 +730,50 @@ def test_import_is_light():
             "print(sorted(m for m in ('jax', 'grain', 'flax', 'tunix', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 10: hostile training JSONL and CSV lines are located errors
+
+_HOSTILE_DATA_LINES = {
+    "invalid UTF-8": b'{"question": "q\xff", "answer": "#### 1"}',
+    "5000-digit integer": b'{"question": "q", "answer": ' + b"9" * 5000 + b"}",
+    "100k-deep arrays": b'{"question": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "NUL": b'{"question": "q", "answer": "#### 1"}\x00',
+}
+
+
+@pytest.mark.parametrize("name", sorted(_HOSTILE_DATA_LINES))
+def test_hostile_training_lines_name_file_and_line(tmp_path, name):
+    good = json.dumps({"question": "q?", "answer": "1+1 = <<1+1=2>>2\n#### 2"}).encode()
+    p = tmp_path / "train.jsonl"
+    p.write_bytes(good + b"\n" + _HOSTILE_DATA_LINES[name] + b"\n" + good + b"\n")
+    with pytest.raises(D.DataFormatError, match=rf"^{re.escape(str(p))}:2: ") as err:
+        D.load_gsm8k(tmp_path)
+    assert err.value.line == 2
+    assert len(D.load_gsm8k(tmp_path, skip_bad=True)) == 2
+    dsa = tmp_path / "dsa.jsonl"
+    dsa.write_bytes(_HOSTILE_DATA_LINES[name] + b"\n")
+    with pytest.raises(D.DataFormatError, match=rf"^{re.escape(str(dsa))}:1: "):
+        D.load_dsa_jsonl(dsa)
+
+
+def test_extra_csv_bad_bytes_name_the_line(tmp_path):
+    p = tmp_path / "extra.csv"
+    p.write_bytes(b"question,answer,reasoning,calc_expr\nq1,1,,\nq2,2,,\nq3 \xff,3,,\n")
+    with pytest.raises(D.DataFormatError, match=rf"^{re.escape(str(p))}:4: not UTF-8: invalid byte 0xff"):
+        D.load_extra_csv(p)
+    p.write_bytes(b"\xef\xbb\xbfquestion,answer,reasoning,calc_expr\nq1,1,,\n")  # a BOM is fine
+    assert [e.question for e in D.load_extra_csv(p)] == ["q1"]
+    p.write_bytes(b"question,answer,reasoning,calc_expr\nq1,1,,\nq\x002,2,,\n")
+    with pytest.raises(D.DataFormatError, match=r":3: NUL byte"):
+        D.load_extra_csv(p)
+    p.write_bytes(b'question,answer,reasoning,calc_expr\n"' + b"x" * 200_000 + b'",1,,\n')
+    with pytest.raises(D.DataFormatError, match=r"invalid CSV: field larger than field limit"):
+        D.load_extra_csv(p)
+
+
+def test_a_directory_given_as_data_is_a_located_error(tmp_path):
+    (tmp_path / "train.jsonl").mkdir()
+    with pytest.raises(D.DataFormatError, match=r"train\.jsonl: is a directory"):
+        D.read_jsonl(tmp_path / "train.jsonl")

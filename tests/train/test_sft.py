@@ -44,14 +44,14 @@ def _subprocess_env(**extra: str) -> dict[str, str]:
 
 def test_run_dir_rules(tmp_path):
     c = cfg.load_preset("tiny")
-    fresh = runs.prepare(tmp_path / "a", "sft", c)
-    assert not fresh.resumed
-    assert json.loads(fresh.config_file.read_text()) == cfg.to_dict(c)
-    assert json.loads((fresh.path / runs.MARKER).read_text())["stage"] == "sft"
+    with runs.prepare(tmp_path / "a", "sft", c) as fresh:
+        assert not fresh.resumed
+        assert json.loads(fresh.config_file.read_text()) == cfg.to_dict(c)
+        assert json.loads((fresh.path / runs.MARKER).read_text())["stage"] == "sft"
     # same stage, same model/data: resume; an allowed change keeps the old config beside
     changed = _with(c, sft={"max_steps": 99})
-    again = runs.prepare(tmp_path / "a", "sft", changed)
-    assert again.resumed
+    with runs.prepare(tmp_path / "a", "sft", changed) as again:
+        assert again.resumed
     assert json.loads((fresh.path / "config.prev-1.json").read_text())["sft"]["max_steps"] == c.sft.max_steps
     assert json.loads(fresh.config_file.read_text())["sft"]["max_steps"] == 99
     # a changed model or data field blocks resuming and names the field
@@ -63,8 +63,38 @@ def test_run_dir_rules(tmp_path):
     with pytest.raises(runs.RunDirError, match="pass --overwrite"):
         runs.prepare(tmp_path / "a", "sft", c, resumable=False)
     (fresh.path / "checkpoints").mkdir()
-    reset = runs.prepare(tmp_path / "a", "evaluate", c, overwrite=True)
-    assert not reset.resumed and sorted(p.name for p in reset.path.iterdir()) == ["config.json", "run.json"]
+    with runs.prepare(tmp_path / "a", "evaluate", c, overwrite=True) as reset:
+        assert not reset.resumed
+        assert sorted(p.name for p in reset.path.iterdir()) == [runs.LOCK_FILE, "config.json", "run.json"]
+
+
+_HOLDER = """
+import sys, time
+from dsa_cast_train import config, runs
+with runs.prepare(sys.argv[1], "sft", config.load_preset("tiny")):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_run_on_a_locked_dir_is_refused_with_the_holders_pid(tmp_path):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path / "run")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        c = cfg.load_preset("tiny")
+        for overwrite in (False, True):
+            with pytest.raises(runs.RunDirError, match=rf"in use by another run \(pid {holder.pid} on .*sft started"):
+                runs.prepare(tmp_path / "run", "sft", c, overwrite=overwrite)
+        assert (tmp_path / "run" / runs.MARKER).is_file()  # the holder's run was not touched
+    finally:
+        holder.kill()
+        holder.wait()
+    with runs.prepare(tmp_path / "run", "sft", c) as again:  # a killed holder leaves no stale lock
+        assert again.resumed
 
 
 def test_foreign_dir_is_never_deleted(tmp_path):
@@ -75,6 +105,7 @@ def test_foreign_dir_is_never_deleted(tmp_path):
     with pytest.raises(runs.RunDirError, match="refusing to delete"):
         runs.prepare(tmp_path, "sft", c, overwrite=True)
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.txt"]  # not even a lock file added
     (tmp_path / "file").write_text("")
     with pytest.raises(runs.RunDirError, match="not a directory"):
         runs.prepare(tmp_path / "file", "sft", c)
