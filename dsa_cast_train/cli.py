@@ -65,12 +65,16 @@ def resolve(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input rather than a bug: reported as one line, exit status 2."""
+    from dsa_cast import io
+
     from dsa_cast_train.data import DataFormatError, GSM8KUnavailable
+    from dsa_cast_train.digests import CheckpointError
+    from dsa_cast_train.guards import NonFiniteError
     from dsa_cast_train.models import ModelSourceError
     from dsa_cast_train.runs import RunDirError
 
     return (RunDirError, FileNotFoundError, ModelSourceError, GSM8KUnavailable, DataFormatError,
-            config_lib.ConfigError)
+            config_lib.ConfigError, CheckpointError, NonFiniteError, io.InputError, io.OutputError)
 
 
 def execute(run: Callable[..., Any], invocation: Invocation,

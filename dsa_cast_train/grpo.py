@@ -258,44 +258,26 @@ def _append_jsonl(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
 
 
 def read_metrics(path: str | Path, mode: str | None = "train") -> list[dict]:
-    """Records of a ``metrics.jsonl`` (only ``mode`` ones unless ``mode`` is None); a torn last
-    line from a killed writer is skipped."""
-    p = Path(path)
-    if not p.is_file():
-        return []
-    out = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and (mode is None or rec.get("mode") == mode):
-            out.append(rec)
-    return out
+    """Records of a ``metrics.jsonl`` (only ``mode`` ones unless ``mode`` is None); a bad line,
+    such as the torn last line of a killed writer, is skipped."""
+    from dsa_cast_train import runs
+
+    return [rec for rec in runs.read_metrics(path) if mode is None or rec.get("mode") == mode]
 
 
-def truncate_records(path: str | Path, max_step: int) -> int:
-    """Keep only records with ``step <= max_step`` (rewrites the file atomically); returns how
-    many were dropped. On resume, rollouts logged after the restored checkpoint are redone."""
-    p = Path(path)
-    if not p.is_file():
-        return 0
-    kept, dropped = [], 0
-    for line in p.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            dropped += 1
-            continue
-        if isinstance(rec, dict) and int(rec.get("step", 0)) <= max_step:
-            kept.append(line)
-        else:
-            dropped += 1
-    if dropped:
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, p)
-    return dropped
+def truncate_records(path: str | Path, max_step: int, *, redo_eval: bool = True) -> int:
+    """Keep the train records of steps ``<= max_step`` and the eval records of steps ``< max_step``
+    (``<= max_step`` when the resumed run will not evaluate at ``max_step`` again: ``redo_eval``
+    False); rewrites the file atomically, returns how many were dropped (a torn line too). On
+    resume the learner evaluates at the restored step first and redoes the steps after it, so each
+    (mode, step) then appears once."""
+    from dsa_cast_train import runs
+
+    def keep(rec: dict) -> bool:
+        step = runs.step_of(rec)
+        return step < max_step or (step == max_step and (rec.get("mode") != "eval" or not redo_eval))
+
+    return runs.truncate_records(path, keep)
 
 
 def plot_reward_curve(metrics_path: str | Path, out_path: str | Path, *, title: str = "GRPO") -> Path | None:
@@ -515,7 +497,7 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> GRPOResult:
 
 
 def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: bool) -> GRPOResult:
-    from dsa_cast_train import data, models, sft
+    from dsa_cast_train import data, digests, guards, models, sft
 
     g = config.grpo
     done = models.checkpoint_steps(ckpt_dir)
@@ -524,8 +506,9 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
     rollouts_path = run_path / ROLLOUTS_FILE
     if resumed:
         # records logged after the newest checkpoint belong to steps that will be redone
+        redo_eval = resumed_from < g.max_steps and g.eval_prompts > 0 and resumed_from % g.eval_every_steps == 0
         for p in (metrics_path, rollouts_path):
-            n = truncate_records(p, _global_step_of(resumed_from, g))
+            n = truncate_records(p, _global_step_of(resumed_from, g), redo_eval=redo_eval)
             if n:
                 log.info("resume: dropped %d records of %s logged after step %d", n, p.name, resumed_from)
         log.info("resuming GRPO from actor step %d in %s", resumed_from, ckpt_dir)
@@ -560,15 +543,25 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
                                   rollouts_path=rollouts_path,
                                   prefix=data.REASONING_START + "\n" if prefill else "",
                                   on_record=_progress_line(g.max_steps), num_generations=g.num_generations)
+        if resumed_from:  # RLCluster restores the newest actor step (model and optimizer): check it first
+            digests.verify_newest(ckpt_dir)
         learner, cluster = build_learner(actor=actor, reference=reference, tokenizer=loaded.tokenizer,
                                          mesh=mesh, g=g, eos_ids=loaded.eos_ids, run_dir=run_path,
                                          reward_fns=rec_logger.reward_fns, metric_fns=[rec_logger.metric_fn])
         rec_logger.step_fn = lambda: cluster.global_steps
+        digests.track(cluster.actor_trainer.checkpoint_manager, ckpt_dir)  # each committed step gets its digests
+        cluster.actor_trainer.with_training_hooks(guards.finite_hooks("GRPO"))  # stop on a NaN/inf loss
         train_ds = data.grpo_dataset(train_examples, batch_size=g.batch_size, seed=config.data.shuffle_seed,
                                      system_prompt=system_prompt, prefill=prefill, epochs=None)
         eval_ds = eval_dataset(held_out, loaded.tokenizer, g, system_prompt=system_prompt, prefill=prefill)
-        with mesh:
-            learner.train(train_ds, eval_ds)
+        try:
+            with mesh:
+                learner.train(train_ds, eval_ds)
+        except guards.NonFiniteError as err:  # keep the last good checkpoint as the newest one
+            guards.discard_checkpoints_from(cluster.actor_trainer.checkpoint_manager, ckpt_dir, err, resumed_from)
+            digests.record_new(ckpt_dir)
+            raise
+        digests.record_new(ckpt_dir)
         actor_steps = int(cluster.actor_trainer.train_steps)
     else:
         log.info("GRPO already finished (actor step %d >= grpo.max_steps=%d)", resumed_from, g.max_steps)
@@ -580,7 +573,9 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
                         metrics_path=metrics_path, reward_curve=curve,
                         seconds=time.perf_counter() - t_start, last=train_recs[-1] if train_recs else None)
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}
-    (run_path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    from dsa_cast_train import runs
+
+    runs.write_json(run_path / SUMMARY_FILE, summary)
     return result
 
 

@@ -475,19 +475,32 @@ def split_checkpoint_path(path: str | Path, step: int | None = None) -> tuple[Pa
 def restore_params(model: Any, checkpoint_dir: str | Path, step: int | None = None) -> int:
     """Restore model parameters only (no optimizer) from a Tunix/orbax checkpoint; returns the step.
 
-    ``checkpoint_dir`` is the root holding ``<step>/model_params`` or one step directory.
+    ``checkpoint_dir`` is the root holding ``<step>/model_params`` or one step directory. The
+    step's ``model_params`` files are first checked against the digests recorded when it was saved
+    (:mod:`dsa_cast_train.digests`); a mismatch, or a step orbax cannot read (truncated), is a
+    :class:`~dsa_cast_train.digests.CheckpointError` naming the file or step.
     """
     from tunix.sft import checkpoint_manager as ckpt_lib
 
+    from dsa_cast_train import digests
+
     root, step = split_checkpoint_path(checkpoint_dir, step)
+    root = root.expanduser().resolve()  # orbax refuses relative paths
     steps = checkpoint_steps(root)
     if not steps:
         raise FileNotFoundError(f"no checkpoint under {root} (expected {root}/<step>/model_params)")
     if step is not None and step not in steps:
         raise FileNotFoundError(f"checkpoint step {step} not under {root}; available: {steps}")
+    step = steps[-1] if step is None else step
+    step_dir = root / str(step)
+    if not digests.verify(step_dir, items=("model_params",)):
+        log.warning("checkpoint %s has no %s: restored without verification", step_dir, digests.DIGEST_FILE)
     manager = ckpt_lib.CheckpointManager(root_directory=str(root))
     try:
         restored, _ = manager.maybe_restore(model, step=step)
+    except Exception as exc:  # orbax and tensorstore raise many types for an unreadable step
+        raise digests.CheckpointError(f"{step_dir}: cannot restore checkpoint step {step}: "
+                                      f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     finally:
         manager.close()
     return int(restored)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dsa_cast_train import config as config_lib
-from dsa_cast_train import runs
+from dsa_cast_train import digests, guards, runs
 
 log = logging.getLogger("dsa_cast_train.sft")
 
@@ -189,17 +189,25 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
 # trainer
 
 
-def _trainer_class():
+def _trainer_class(save_every: int):
     from tunix.sft import peft_trainer
 
     class SFTTrainer(peft_trainer.PeftTrainer):
-        """``PeftTrainer`` whose progress bar shows loss and tokens/s."""
+        """``PeftTrainer`` whose progress bar shows loss and tokens/s, and whose metrics of a step
+        that is about to be checkpointed are written before the checkpoint (Tunix writes a step's
+        metrics during the next step: a kill right after the save would lose them for good, as
+        a resume does not redo a checkpointed step)."""
 
         @property
         def _tqdm_train_metrics(self) -> list[str]:
             extra = ["tokens_per_second"] if self.metrics_logger.metric_exists(
                 self.metrics_prefix, "tokens_per_second", "train") else []
             return ["loss", *extra]
+
+        def _write_train_metrics(self) -> None:
+            super()._write_train_metrics()
+            if self._prev_buffered_train_metrics is not None and self._train_steps % save_every == 0:
+                super()._write_train_metrics()  # this step's too, now
 
     return SFTTrainer
 
@@ -254,6 +262,7 @@ def _progress_hooks_class():
             self.writer.write({"step": step, "split": "train", "loss": loss, "grad_norm": grad_norm,
                                "learning_rate": lr, "tokens": tokens, "tokens_per_second": round(rate, 1),
                                "seconds": round(seconds, 4)})
+            guards.check("SFT", step, loss=loss, grad_norm=grad_norm)  # before this update is saved
             if step % self.log_every == 0 or step == self.max_steps or step == self.start_step + 1:
                 log.info("step %d/%d  loss %.4f  lr %.3g  grad_norm %s  %.0f tokens/s", step,
                          self.max_steps, loss, lr, "n/a" if grad_norm is None else f"{grad_norm:.3g}", rate)
@@ -323,7 +332,8 @@ def make_trainer(model: Any, cfg: config_lib.SFTConfig, checkpoint_dir: str | Pa
         metrics_logging_options=logging_options,
         pbar_description="SFT",
     )
-    trainer = _trainer_class()(model, build_optimizer(cfg), training_config)
+    trainer = _trainer_class(cfg.save_every_steps)(model, build_optimizer(cfg), training_config)
+    digests.track(trainer.checkpoint_manager, checkpoint_dir)  # each committed step gets its digests
     return trainer.with_gen_model_input_fn(model_inputs)
 
 
@@ -367,13 +377,29 @@ def run(config: config_lib.PipelineConfig, run_dir: str | Path, *, overwrite: bo
         on_step: StepCallback | None = None) -> SFTResult:
     """Train (or resume) SFT into ``run_dir`` and return what happened."""
     t0 = time.perf_counter()
-    run_info = runs.prepare(run_dir, "sft", config, overwrite=overwrite, resumable=True,
-                            must_match=("model", "data", "sft.micro_batch_size",
-                                        "sft.grad_accumulation_steps"))
-    with runs.logging_to(run_info), runs.MetricsWriter(run_info.metrics) as writer:
-        log.info("%s SFT in %s with config:\n%s", "resuming" if run_info.resumed else "starting",
-                 run_info.path, config_lib.to_json(config))
-        return _run(config, run_info, writer, on_step, t0)
+    with runs.prepare(run_dir, "sft", config, overwrite=overwrite, resumable=True,
+                      must_match=("model", "data", "sft.micro_batch_size",
+                                  "sft.grad_accumulation_steps")) as run_info:
+        if run_info.resumed:
+            _drop_records_to_redo(run_info)
+        with runs.logging_to(run_info), runs.MetricsWriter(run_info.metrics) as writer:
+            log.info("%s SFT in %s with config:\n%s", "resuming" if run_info.resumed else "starting",
+                     run_info.path, config_lib.to_json(config))
+            return _run(config, run_info, writer, on_step, t0)
+
+
+def _drop_records_to_redo(run_info: runs.RunDir) -> None:
+    """Before a resume from checkpoint step R: drop the train records after R and the eval records
+    from R on (the resumed trainer evaluates at R first, then redoes R+1...), so that each (split,
+    step) appears once in ``metrics.jsonl``."""
+    from dsa_cast_train import models
+
+    steps = models.checkpoint_steps(run_info.checkpoints)
+    r = steps[-1] if steps else 0
+    n = runs.truncate_records(run_info.metrics, lambda rec: runs.step_of(rec) < r or (
+        runs.step_of(rec) == r and rec.get("split") != "eval"))
+    if n:
+        log.info("resume: dropped %d records of %s logged after step %d", n, run_info.metrics.name, r)
 
 
 def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.MetricsWriter,
@@ -415,7 +441,15 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
             log.warning("only %d held-out examples, fewer than one batch of %d: no eval loss",
                         len(local_eval), local_batch)
 
-    trainer = make_trainer(loaded.model, cfg, run_info.checkpoints, run_info.tensorboard)
+    if run_info.resumed:  # the trainer restores the newest step (model and optimizer): check it first
+        digests.verify_newest(run_info.checkpoints)
+    try:
+        trainer = make_trainer(loaded.model, cfg, run_info.checkpoints, run_info.tensorboard)
+    except Exception as exc:  # orbax cannot read the step it restores (a truncated checkpoint)
+        if not (run_info.resumed and models.checkpoint_steps(run_info.checkpoints)):
+            raise
+        raise digests.CheckpointError(f"{run_info.checkpoints}: cannot resume from the newest checkpoint: "
+                                      f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     start_step = int(trainer.train_steps)
     if run_info.resumed:
         log.info("restored checkpoint step %d of %d", start_step, cfg.max_steps)
@@ -427,8 +461,14 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
         max_steps=cfg.max_steps, log_every=cfg.log_every_steps, on_step=on_step)
     trainer.with_training_hooks(hooks)
     t_train = time.perf_counter()
-    with mesh:
-        trainer.train(counter, eval_batches)
+    try:
+        with mesh:
+            trainer.train(counter, eval_batches)
+    except guards.NonFiniteError as err:  # keep the last good checkpoint as the newest one
+        guards.discard_checkpoints_from(trainer.checkpoint_manager, run_info.checkpoints, err, start_step)
+        digests.record_new(run_info.checkpoints)
+        raise
+    digests.record_new(run_info.checkpoints)
     train_seconds = time.perf_counter() - t_train
     final_step = int(trainer.train_steps)
     rate = hooks.steady_rate()
@@ -471,22 +511,13 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
 def write_loss_curve(metrics_path: str | Path, out_path: str | Path, *, title: str = "SFT") -> Path | None:
     """PNG of the train loss per update and the eval loss passes, read from ``metrics.jsonl``
     (so a resumed run draws its whole history); ``None`` when there is no train record."""
-    import json
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     train: dict[int, float] = {}
     evals: dict[int, float] = {}
-    path = Path(metrics_path)
-    if not path.is_file():
-        return None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a kill
-        if isinstance(rec, dict) and isinstance(rec.get("loss"), (int, float)) and isinstance(rec.get("step"), int):
+    for rec in runs.read_metrics(metrics_path):  # a line cut by a kill is skipped
+        if isinstance(rec.get("loss"), (int, float)) and isinstance(rec.get("step"), int):
             (train if rec.get("split") == "train" else evals)[rec["step"]] = float(rec["loss"])
     if not train:
         return None
@@ -504,9 +535,10 @@ def write_loss_curve(metrics_path: str | Path, out_path: str | Path, *, title: s
     ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(out_path)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(str(tmp), dpi=100)
-    tmp.replace(out)
+    from dsa_cast import io
+
+    with io.atomic_output(out, "wb") as fh:
+        fig.savefig(fh, dpi=100, format="png")
     return out
 
 
@@ -521,11 +553,11 @@ def _result_dict(result: SFTResult) -> dict[str, Any]:
 def _write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     import json
 
-    tmp = Path(f"{path}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    from dsa_cast import io
+
+    with io.atomic_output(path) as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+            fh.write(json.dumps(row) + "\n")
 
 
 # ----------------------------------------------------------------------------------------

@@ -390,9 +390,12 @@ def test_reward_curve_and_truncation(tmp_path):
     assert [r["step"] for r in grpo.read_metrics(path)] == [1, 2, 3]
     png = grpo.plot_reward_curve(path, tmp_path / "curve.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
-    assert grpo.truncate_records(path, 2) == 3  # step 3 train + eval, and the torn line
+    assert grpo.truncate_records(path, 2, redo_eval=False) == 3  # step 3 train + eval, and the torn line
     assert [r["step"] for r in grpo.read_metrics(path, None)] == [1, 1, 2, 2]
-    assert grpo.truncate_records(path, 2) == 0
+    assert grpo.truncate_records(path, 2, redo_eval=False) == 0
+    # a resumed learner evaluates at the restored step again: that eval record goes too
+    assert grpo.truncate_records(path, 2) == 1
+    assert [(r["step"], r["mode"]) for r in grpo.read_metrics(path, None)] == [(1, "train"), (1, "eval"), (2, "train")]
     assert grpo.plot_reward_curve(tmp_path / "missing.jsonl", tmp_path / "none.png") is None
 
 

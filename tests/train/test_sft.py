@@ -238,7 +238,8 @@ def test_rerun_resumes_and_refuses_changed_model(trained_run, tmp_path):
 
 @pytest.mark.train
 def test_killed_run_resumes_to_max_steps(tiny_config, tmp_path):
-    """SIGKILL right after the step-4 checkpoint is committed; the second start resumes at 4."""
+    """SIGKILL right after the step-4 checkpoint is committed, with step 5 done and recorded; the
+    second start resumes at 4, and every (split, step) record appears once (issue 10)."""
     from dsa_cast_train import models, sft
 
     config = _with(tiny_config, sft={"max_steps": 8, "save_every_steps": 2, "keep_checkpoints": 5,
@@ -254,7 +255,7 @@ def test_killed_run_resumes_to_max_steps(tiny_config, tmp_path):
         root = sys.argv[2] + "/checkpoints"
 
         def on_step(step, loss):
-            if step == 4:  # the step-4 save was issued with this update; wait for its commit
+            if step == 5:  # step 4 was recorded, then saved; wait for that save's commit
                 deadline = time.time() + 120
                 while 4 not in models.checkpoint_steps(root) and time.time() < deadline:
                     time.sleep(0.05)
@@ -274,8 +275,10 @@ def test_killed_run_resumes_to_max_steps(tiny_config, tmp_path):
     assert result.resumed and result.start_step == 4 and result.final_step == 8
     assert len(result.train_losses) == 4
     assert models.checkpoint_steps(run_dir / "checkpoints")[-1] == 8
-    train_steps = [m["step"] for m in runs.read_metrics(run_dir / "metrics.jsonl") if m["split"] == "train"]
-    assert train_steps == [1, 2, 3, 4, 5, 6, 7, 8]
+    records = runs.read_metrics(run_dir / "metrics.jsonl")
+    assert [m["step"] for m in records if m["split"] == "train"] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [m["step"] for m in records if m["split"] == "eval"] == [0, 4]  # before training, at the resume
+    assert all(m["step"] != 5 or m["loss"] in result.train_losses for m in records)  # step 5 is the redone one
     assert "resuming SFT" in (run_dir / "run.log").read_text()
 
 
