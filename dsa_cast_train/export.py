@@ -19,6 +19,7 @@ CLI: ``python -m dsa_cast_train.export --run-dir RUN [--step N] [--out FILE.zip]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -30,15 +31,28 @@ import stat
 import sys
 import tempfile
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from dsa_cast import io as dsa_io
+from dsa_cast_train import digests
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_FORMAT = "dsa-cast-export/1"
+MAX_MANIFEST_BYTES = 64 << 20  # a manifest larger than this is refused before it is parsed
+DEFAULT_MAX_UNPACK_BYTES = 1 << 40
+"""``unpack`` refuses an archive whose members declare more than this in total (1 TiB: generous,
+for the largest checkpoints; lower it with ``max_bytes`` / ``--max-unpack-bytes`` for archives
+from elsewhere). It also refuses one that does not fit the target's free disk space."""
+HF_MARKER = ".dsa-cast-export.json"
+"""In a safetensors directory written here: the files it holds. ``overwrite`` replaces only a
+directory that has it and nothing else (user files are never deleted)."""
 _HASH_CHUNK_BYTES = 1 << 20  # streaming block size for hashing and copying; bounds memory per file
+_TAMPER_NOTE = ("the manifest's sha256 list detects corruption, not tampering by someone who can "
+                "rewrite the manifest: compare the archive's own sha256 with the one printed at export")
 
 # Where a run directory keeps its checkpoints, most specific first. ``grpo`` runs write the actor
 # under ``checkpoints/actor/<step>`` (RLCluster layout); ``sft`` runs under ``checkpoints/<step>``;
@@ -152,25 +166,28 @@ def _run_files(run_dir: Path) -> list[Path]:
 
 def _read_json_or_none(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return dsa_io.load_json(path)
+    except dsa_io.InputError:
         return None
 
 
 def _last_jsonl_record(path: Path) -> dict | None:
-    last = None
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a torn last line from a killed writer is not the archive's concern
-            if isinstance(rec, dict):
-                last = rec
-    return last
+    """The last good record (a torn last line from a killed writer is not the archive's concern)."""
+    records = dsa_io.read_jsonl(path, skip_bad=True).records
+    return records[-1][1] if records else None
+
+
+def is_export_archive(path: str | Path) -> bool:
+    """Whether ``path`` is a zip whose ``MANIFEST.json`` has this project's format (not verified:
+    what makes an existing file ours to replace)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo(MANIFEST_NAME)
+            if info.file_size > MAX_MANIFEST_BYTES:
+                return False
+            return dsa_io.parse_json(zf.read(info), MANIFEST_NAME).get("format") == MANIFEST_FORMAT
+    except (zipfile.BadZipFile, KeyError, OSError, dsa_io.InputError, RuntimeError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,6 +204,7 @@ def export_zip(
     include_optimizer: bool = True,
     compression: int = zipfile.ZIP_STORED,
     config: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> ZipExport:
     """Archive one checkpoint step of ``run_dir`` into a verified zip.
 
@@ -197,6 +215,11 @@ def export_zip(
     ``include_optimizer=False`` leaves out the ``optimizer_state`` subtree (a params-only archive).
     ``compression`` is a :mod:`zipfile` constant; the default stores members uncompressed
     (checkpoint tensors barely compress and deflating gigabytes is slow).
+
+    The step is first checked against the digests recorded when it was saved
+    (:mod:`dsa_cast_train.digests`): a corrupted file is an :class:`ExportError` naming it. An
+    existing ``out_path`` is replaced only when it is this project's archive, or with
+    ``overwrite``; the archive never replaces one of its own inputs.
     """
     run = Path(run_dir)
     root = resolve_checkpoint_root(run, checkpoint_root)
@@ -207,6 +230,16 @@ def export_zip(
         raise ExportError(f"{root}: step {step} not found; available steps: {steps}")
     step_dir = root / str(step)
     out = Path(out_path) if out_path is not None else run / "export" / f"{run.resolve().name}_step{step}.zip"
+    if out.is_dir():
+        raise ExportError(f"{out}: is a directory; --out names the zip file")
+    if out.exists() and not overwrite and not is_export_archive(out):
+        raise ExportError(f"{out}: exists and is not a dsa-cast export archive; refusing to replace it "
+                          f"(pass --overwrite / overwrite=True, or choose another --out)")
+    try:
+        if not digests.verify(step_dir, None if include_optimizer else ("model_params",)):
+            log.warning("checkpoint %s has no %s: archived without verification", step_dir, digests.DIGEST_FILE)
+    except digests.CheckpointError as exc:
+        raise ExportError(str(exc)) from exc
     out.parent.mkdir(parents=True, exist_ok=True)
 
     members: list[tuple[Path, str]] = []
@@ -234,6 +267,10 @@ def export_zip(
                 config = cfg
                 break
 
+    try:
+        dsa_io.refuse_inputs(out, [p for p, _ in members])
+    except dsa_io.OutputError as exc:
+        raise ExportError(str(exc)) from exc
     entries = [FileEntry(arc, sha256_file(p), p.stat().st_size) for p, arc in members]
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -271,17 +308,52 @@ def _is_symlink_member(info: zipfile.ZipInfo) -> bool:
 
 
 def _check_member_name(zip_path: Path, name: str) -> PurePosixPath:
-    """The member's relative path, or :class:`ExportError` if it could escape the target."""
+    """The member's relative path, or :class:`ExportError` if it could escape the target or is not
+    written the one canonical way (``a//b``, ``a/./b``: a file system would make it an alias)."""
     if not name or "\\" in name or "\x00" in name:
         raise ExportError(f"{zip_path}: member {name!r}: unsafe path (backslash, NUL or empty)")
     p = PurePosixPath(name)
     if p.is_absolute() or name.startswith("/"):
         raise ExportError(f"{zip_path}: member {name!r}: absolute path escapes the target directory")
-    if any(part == ".." for part in p.parts):
+    parts = name.rstrip("/").split("/")
+    if any(part == ".." for part in parts):
         raise ExportError(f"{zip_path}: member {name!r}: '..' escapes the target directory")
     if p.parts and ":" in p.parts[0]:
         raise ExportError(f"{zip_path}: member {name!r}: drive-qualified path escapes the target directory")
+    if any(part in ("", ".") for part in parts):
+        raise ExportError(f"{zip_path}: member {name!r}: not a canonical path (empty or '.' component): "
+                          f"the file system would make it an alias of another member")
     return p
+
+
+def _member_key(name: str) -> str:
+    """How a case-insensitive, Unicode-normalising file system (macOS, Windows) names a member."""
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name.rstrip("/")).casefold()
+
+
+def _check_member_set(zip_path: Path, infos: Sequence[zipfile.ZipInfo]) -> None:
+    """No two members that one file system would write to the same place (aliases, case or
+    Unicode-normalisation collisions), and no member that is both a file and a folder."""
+    seen: dict[str, str] = {}
+    dirs: dict[str, str] = {}
+    files: dict[str, str] = {}
+    for info in infos:
+        name = info.filename
+        key = _member_key(name)
+        if key in seen:
+            raise ExportError(f"{zip_path}: member {name!r}: same path as member {seen[key]!r} on a "
+                              f"case-insensitive file system (or an exact duplicate)")
+        seen[key] = name
+        (dirs if name.endswith("/") else files)[key] = name
+        parts = key.split("/")
+        for i in range(1, len(parts)):
+            dirs.setdefault("/".join(parts[:i]), name)
+    for key, name in files.items():
+        if key in dirs:
+            raise ExportError(f"{zip_path}: member {name!r}: is a file, but member {dirs[key]!r} needs a "
+                              f"folder of that name")
 
 
 def verify_zip(zip_path: str | Path) -> dict:
@@ -306,12 +378,21 @@ def verify_zip(zip_path: str | Path) -> dict:
             if info.filename in seen:
                 raise ExportError(f"{zp}: member {info.filename!r}: duplicate entry")
             seen.add(info.filename)
+        _check_member_set(zp, infos)
         if MANIFEST_NAME not in seen:
             raise ExportError(f"{zp}: {MANIFEST_NAME} missing; not a dsa-cast export")
+        minfo = zf.getinfo(MANIFEST_NAME)
+        if minfo.file_size > MAX_MANIFEST_BYTES:
+            raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: larger than {MAX_MANIFEST_BYTES} bytes")
         try:
-            manifest = json.loads(zf.read(MANIFEST_NAME).decode("utf-8"))
+            manifest = dsa_io.parse_json(zf.read(minfo), f"{zp}!{MANIFEST_NAME}")
             files = {e["path"]: (e["sha256"], int(e["size"])) for e in manifest["files"]}
-        except (zipfile.BadZipFile, ValueError, KeyError, TypeError) as e:
+        except dsa_io.InputError as e:
+            raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: unreadable manifest: {e.reason}"
+                              + (f" (line {e.line})" if e.line else "")) from e
+        except KeyError as e:
+            raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: unreadable manifest: missing field {e}") from e
+        except (zipfile.BadZipFile, ValueError, TypeError, OverflowError, RuntimeError) as e:
             raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: unreadable manifest: {e}") from e
         if manifest.get("format") != MANIFEST_FORMAT:
             raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: format {manifest.get('format')!r}, "
@@ -333,28 +414,44 @@ def verify_zip(zip_path: str | Path) -> dict:
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
                 raise ExportError(f"{zp}: member {name!r}: corrupt data: {e}") from e
             if size != want_size or h.hexdigest() != want_sha:
-                raise ExportError(f"{zp}: member {name!r}: sha256/size mismatch with the manifest "
-                                  f"(tampered or corrupt)")
+                raise ExportError(f"{zp}: member {name!r}: sha256/size mismatch with the manifest: the "
+                                  f"archive is corrupt ({_TAMPER_NOTE})")
         missing = sorted(set(files) - seen)
         if missing:
             raise ExportError(f"{zp}: member {missing[0]!r}: listed in the manifest but missing")
     return manifest
 
 
-def unpack(zip_path: str | Path, target: str | Path) -> Path:
+def unpack(zip_path: str | Path, target: str | Path, *, max_bytes: int = DEFAULT_MAX_UNPACK_BYTES) -> Path:
     """Verify an export archive (:func:`verify_zip`) and extract it into ``target``.
 
-    ``target`` must not exist or be an empty directory. Extraction goes to a temporary sibling
-    directory that is renamed into place only when complete, and every destination is checked to
-    stay inside it. Returns the target path.
+    ``target`` must not exist or be an empty directory. The members' declared sizes may total at
+    most ``max_bytes`` and must fit the target's free disk space; extraction stops if a member
+    yields more bytes than it declared. Extraction goes to a temporary sibling directory that is
+    renamed into place only when complete, and every destination is checked to stay inside it.
+    Every failure (a file error included: a name too long, a target under a file) is an
+    :class:`ExportError` naming the archive, member or path. Returns the target path.
     """
     zp = Path(zip_path)
     dest = Path(target)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise ExportError(f"{dest}: unpack target exists and is not an empty directory")
-    verify_zip(zp)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".unpacking", dir=dest.parent))
+    try:
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise ExportError(f"{dest}: unpack target exists and is not an empty directory")
+        verify_zip(zp)
+        with zipfile.ZipFile(zp) as zf:
+            declared = sum(info.file_size for info in zf.infolist())
+        if declared > max_bytes:
+            raise ExportError(f"{zp}: members declare {declared} bytes in all, over the limit of {max_bytes} "
+                              f"(pass --max-unpack-bytes to allow more)")
+        parent = dest.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(parent).free
+        if declared > free:
+            raise ExportError(f"{zp}: members declare {declared} bytes, more than the {free} bytes free "
+                              f"under {parent}")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".unpacking", dir=parent))
+    except OSError as e:
+        raise ExportError(f"{e.filename or dest}: {e.strerror or e}") from e
     try:
         base = tmp.resolve()
         with zipfile.ZipFile(zp) as zf:
@@ -363,12 +460,15 @@ def unpack(zip_path: str | Path, target: str | Path) -> Path:
                 out = (base / rel).resolve()
                 if out != base and base not in out.parents:
                     raise ExportError(f"{zp}: member {info.filename!r}: escapes the target directory")
-                if info.filename.endswith("/"):
-                    out.mkdir(parents=True, exist_ok=True)
-                    continue
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst, _HASH_CHUNK_BYTES)
+                try:
+                    if info.filename.endswith("/"):
+                        out.mkdir(parents=True, exist_ok=True)
+                        continue
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    _extract_member(zp, zf, info, out)
+                except OSError as e:
+                    raise ExportError(f"{zp}: member {info.filename!r}: cannot write {e.filename or out}: "
+                                      f"{e.strerror or e}") from e
         if dest.exists():
             dest.rmdir()
         os.replace(tmp, dest)
@@ -376,6 +476,19 @@ def unpack(zip_path: str | Path, target: str | Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def _extract_member(zp: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Path) -> None:
+    """Copy one member to ``out`` (created, never replacing a file), stopping when it yields more
+    bytes than it declared."""
+    written = 0
+    with zf.open(info) as src, open(out, "xb") as dst:
+        for block in iter(lambda: src.read(_HASH_CHUNK_BYTES), b""):
+            written += len(block)
+            if written > info.file_size:
+                raise ExportError(f"{zp}: member {info.filename!r}: yields more than the {info.file_size} "
+                                  f"bytes it declares")
+            dst.write(block)
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,9 +672,7 @@ def export_safetensors(
     import safetensors.numpy as st_np
 
     out = Path(out_dir)
-    if out.exists():
-        if not overwrite and any(out.iterdir()):
-            raise ExportError(f"{out}: exists and is not empty (pass overwrite=True / --overwrite)")
+    _check_replaceable(out, overwrite)
     tensors = hf_state_dict(model)
     np_dtype = _np_dtype(dtype) if dtype else next(iter(tensors.values())).dtype
     tensors = {k: v.astype(np_dtype, copy=False) for k, v in tensors.items()}
@@ -581,14 +692,71 @@ def export_safetensors(
             (tmp / "tokenizer.model").write_bytes(tok)
         if verify:
             _verify_reload(model, tmp, np_dtype)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _mark_ours(tmp)
+        _replace_dir(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     n_params = int(sum(int(np.prod(v.shape)) for v in tensors.values()))
     return SafetensorsExport(out, len(tensors), n_params, dtype_name, verify)
+
+
+def _ours(directory: Path) -> set[str] | None:
+    """The files our marker says this project wrote in ``directory``; None when unmarked."""
+    try:
+        data = dsa_io.load_json(directory / HF_MARKER)
+        files = data["files"]
+    except (dsa_io.InputError, KeyError, TypeError):
+        return None
+    return {f for f in files if isinstance(f, str)} if isinstance(files, list) else None
+
+
+def _foreign_files(directory: Path) -> list[str]:
+    """What ``directory`` holds that this project did not write there (everything when unmarked)."""
+    ours = _ours(directory)
+    found = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*")
+                   if p.is_file() or p.is_symlink())
+    return [f for f in found if ours is None or (f not in ours and f != HF_MARKER)]
+
+
+def _check_replaceable(out: Path, overwrite: bool) -> None:
+    """Refuse an output directory holding anything this project did not write (user files are
+    never deleted); a non-empty one of ours needs ``overwrite``."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a directory")
+    if not any(out.iterdir()):
+        return
+    foreign = _foreign_files(out)
+    if foreign:
+        raise ExportError(f"{out}: holds files dsa-cast did not write ({', '.join(foreign[:5])}"
+                          f"{', ...' if len(foreign) > 5 else ''}); refusing to replace it: move them away "
+                          f"or choose another directory")
+    if not overwrite:
+        raise ExportError(f"{out}: exists and is not empty (pass overwrite=True / --overwrite)")
+
+
+def _mark_ours(directory: Path) -> None:
+    files = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+    dsa_io.atomic_write_json(directory / HF_MARKER, {"format": "dsa-cast-hf-export/1", "files": files})
+
+
+def _replace_dir(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` to ``out``; an existing ``out`` (checked replaceable just before)
+    is moved aside first and removed only once the new directory is in place."""
+    _check_replaceable(out, overwrite)  # again: the check before writing was minutes ago
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    os.replace(out, old / out.name)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(old / out.name, out)  # put the previous export back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _np_dtype(name: str):
@@ -659,8 +827,12 @@ def run(config, run_dir: str | Path) -> ExportResult:
     if exp.format in ("safetensors", "both"):
         from dsa_cast_train import models
 
+        _check_replaceable(out_dir / "hf", overwrite=True)  # before minutes of work
         loaded = models.load(config.model)
-        models.restore_params(loaded.model, root, step)
+        try:
+            models.restore_params(loaded.model, root, step)
+        except digests.CheckpointError as exc:
+            raise ExportError(str(exc)) from exc
         sexp = export_safetensors(
             loaded.model, out_dir / "hf", tokenizer=loaded.tokenizer,
             tokenizer_path=_tokenizer_path(config.model), dtype=config.model.dtype,
@@ -671,9 +843,20 @@ def run(config, run_dir: str | Path) -> ExportResult:
         zexp = export_zip(run_path, out_dir / f"{run_path.resolve().name}_step{step}.zip", step=step,
                           checkpoint_root=root, config=_config_to_dict(config))
         if exp.remove_checkpoints:
-            shutil.rmtree(root)
-            log.info("removed checkpoint tree %s after a verified zip", root)
+            removed = _remove_steps(root)
+            log.info("removed checkpoint step(s) %s of %s after a verified zip", removed, root)
     return ExportResult(zexp, sexp)
+
+
+def _remove_steps(root: Path) -> list[int]:
+    """Delete the orbax step directories under ``root`` (and ``root`` if that leaves it empty);
+    anything else there is left alone."""
+    steps = checkpoint_steps(root)
+    for step in steps:
+        shutil.rmtree(root / str(step))
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
+    return steps
 
 
 def _tokenizer_path(spec) -> Path | None:
@@ -708,8 +891,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
                    help="safetensors dtype (default: the parameters' own)")
     p.add_argument("--no-verify", action="store_true", help="skip the reload-through-Tunix check")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing safetensors directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file that is not an export archive, and an existing "
+                        "safetensors directory written by dsa-cast (one holding other files is never replaced)")
     p.add_argument("--unpack", nargs=2, metavar=("ZIP", "TARGET"), help="verify and unpack an archive, then exit")
+    p.add_argument("--max-unpack-bytes", type=int, default=DEFAULT_MAX_UNPACK_BYTES,
+                   help=f"--unpack refuses archives declaring more bytes in all (default {DEFAULT_MAX_UNPACK_BYTES})")
     return p
 
 
@@ -722,30 +909,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("dsa_cast_train").setLevel(logging.INFO)
     try:
         if args.unpack:
-            dest = unpack(*args.unpack)
+            dest = unpack(*args.unpack, max_bytes=args.max_unpack_bytes)
             print(f"unpacked {args.unpack[0]} -> {dest}")
             return 0
         run_path = Path(args.run_dir)
-        config = _load_run_config(run_path)
-        zexp = export_zip(run_path, args.out, step=args.step, checkpoint_root=args.checkpoint_root,
-                          include_optimizer=not args.params_only, config=_config_to_dict(config))
-        print(f"zip: {zexp.path} (step {zexp.step}, {zexp.files} files, {zexp.bytes} bytes, sha256 {zexp.sha256})")
-        if args.safetensors:
-            if config is None:
-                raise ExportError(f"{run_path}: no resolved config found; cannot build the model to export")
-            from dsa_cast_train import models
-
-            loaded = models.load(config.model)
-            models.restore_params(loaded.model, resolve_checkpoint_root(run_path, args.checkpoint_root), zexp.step)
-            sexp = export_safetensors(loaded.model, args.safetensors, tokenizer=loaded.tokenizer,
-                                      tokenizer_path=_tokenizer_path(config.model), dtype=args.dtype,
-                                      eos_ids=loaded.eos_ids, pad_id=loaded.pad_id,
-                                      verify=not args.no_verify, overwrite=args.overwrite)
-            print(f"safetensors: {sexp.directory} ({sexp.tensors} tensors, {sexp.parameters} parameters, "
-                  f"{sexp.dtype}, verified={sexp.verified})")
-    except ExportError as e:
+        with _locked_if_ours(run_path):
+            return _export_command(args, run_path)
+    except (ExportError, digests.CheckpointError, dsa_io.InputError, dsa_io.OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file error not anticipated above: still one line, naming the path
+        print(f"error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - RunDirError (a run in progress) and ConfigError
+        from dsa_cast_train import config as config_lib
+        from dsa_cast_train import runs
+
+        if isinstance(e, (runs.RunDirError, config_lib.ConfigError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+@contextlib.contextmanager
+def _locked_if_ours(run_path: Path) -> Iterator[None]:
+    """Hold the run directory's lock while exporting it (a trainer still writing it is refused),
+    when it is one of our run directories; a plain directory gets no lock file."""
+    from dsa_cast_train import runs
+
+    if not (run_path / runs.MARKER).is_file():
+        yield
+        return
+    lock = runs.RunLock(run_path, "export")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _export_command(args: argparse.Namespace, run_path: Path) -> int:
+    config = _load_run_config(run_path)
+    zexp = export_zip(run_path, args.out, step=args.step, checkpoint_root=args.checkpoint_root,
+                      include_optimizer=not args.params_only, config=_config_to_dict(config),
+                      overwrite=args.overwrite)
+    print(f"zip: {zexp.path} (step {zexp.step}, {zexp.files} files, {zexp.bytes} bytes, sha256 {zexp.sha256})")
+    if args.safetensors:
+        if config is None:
+            raise ExportError(f"{run_path}: no resolved config found; cannot build the model to export")
+        from dsa_cast_train import models
+
+        _check_replaceable(Path(args.safetensors), args.overwrite)  # before minutes of work
+        loaded = models.load(config.model)
+        models.restore_params(loaded.model, resolve_checkpoint_root(run_path, args.checkpoint_root), zexp.step)
+        sexp = export_safetensors(loaded.model, args.safetensors, tokenizer=loaded.tokenizer,
+                                  tokenizer_path=_tokenizer_path(config.model), dtype=args.dtype,
+                                  eos_ids=loaded.eos_ids, pad_id=loaded.pad_id,
+                                  verify=not args.no_verify, overwrite=args.overwrite)
+        print(f"safetensors: {sexp.directory} ({sexp.tensors} tensors, {sexp.parameters} parameters, "
+              f"{sexp.dtype}, verified={sexp.verified})")
     return 0
 
 
@@ -758,8 +979,8 @@ def _load_run_config(run_dir: Path):
     if not path.is_file():
         return None
     try:
-        return config_lib.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, config_lib.ConfigError) as e:
+        return config_lib.from_dict(dsa_io.load_json(path))
+    except (dsa_io.InputError, config_lib.ConfigError) as e:
         raise ExportError(f"{path}: not a usable resolved config: {e}") from e
 
 

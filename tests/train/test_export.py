@@ -303,7 +303,7 @@ def test_safetensors_reloads_identically_through_tunix(tmp_path, num_kv_heads, d
     result = ex.export_safetensors(model, tmp_path / "hf", tokenizer_path=tok, eos_ids=(1, 106))
     assert result.verified and result.tensors == 2 + 13 * 2
     out = tmp_path / "hf"
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.model"]
+    assert sorted(p.name for p in out.iterdir()) == [".dsa-cast-export.json", "config.json", "model.safetensors", "tokenizer.model"]
     assert (out / "tokenizer.model").read_bytes() == b"sentencepiece-bytes"
     tensors = st_np.load_file(str(out / "model.safetensors"))
     expected = {"model.embed_tokens.weight", "model.norm.weight"} | {
@@ -424,3 +424,181 @@ def test_stage_run_follows_export_config(tiny_run, tiny_config, tmp_path):
     assert ex.verify_zip(result.zip.path)["step"] == 4
     with pytest.raises(ex.ExportError, match="no checkpoint found"):
         ex.run(cfg, run)
+
+
+# ---------------------------------------------------------------------------- issue 10
+
+
+def _archive(path: Path, files: dict[str, bytes], manifest: object = None) -> Path:
+    """A self-consistent export archive of ``files`` (manifest hashes and sizes right)."""
+    if manifest is None:
+        manifest = {"format": ex.MANIFEST_FORMAT, "step": 1, "files": [
+            {"path": n, "sha256": hashlib.sha256(d).hexdigest(), "size": len(d)} for n, d in files.items()]}
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+        zf.writestr(ex.MANIFEST_NAME, manifest if isinstance(manifest, (bytes, str)) else json.dumps(manifest))
+    return path
+
+
+@pytest.mark.parametrize("names, bad", [
+    (["checkpoint/3/x", "checkpoint//3/x"], "checkpoint//3/x"),
+    (["checkpoint/3/x", "checkpoint/./3/x"], "checkpoint/./3/x"),
+    (["checkpoint/3/x/."], "checkpoint/3/x/."),
+    (["run/Config.json", "run/config.json"], "run/config.json"),
+    (["run/caf\u00e9", "run/cafe\u0301"], "run/cafe\u0301"),
+    (["run/a", "run/a/b"], "run/a"),
+    (["run/a/b", "run/a"], "run/a"),
+    (["run/a/", "run/a"], "run/a"),
+])
+def test_unpack_refuses_aliases_collisions_and_file_folder_conflicts(tmp_path, names, bad):
+    zp = _archive(tmp_path / "a.zip", {n: b"data" for n in names})
+    with pytest.raises(ex.ExportError, match=rf"member {json.dumps(bad)[1:-1]!r}|member '{bad}'"):
+        ex.unpack(zp, tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
+def test_unpack_size_caps(tmp_path, monkeypatch):
+    zp = _archive(tmp_path / "big.zip", {"checkpoint/1/a": b"x" * 5000, "checkpoint/1/b": b"y" * 5000})
+    with pytest.raises(ex.ExportError, match=r"members declare \d+ bytes in all, over the limit of 4000"):
+        ex.unpack(zp, tmp_path / "t", max_bytes=4000)
+    assert ex.main(["--unpack", str(zp), str(tmp_path / "t2"), "--max-unpack-bytes", "4000"]) == 2
+    monkeypatch.setattr(ex.shutil, "disk_usage", lambda p: type("U", (), {"free": 100})())
+    with pytest.raises(ex.ExportError, match=r"more than the 100 bytes free"):
+        ex.unpack(zp, tmp_path / "t3")
+    assert not (tmp_path / "t").exists() and not (tmp_path / "t3").exists()
+
+
+def test_extraction_stops_past_the_declared_size(tmp_path):
+    import io
+
+    info = zipfile.ZipInfo("checkpoint/1/a")
+    info.file_size = 10
+
+    class Lying:
+        def open(self, _info):
+            return io.BytesIO(b"z" * 5_000_000)
+
+    with pytest.raises(ex.ExportError, match=r"yields more than the 10 bytes it declares"):
+        ex._extract_member(tmp_path / "a.zip", Lying(), info, tmp_path / "out")
+
+
+@pytest.mark.parametrize("manifest, why", [
+    ('{"format": "dsa-cast-export/1", "files": [], "step": ' + "9" * 5000 + "}", "Exceeds the limit"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    (b'{"format": "dsa-cast-export/1", "files": [], "x": "\xff"}', "not UTF-8"),
+    ('{"format": "dsa-cast-export/1", "files": [{"path": 3}]}', "missing field 'sha256'"),
+    ('{"format": "dsa-cast-export/1", "files": 7}', "'int' object is not iterable"),
+])
+def test_hostile_manifest_is_an_error_naming_it(tmp_path, manifest, why):
+    zp = _archive(tmp_path / "m.zip", {"run/x": b"1"}, manifest=manifest)
+    with pytest.raises(ex.ExportError, match=rf"member 'MANIFEST.json': unreadable manifest.*{why}"):
+        ex.verify_zip(zp)
+
+
+def test_corruption_error_says_the_manifest_does_not_stop_tampering(saved_run, tmp_path):
+    run, _, _ = saved_run
+    good = ex.export_zip(run, tmp_path / "g.zip").path
+    members = _zip_members(good)
+    name = next(n for n in members if n.startswith("checkpoint/"))
+    members[name] = members[name][:-1] + bytes([members[name][-1] ^ 1])
+    _rewrite_zip(good, tmp_path / "bad.zip", members)
+    with pytest.raises(ex.ExportError, match="detects corruption, not tampering"):
+        ex.verify_zip(tmp_path / "bad.zip")
+
+
+def test_unpack_file_errors_are_export_errors(tmp_path, capsys):
+    zp = _archive(tmp_path / "a.zip", {"run/" + "n" * 300: b"1"})  # a name the file system refuses
+    with pytest.raises(ex.ExportError, match=r"member 'run/n+': cannot write .*File name too long"):
+        ex.unpack(zp, tmp_path / "t")
+    (tmp_path / "afile").write_text("x")
+    ok = _archive(tmp_path / "ok.zip", {"run/x": b"1"})
+    assert ex.main(["--unpack", str(ok), str(tmp_path / "afile" / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "afile" in err and "Traceback" not in err
+    assert ex.main(["--unpack", str(ok), str(tmp_path / "afile")]) == 2  # an existing file as the target
+    assert "not an empty directory" in capsys.readouterr().err
+
+
+def test_zip_out_never_silently_replaces_a_foreign_file(saved_run, tmp_path, capsys):
+    run, _, _ = saved_run
+    precious = tmp_path / "notes.zip"
+    precious.write_text("my notes, not an archive")
+    with pytest.raises(ex.ExportError, match="exists and is not a dsa-cast export archive"):
+        ex.export_zip(run, precious)
+    assert precious.read_text() == "my notes, not an archive"
+    assert ex.main(["--run-dir", str(run), "--out", str(precious)]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    ours = ex.export_zip(run, tmp_path / "ours.zip", step=1).path  # an archive of ours is replaced
+    assert ex.export_zip(run, ours, step=2).step == 2 and ex.verify_zip(ours)["step"] == 2
+    assert ex.main(["--run-dir", str(run), "--out", str(precious), "--overwrite"]) == 0
+    assert ex.verify_zip(precious)["step"] == 2
+    with pytest.raises(ex.ExportError, match="it is the input"):  # never over one of its own inputs
+        ex.export_zip(run, run / "metrics.jsonl", overwrite=True)
+    assert (run / "metrics.jsonl").read_text().startswith('{"step": 1')
+
+
+def test_safetensors_overwrite_never_deletes_user_files(tmp_path):
+    model = _tiny_model()
+    models_dir = tmp_path / "models" / "hf"
+    models_dir.mkdir(parents=True)
+    (models_dir / "README.md").write_text("my notes")
+    with pytest.raises(ex.ExportError, match=r"holds files dsa-cast did not write \(README.md\)"):
+        ex.export_safetensors(model, models_dir, verify=False, overwrite=True)
+    assert (models_dir / "README.md").read_text() == "my notes"
+    ours = tmp_path / "ours"
+    ex.export_safetensors(model, ours, verify=False)
+    ex.export_safetensors(model, ours, verify=False, overwrite=True)  # ours: replaced
+    (ours / "notes.txt").write_text("added by hand")
+    with pytest.raises(ex.ExportError, match=r"notes\.txt"):
+        ex.export_safetensors(model, ours, verify=False, overwrite=True)
+    assert (ours / "notes.txt").read_text() == "added by hand" and (ours / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "ours"]  # no temporary left
+
+
+def test_pipeline_export_stage_refuses_a_user_directory(tiny_run, tiny_config, tmp_path):
+    from dsa_cast_train import config
+
+    run, _ = tiny_run
+    (tmp_path / "my" / "hf").mkdir(parents=True)
+    (tmp_path / "my" / "hf" / "README.md").write_text("keep")
+    cfg = config.apply_overrides(tiny_config, [("export.format", "both"), ("export.output", str(tmp_path / "my"))])
+    with pytest.raises(ex.ExportError, match=rf"{tmp_path / 'my' / 'hf'}: holds files dsa-cast did not write"):
+        ex.run(cfg, run)
+    assert (tmp_path / "my" / "hf" / "README.md").read_text() == "keep"
+
+
+def test_remove_checkpoints_removes_only_step_directories(tiny_run, tiny_config, tmp_path):
+    from dsa_cast_train import config
+
+    run, _ = tiny_run
+    keep = run / "checkpoints" / "actor" / "my_notes.txt"
+    keep.write_text("keep")
+    cfg = config.apply_overrides(tiny_config, [("export.format", "zip"), ("export.remove_checkpoints", True),
+                                               ("export.output", str(tmp_path / "out"))])
+    ex.run(cfg, run)
+    assert keep.read_text() == "keep" and ex.checkpoint_steps(run / "checkpoints" / "actor") == []
+
+
+def test_cli_export_refuses_a_run_in_progress(tiny_run, tmp_path, capsys):
+    from dsa_cast_train import config as cfg_lib
+    from dsa_cast_train import runs
+
+    run, _ = tiny_run
+    (run / runs.MARKER).write_text('{"stage": "grpo"}')
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom dsa_cast_train import runs\n"
+        "lock = runs.RunLock(__import__('pathlib').Path(sys.argv[1]), 'grpo')\nprint('locked', flush=True)\n"
+        "time.sleep(120)\n"), str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert ex.main(["--run-dir", str(run), "--out", str(tmp_path / "x.zip")]) == 2
+        assert f"in use by another run (pid {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert ex.main(["--run-dir", str(run), "--out", str(tmp_path / "x.zip")]) == 0
+    del cfg_lib

@@ -181,3 +181,18 @@ def test_changed_training_config_refuses_resume(killed_then_resumed, pipeline_co
     with pytest.raises(runs.RunDirError, match="sft.learning_rate"):
         pipeline.run(config.apply_overrides(pipeline_config, [("sft.learning_rate", 1e-4)]), result.run_dir)
 
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ('{"sft": [1, 2]}', r"entry 'sft' must be an object"),
+    ('{"sft": {"status": "done"}}', r"entry 'sft' is done but has no 'finished' time"),
+    ('{"sft": {"status": "done", "finished": "x", "summary": 3}}', r"entry 'sft' must be an object with a 'summary'"),
+    ('{"sft": ' + "[" * 100_000 + "]" * 100_000 + "}", r"unreadable stage manifest: .*nested too deeply"),
+    ('[1]', r"unreadable stage manifest: .*expected a JSON object"),
+])
+def test_bad_stage_manifest_is_a_run_dir_error(tmp_path, manifest, message):
+    from dsa_cast_train import pipeline, runs
+
+    (tmp_path / pipeline.MANIFEST_FILE).write_text(manifest)
+    with pytest.raises(runs.RunDirError, match=message):
+        pipeline.read_manifest(tmp_path)
