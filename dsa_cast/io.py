@@ -235,18 +235,21 @@ class JsonlRecords:
     bad_lines: tuple[BadLine, ...]
 
 
-def _read_line(fh: BinaryIO, limit: int) -> tuple[bytes, int, bool]:
-    """``(line, bytes consumed, too_long)``: one line of at most ``limit`` bytes; a longer one is
-    skipped to its end in bounded pieces and returned empty with ``too_long``."""
+def _read_line(fh: BinaryIO, limit: int) -> tuple[bytes, bool]:
+    """``(line, too_long)``: one line of at most ``limit`` bytes, or the first ``limit + 1`` bytes
+    of a longer one with ``too_long`` (the rest is still unread: :func:`_skip_line`)."""
     raw = fh.readline(limit + 1)
-    if len(raw) <= limit or raw.endswith(b"\n"):
-        return raw, len(raw), False
-    consumed = len(raw)
+    return raw, len(raw) > limit and not raw.endswith(b"\n")
+
+
+def _skip_line(fh: BinaryIO) -> int:
+    """Read to the end of the current line in bounded pieces; returns the bytes skipped."""
+    skipped = 0
     while True:
         piece = fh.readline(1 << 20)
-        consumed += len(piece)
+        skipped += len(piece)
         if not piece or piece.endswith(b"\n"):
-            return b"", consumed, True
+            return skipped
 
 
 def iter_jsonl(fh: BinaryIO, name: str, *, objects: bool = True, limits: JsonLimits = DEFAULT_LIMITS,
@@ -263,15 +266,20 @@ def iter_jsonl(fh: BinaryIO, name: str, *, objects: bool = True, limits: JsonLim
     while True:
         number += 1
         try:
-            raw, size, too_long = _read_line(fh, limits.max_line_bytes)
+            raw, too_long = _read_line(fh, limits.max_line_bytes)
         except OSError as err:
             raise InputError(f"cannot read: {_reason(err)}", name, number) from None
-        if not size:
+        if not raw:
             return
+        size = len(raw)
         here, offset = offset, offset + size
-        if too_long:
+        if too_long:  # reported at once (a caller that stops never reads the rest of an endless line)
             yield JsonLine(number, here, size, None,
                            InputError(f"line longer than {limits.max_line_bytes} bytes", name, number))
+            try:
+                offset += _skip_line(fh)
+            except OSError as err:
+                raise InputError(f"cannot read: {_reason(err)}", name, number) from None
             continue
         if number == 1 and raw.startswith(_BOM):
             raw = raw[len(_BOM):]

@@ -186,3 +186,18 @@ def test_atomic_write_json_is_strict_json(tmp_path):
     with pytest.raises(ValueError):
         io.atomic_write_json(tmp_path / "b.json", {"x": float("nan")})
     assert not (tmp_path / "b.json").exists()
+
+
+class _Endless:
+    """A stream with no newline, ever (like /dev/zero)."""
+
+    def readline(self, size=-1):
+        return b"0" * (size if size > 0 else 1 << 20)
+
+
+def test_an_endless_line_is_reported_without_reading_it_to_the_end():
+    first = next(io.iter_jsonl(_Endless(), "/dev/zero", limits=JsonLimits(max_line_bytes=1000)))
+    assert str(first.error) == "/dev/zero:1: line longer than 1000 bytes"
+    data = b'{"a": "' + b"x" * 5000 + b'"}\n{"b": 1}\n'
+    got = lines_of(data, limits=JsonLimits(max_line_bytes=100))
+    assert got[1].offset == data.index(b'{"b"') and got[1].value == {"b": 1}
