@@ -34,6 +34,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 MODEL_SOURCES = ("tiny", "local", "kaggle", "hf", "gemma3-270m-pypi")
 GRPO_REFERENCES = ("base", "init")
+GRPO_LOSSES = ("lean", "tunix")
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "block", "decoder")
 DATA_SOURCES = ("gsm8k", "dsa-jsonl")
@@ -345,13 +346,29 @@ class GRPOConfig:
     """SFT checkpoint root the actor starts from (``None``: the model source's weights)."""
     reference: str = "base"
     """Frozen KL reference: ``"base"`` (the model source's weights, as the seed notebook) or
-    ``"init"`` (the actor's starting weights: the ``init_checkpoint`` when one is set)."""
+    ``"init"`` (the actor's starting weights: the ``init_checkpoint`` when one is set). Not built
+    at all when ``beta == 0`` (nothing reads it)."""
+    max_calc_steps: int = 0
+    """Train only on problems whose reference solution has at most this many calculator steps
+    (``CALC:`` lines of the converted DSA answer; GSM8K ``<<a=b>>`` annotations); 0: all. Few-step
+    problems are the ones a small SFT model sometimes solves, so their groups carry signal."""
+    loss: str = "lean"
+    """Policy loss: ``"lean"`` (``dsa_cast_train.lean_grpo``: chunked log-probabilities, no
+    ``[B, L, V]`` logits; same loss and gradients) or ``"tunix"`` (Tunix's default GRPO loss)."""
+    logps_chunk: int = 64
+    """Lean loss: completion positions whose ``[B, chunk, V]`` logits exist at once."""
+    remat_layers: bool = True
+    """Lean loss: recompute each decoder layer in the backward pass (GRPO's activation remat;
+    ``model.remat`` applies to SFT only)."""
 
     def __post_init__(self) -> None:
         _positive(self, "grpo", "max_steps", "batch_size", "micro_batch_size",
                   "max_prompt_length", "max_new_tokens", "top_k", "num_generations",
                   "num_iterations", "learning_rate", "eval_every_steps",
                   "save_every_steps", "keep_checkpoints")
+        _positive(self, "grpo", "logps_chunk")
+        _non_negative(self, "grpo", "max_calc_steps")
+        _choice(self, "grpo", "loss", GRPO_LOSSES)
         if self.reference not in GRPO_REFERENCES:
             raise ConfigError(f"grpo.reference: {self.reference!r} is not one of {', '.join(GRPO_REFERENCES)}")
         _non_negative(self, "grpo", "eval_prompts", "temperature", "beta", "epsilon", "weight_decay",
