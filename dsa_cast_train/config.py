@@ -154,8 +154,8 @@ class DataConfig:
     source: str = "gsm8k"
     """``gsm8k`` (converted to DSA) or ``dsa-jsonl`` (competition JSONL)."""
     path: str | None = None
-    """GSM8K directory/file (``train.jsonl``, ``test.jsonl``) or the DSA JSONL file
-    (``None`` for GSM8K: ``$DSA_CAST_GSM8K``, else ``../shared/data/gsm8k`` beside the checkout)."""
+    """GSM8K directory/file (``train.jsonl``, ``test.jsonl``, or their ``.jsonl.gz``) or the DSA JSONL
+    file (``None`` for GSM8K: ``$DSA_CAST_GSM8K``, else the copy shipped in the package)."""
     gsm8k_loader: str = "local"
     """Where GSM8K comes from: ``local`` (JSONL at ``path``), ``hf`` (``datasets``) or ``tfds``."""
     test_path: str | None = None

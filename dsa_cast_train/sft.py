@@ -82,11 +82,7 @@ def load_examples(cfg: config_lib.DataConfig, split: str = "train", *, limit: in
     from dsa_cast_train import data
 
     if cfg.source == "gsm8k":
-        path = cfg.path if cfg.path else data.default_gsm8k_dir()
-        if path is None and cfg.gsm8k_loader == "local":
-            raise FileNotFoundError(
-                "GSM8K not found: pass --data.path DIR (holding train.jsonl and test.jsonl), set "
-                "$DSA_CAST_GSM8K, or use --set data.gsm8k_loader=hf (needs network)")
+        path = cfg.path if cfg.path else data.default_gsm8k_dir()  # $DSA_CAST_GSM8K, else embedded
         n = limit if limit is not None else (cfg.limit if split == "train" else None)
         records = data.load_gsm8k(path, split, limit=n, source=cfg.gsm8k_loader)
         examples = [data.gsm8k_to_dsa(r) for r in records]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import subprocess
@@ -14,7 +15,8 @@ from dsa_cast.cli import main
 from dsa_cast.report import BoundedHistogram, ItemResult, ReportConfig, Summary, format_table
 from dsa_cast.score import grade
 
-GSM8K_TEST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gsm8k" / "test.jsonl"
+GSM8K_TEST = Path(__file__).resolve().parents[2] / "dsa_cast_train" / "assets" / "gsm8k" / "test.jsonl.gz"
+"""The GSM8K test split shipped in the package (read by path: the core venv has no numpy)."""
 
 GOOD = (
     "<reasoning>\nPlan:\nMultiply the number of boxes by the apples per box.\n"
@@ -90,12 +92,14 @@ def test_grade_joins_gsm8k_answers_by_order_and_by_id(tmp_path):
 
 
 def test_grade_against_the_real_gsm8k_test_file(tmp_path):
-    first = json.loads(GSM8K_TEST.read_text(encoding="utf-8").splitlines()[0])  # answer 18
+    refs = tmp_path / "test.jsonl"
+    refs.write_bytes(gzip.decompress(GSM8K_TEST.read_bytes()))
+    first = json.loads(refs.read_text(encoding="utf-8").splitlines()[0])  # answer 18
     outs = write_jsonl(tmp_path / "outs.jsonl", [
         {"id": 0, "completion": GOOD.replace("42", "18")},
         {"id": 1, "completion": GOOD.replace("42", "3")},
     ])
-    code, out, err = run("grade", str(outs), "--answers", str(GSM8K_TEST), "--out",
+    code, out, err = run("grade", str(outs), "--answers", str(refs), "--out",
                          str(tmp_path / "o"), "--no-plots")
     assert code == 0, err  # join auto -> id (the outputs have ids)
     assert first["answer"].endswith("#### 18")
