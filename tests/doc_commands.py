@@ -7,10 +7,11 @@ followed by the output the page shows, and from inline code spans that are whole
 file the page's later commands use (``my-run.toml``).
 
 Every command is classified, so a new one cannot slip in untested: ``run`` (the grading CLI and
-the corpus script: run in a scratch folder and, where the page shows output, compared with it),
-``parse`` (trainer commands: run with ``--print-config``, which checks every flag, preset, file and
-override without training; the training itself is covered by the trainer tests and the CI's
-tiny pipeline) or ``skip`` with the reason.
+the corpus script: run in a scratch folder and, where the page shows output, compared with it;
+``run-train`` the same for commands that need the ``[train]`` extra), ``parse`` (trainer commands:
+run with ``--print-config``, which checks every flag, preset, file and override without
+training; the training itself is covered by the trainer tests and the CI's tiny pipeline) or
+``skip`` with the reason.
 """
 
 from __future__ import annotations
@@ -148,6 +149,8 @@ def classify(command: str) -> tuple[str, str]:
             return "skip", reason
     if PLACEHOLDER.search(command):
         return "skip", "a synopsis (placeholders in capitals or [--options])"
+    if re.match(r"^python3? -m dsa_cast_train\.evaluate --regrade\b", command):
+        return "run-train", "regrades saved files (needs numpy): run as written"
     if re.match(r"^python3? -m dsa_cast_train\.(sft|evaluate|grpo|pipeline)\b", command):
         return "parse", "trainer command: flags, preset and files checked with --print-config"
     if re.match(r"^python3? -m dsa_cast_train\.export\b", command):
@@ -155,6 +158,51 @@ def classify(command: str) -> tuple[str, str]:
     if re.match(r"^python3? -m dsa_cast\b(?!_)|^python3? benchmarks/corpus\.py\b", command):
         return "run", "grading CLI / corpus script"
     return "unknown", "no rule: add one in tests/doc_commands.py"
+
+
+LINKED = ("examples", "benchmarks", "docs")
+"""Folders of this checkout linked into a scratch folder: what the page commands read."""
+
+
+def scratch_env(root: Path, python: str) -> dict[str, str]:
+    """The environment for page commands: ``python`` on PATH is ``python`` (a shim in ``root``)."""
+    import os
+
+    bindir = root / ".bin"
+    bindir.mkdir(exist_ok=True)
+    shim = bindir / "python"
+    shim.write_text(f'#!/bin/sh\nexec "{python}" "$@"\n')
+    shim.chmod(0o755)
+    return {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONIOENCODING": "utf-8"}
+
+
+def page_folder(root: Path, cmd: DocCommand) -> Path:
+    """The scratch folder of ``cmd``'s page (one per page: a later command may read what an earlier
+    one wrote), holding links to :data:`LINKED` and the files the page defined."""
+    folder = root / cmd.where.split(":")[0].replace("/", "_")
+    if not folder.is_dir():
+        folder.mkdir()
+        for name in LINKED:
+            (folder / name).symlink_to(REPO / name)
+    for name, content in cmd.files:
+        (folder / name).write_text(content, encoding="utf-8")
+    return folder
+
+
+def run_shown(cmd: DocCommand, folder: Path, env: dict[str, str], timeout: float = 300) -> str | None:
+    """Run ``cmd`` with bash in ``folder``: None when it exits 0 and prints what the page shows,
+    else what went wrong."""
+    import subprocess
+
+    proc = subprocess.run(["bash", "-c", cmd.command], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        return f"{cmd.where}: exit status {proc.returncode}: {cmd.command}\n{proc.stderr[-2000:]}"
+    if cmd.expected is not None:
+        problem = matches(cmd.expected, proc.stdout.splitlines())
+        if problem:
+            return f"{cmd.where}: {problem}\n--- printed:\n{proc.stdout}"
+    return None
 
 
 def matches(expected: Sequence[str], actual: Sequence[str]) -> str | None:
