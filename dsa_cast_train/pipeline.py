@@ -448,8 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not verdict.fits:
             print(f"error: {verdict.refusal()}", file=sys.stderr)
             return 2
-        print(f"preset {config.name}, picked for this hardware ({verdict.summary()}); "
-              f"--preset tiny for a one-minute wiring check")
+        print(f"preset {config.name}, picked for this hardware: {verdict.summary()} "
+              f"(--preset tiny: a wiring check in about a minute)")
     elif not verdict.fits:
         print(f"warning: {verdict.refusal().split('. Either')[0]}; starting anyway, as --preset names it",
               file=sys.stderr)

@@ -65,12 +65,13 @@ class Check:
         return tuple(n for n in self.needs if not n.fits)
 
     def summary(self) -> str:
-        """``needs about 14.3 GiB memory (20.1 available), 7.8 GB disk (...), 13 min on a quiet 2-core CPU``."""
+        """``needs 14.3 GiB memory (20.1 available), 7.8 GB disk (52.0 available), about 13 min on a
+        quiet 2-core CPU``."""
         parts = [f"{_num(n.needed)} {n.unit} {n.what} ({'?' if n.available is None else _num(n.available)} available)"
                  for n in self.needs]
         if self.minutes:
             parts.append(f"about {self.minutes:g} min on a quiet 2-core CPU")
-        return f"preset {self.preset} needs " + (", ".join(parts) if parts else "nothing measured")
+        return "needs " + ", ".join(parts) if parts else "needs nothing measured"
 
     def refusal(self) -> str:
         """The error for a preset that does not fit: every short resource with its numbers, and
