@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import os
 import tomllib
 import types
 import typing
@@ -466,19 +467,19 @@ def describe_model(spec: ModelSpec) -> str:
 
 def summary_line(config: PipelineConfig) -> str:
     """The resolved configuration in one line (the full one goes to the run's ``config.json``)."""
-    data = config.data.path or ("$DSA_CAST_GSM8K" if config.data.source == "gsm8k" and _gsm8k_env() else None)
-    source = (f"{config.data.source} ({data})" if data else
-              f"{config.data.source} ({'embedded' if config.data.source == 'gsm8k' else 'no path'})")
-    return (f"preset {config.name}: model {describe_model(config.model)}; data {source}, "
-            f"{config.data.limit if config.data.limit is not None else 'all'} training records; "
+    data = config.data
+    if data.path:
+        where = data.path
+    elif data.source != "gsm8k":
+        where = "no path"
+    elif data.gsm8k_loader != "local":
+        where = f"{data.gsm8k_loader} loader"
+    else:
+        where = "$DSA_CAST_GSM8K" if os.environ.get("DSA_CAST_GSM8K") else "embedded"
+    return (f"preset {config.name}: model {describe_model(config.model)}; data {data.source} ({where}), "
+            f"{data.limit if data.limit is not None else 'all'} training records; "
             f"SFT {config.sft.max_steps} steps, GRPO {config.grpo.max_steps} steps, "
             f"eval {config.eval.num_items} items; stages {', '.join(config.stages)}")
-
-
-def _gsm8k_env() -> bool:
-    import os
-
-    return bool(os.environ.get("DSA_CAST_GSM8K"))
 
 
 def to_json(config: Any) -> str:

@@ -248,9 +248,11 @@ def pass_metrics(graded: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def summarize(rows: Sequence[dict[str, Any]], *, vote_k: int, intervals: bool = True) -> dict[str, Any]:
+def summarize(rows: Sequence[dict[str, Any]], *, vote_k: int, intervals: bool = True,
+              **options: Any) -> dict[str, Any]:
     """Summary metrics of one model from its per-item rows; with ``intervals``, also
-    ``"intervals"``: each metric's bootstrap interval over items (:func:`metric_intervals`)."""
+    ``"intervals"``: each metric's bootstrap interval over items (:func:`metric_intervals`;
+    ``options``: its resamples, confidence, seed)."""
     summary: dict[str, Any] = {"items": len(rows)}
     greedy = [r["greedy"] for r in rows if r.get("greedy") is not None]
     if greedy:
@@ -275,7 +277,7 @@ def summarize(rows: Sequence[dict[str, Any]], *, vote_k: int, intervals: bool = 
             for key in ("format_adherence", "evidence_validity", "mean_total_fraction"):
                 summary[key] = summary["vote"]["samples"][key]
     if intervals and rows:
-        summary["intervals"] = {k: iv.as_dict() for k, iv in metric_intervals(rows).items()}
+        summary["intervals"] = {k: iv.as_dict() for k, iv in metric_intervals(rows, **options).items()}
     return summary
 
 
@@ -662,7 +664,7 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, t0: float) ->
         runs.write_json(files["json"], {"labels": list(labels), "summaries": list(summaries),
                                         "comparison": comparison, "data_source": source,
                                         "config": config_lib.to_dict(config)})
-        write_markdown(files["md"], labels, summaries, config, comparison, source=_source_text(source))
+        write_markdown(files["md"], labels, summaries, config, comparison, source=source_text(source))
         write_chart(files["png"], labels, summaries, [comparison] if comparison else [])
     for label, s in zip(labels, summaries):
         log.info("%s: strict %.3f approx %.3f format %.3f evidence %.3f vote %s", label,
@@ -673,7 +675,7 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, t0: float) ->
                       str(files["md"]), str(files["png"]), round(time.perf_counter() - t0, 3))
 
 
-def _source_text(source: Mapping[str, Any] | None) -> str | None:
+def source_text(source: Mapping[str, Any] | None) -> str | None:
     """``embedded GSM8K (dir; test sha256 ...)`` from a ``data_source`` dict."""
     if not source:
         return None
@@ -774,8 +776,7 @@ def regrade(paths: Sequence[str | Path], *, rubric: str = "dsa-cast", tolerance:
     graded = {label: regrade_rows(rows, rubric=rubric, tolerance=tolerance) for label, rows in groups.items()}
     summaries = []
     for label in labels:
-        summary = summarize(graded[label], vote_k=vote_ks[label], intervals=False)
-        summary["intervals"] = {k: iv.as_dict() for k, iv in metric_intervals(graded[label], **kwargs).items()}
+        summary = summarize(graded[label], vote_k=vote_ks[label], **kwargs)
         summary["label"] = label
         summaries.append(summary)
     comparisons = tuple(paired_comparison(labels[i], graded[labels[i]], labels[i - 1], graded[labels[i - 1]], **kwargs)

@@ -249,6 +249,7 @@ def _eval_summaries(manifest: Mapping[str, Any]) -> tuple[list[str], list[dict[s
     """Labels, summaries (``summary.json``), per-item rows (``items.jsonl``) and data source of the
     finished evaluations, in stage order."""
     from dsa_cast_train import evaluate
+    from dsa_cast_train.data.jsonl import read_jsonl
 
     labels, summaries, rows, source = [], [], [], None
     for stage in ("eval_base", "eval_sft", "eval_grpo"):
@@ -261,8 +262,7 @@ def _eval_summaries(manifest: Mapping[str, Any]) -> tuple[list[str], list[dict[s
         summaries.append(data["summaries"][0])
         source = source or data.get("data_source")
         items = summary_json.parent / evaluate.ITEMS_FILE
-        rows.append([json.loads(line) for line in items.read_text(encoding="utf-8").splitlines() if line.strip()]
-                    if items.is_file() else [])
+        rows.append([r for _, r in read_jsonl(items).records] if items.is_file() else [])
     return labels, summaries, rows, source
 
 
@@ -280,7 +280,7 @@ def write_report(run_dir: str | Path, manifest: Mapping[str, Any], config) -> tu
              f"Run directory `{run_path}`; model {config_lib.describe_model(config.model)}; "
              f"{summaries[0]['items'] if summaries else 0} evaluation items of {config.data.source} "
              f"({config.eval.split}); rubric `{config.eval.rubric}`.", ""]
-    text = evaluate._source_text(source)
+    text = evaluate.source_text(source)
     if text:
         lines += [f"Data: {text}.", ""]
     if summaries:
@@ -441,18 +441,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         stages = plan(config)
     except config_lib.ConfigError as exc:
         parser.error(str(exc))
-    verdict = resources.check(config, invocation.args.run_dir)
-    if _all_done(invocation.args.run_dir, stages):
-        pass  # nothing left to run: no resources needed
-    elif invocation.args.preset == config_lib.AUTO_PRESET:
-        if not verdict.fits:
-            print(f"error: {verdict.refusal()}", file=sys.stderr)
-            return 2
-        print(f"preset {config.name}, picked for this hardware: {verdict.summary()} "
-              f"(--preset tiny: a wiring check in about a minute)")
-    elif not verdict.fits:
-        print(f"warning: {verdict.refusal().split('. Either')[0]}; starting anyway, as --preset names it",
-              file=sys.stderr)
+    if not _all_done(invocation.args.run_dir, stages):  # something left to run: does it fit here?
+        verdict = resources.check(config, invocation.args.run_dir)
+        if invocation.args.preset == config_lib.AUTO_PRESET:
+            if not verdict.fits:
+                print(f"error: {verdict.refusal()}", file=sys.stderr)
+                return 2
+            print(f"preset {config.name}, picked for this hardware: {verdict.summary()} "
+                  f"(--preset tiny: a wiring check in about a minute)")
+        elif not verdict.fits:
+            print(f"warning: {verdict.shortfall()}; starting anyway, as --preset names it", file=sys.stderr)
     result = cli.execute(run, invocation)
     if result is None:
         return 2

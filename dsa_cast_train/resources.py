@@ -73,10 +73,14 @@ class Check:
             parts.append(f"about {self.minutes:g} min on a quiet 2-core CPU")
         return "needs " + ", ".join(parts) if parts else "needs nothing measured"
 
+    def shortfall(self) -> str:
+        """``this machine cannot run preset X: memory: needs about ..., ... available (...)``."""
+        return f"this machine cannot run preset {self.preset}: " + "; ".join(n.describe() for n in self.short)
+
     def refusal(self) -> str:
         """The error for a preset that does not fit: every short resource with its numbers, and
         what to run instead."""
-        text = f"this machine cannot run preset {self.preset}: " + "; ".join(n.describe() for n in self.short)
+        text = self.shortfall()
         instead = f"run a smaller preset (--preset {self.smaller}), " if self.smaller else ""
         return (f"{text}. Either {instead}free the memory or disk named above, or name the preset "
                 f"explicitly (--preset {self.preset}) to start anyway")
