@@ -18,7 +18,8 @@ mean total: the totals), or a :class:`Ratio` of two per-item arrays whose sums d
 validity: true claims / checked claims, 0 when nothing was checked). Resampling is seeded
 (``numpy.random.default_rng(seed)``): each resample is a row of item counts, and one matrix
 product per block of at most :data:`BLOCK_ELEMENTS` counts gives every metric on every resample,
-so memory stays bounded for any number of items (10,000 resamples of 1,319 items: about 0.5 s).
+so memory stays bounded for any number of items (20 metrics, 1,319 items, 10,000 resamples:
+about 0.75 s on one core).
 """
 
 from __future__ import annotations
