@@ -19,7 +19,7 @@ import math
 import os
 import stat
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -326,7 +326,7 @@ def _grade_command(a: argparse.Namespace, out: IO[str], err: IO[str], stdin: IO[
     if error is not None:
         raise error
     print(format_table(summary), file=out)
-    written = [] if a.no_plots else write_plots(summary, out_dir)
+    written = [] if a.no_plots else write_plots(summary, out_dir, rubric)
     print(f"\nwrote {results_path} and {summary_path}"
           + "".join(f", {p.name}" for p in written), file=out)
     if not a.no_plots and not written:
@@ -492,13 +492,17 @@ def _emit(out: IO[str], text: str) -> None:
     print(text, file=out)
 
 
-def _explain_command(a: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
+def _explain_command(a: argparse.Namespace, stdin: IO[str], out: IO[str], err: IO[str]) -> int:
     if a.completion in (None, io.STDIN):
         text = _utf8(_binary(stdin).read(), "standard input")
     else:
         text = _argument(a.completion, "the completion argument")
     answer = _argument(a.answer, "--answer")
     question = _argument(a.question, "--question")
+    if not text.strip():  # e.g. "$(cat missing.txt)" expands to nothing: say so, then grade it
+        where = "standard input" if a.completion in (None, "-") else "the COMPLETION argument"
+        print(f"warning: the completion is empty ({where} holds {'only whitespace' if text else 'nothing'}); "
+              "it is graded as an empty answer", file=err)
     rubric = get_rubric(a.rubric)
     try:
         g = rubric.score(text, answer, question, True)
@@ -574,7 +578,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: IO[str] | None = None,
     try:
         if a.command == "grade":
             return _grade_command(a, out, err, stdin)
-        return _explain_command(a, stdin, out)
+        return _explain_command(a, stdin, out, err)
     except (InputError, io.OutputError) as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from itertools import accumulate, chain, repeat
-from operator import add, and_, is_, lt, methodcaller, not_
+from operator import add, and_, is_, lt, not_
 
 from dsa_cast.schema import DSA, Schema
 

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from dsa_cast import io
+
 __all__ = [
     "CACHE_ENV",
     "CONVERSION_VERSION",
@@ -276,14 +278,12 @@ def default_cache_dir() -> Path:
 def read_manifest(checkpoint_dir: str | Path) -> SourceManifest:
     """Read ``dsa_cast_source.json``; errors name the file and the bad field."""
     path = Path(checkpoint_dir) / MANIFEST_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no conversion manifest (not a prepared checkpoint)")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no conversion manifest (not a prepared checkpoint)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable manifest: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: manifest must be a JSON object, got {type(raw).__name__}")
+        raw = io.load_json(path)
+    except io.InputError as exc:
+        raise ValueError(f"unreadable manifest: {exc}") from exc
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(SourceManifest):
         if f.name not in raw:

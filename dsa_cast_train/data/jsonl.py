@@ -1,9 +1,16 @@
 """Line-accurate JSONL reading for the training data, on the project's one reader
 (:mod:`dsa_cast.io`): every bad line (invalid UTF-8, a NUL byte, invalid JSON, a 5,000-digit
-integer, nesting too deep, not an object) is a :class:`DataFormatError` naming the file and line."""
+integer, nesting too deep, not an object) is a :class:`DataFormatError` naming the file and line.
+
+A path ending in ``.gz`` is read through ``gzip`` (the embedded GSM8K copy is stored that way); a
+damaged gzip stream is an error naming the file and the line it stopped at.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,14 +40,27 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | DataFor
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no such file")
     name = str(path)
+    number = 0
     try:
-        with io.open_input(name) as fh:
+        with io.open_input(name) as raw, _maybe_gunzip(name, raw) as fh:
             for line in io.iter_jsonl(fh, name):
+                number = line.number
                 yield line.number, line.value if line.error is None else _data_error(line.error)
     except io.InputError as err:  # opening or reading the file itself
         if isinstance(err, DataFormatError):
             raise
         raise _data_error(err) from None
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise DataFormatError(path, number + 1, f"damaged gzip data ({err})") from None
+
+
+@contextlib.contextmanager
+def _maybe_gunzip(name: str, fh: Any) -> Iterator[Any]:
+    if not name.endswith(".gz"):
+        yield fh
+        return
+    with gzip.GzipFile(fileobj=fh, mode="rb") as gz:
+        yield gz
 
 
 def read_jsonl(

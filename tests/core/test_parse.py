@@ -622,7 +622,7 @@ def _capped(c: Completion, cap: int) -> tuple:
     return c.issues, tuple(findings), c.n_sections
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(_PIECES), min_size=8, max_size=150), st.booleans())
 def test_heading_tail_reports_what_the_heading_loop_reports(pieces, wrap):
     small = Schema(max_findings_per_code=2, max_sections=3)
