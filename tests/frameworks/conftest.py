@@ -19,6 +19,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# One intra-op thread: on a 2-core machine shared with other jobs, torch's second thread spins
+# waiting for the first (a 1 s fit took 37 s with 2 threads under load); these models are tiny.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("tunix_reference.py")
