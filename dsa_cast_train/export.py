@@ -555,7 +555,9 @@ def export_safetensors(
     own), ``config.json`` (:func:`hf_config`) and, when a tokenizer is known (``tokenizer_path``,
     or a SentencePiece ``tokenizer`` serialised), ``tokenizer.model`` plus the HF tokenizer and
     generation files (:func:`dsa_cast_train.hf_tokenizer.write_hf_tokenizer_files`: BOS added,
-    chat markers special, the project's chat template, stop ids ``eos_ids``). The directory is
+    chat markers special, the project's chat template, stop ids ``eos_ids``); a tokenizer those
+    files cannot mirror (not a SentencePiece BPE with identity normalisation) raises
+    :class:`ExportError` before anything is written. The directory is
     given the mode a plain ``mkdir`` gives (0777 less the umask), not ``mkdtemp``'s 0700. With ``verify`` the
     directory is reloaded through ``tunix.models.gemma3.params_safetensors.
     create_model_from_safe_tensors`` and every parameter compared for exact equality before the
@@ -577,17 +579,23 @@ def export_safetensors(
         tok = Path(tokenizer_path).read_bytes()
     elif tokenizer is not None:
         tok = _tokenizer_bytes(tokenizer)
+    cfg = hf_config(model.config, bos_id=bos_id, eos_ids=eos_ids, pad_id=pad_id, dtype=dtype_name)
+    tok_files: dict[str, bytes] = {}
+    if tok is not None:
+        from dsa_cast_train import hf_tokenizer
+
+        try:
+            tok_files = hf_tokenizer.tokenizer_files(tok, eos_ids=eos_ids,
+                                                     model_max_length=cfg["max_position_embeddings"])
+        except ValueError as e:
+            raise ExportError(f"{tokenizer_path or 'tokenizer'}: no HF tokenizer files can be built: {e}") from e
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         st_np.save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        cfg = hf_config(model.config, bos_id=bos_id, eos_ids=eos_ids, pad_id=pad_id, dtype=dtype_name)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-        if tok is not None:
-            from dsa_cast_train import hf_tokenizer
-
-            hf_tokenizer.write_hf_tokenizer_files(tmp, tok, eos_ids=eos_ids,
-                                                  model_max_length=cfg["max_position_embeddings"])
+        for name, data in tok_files.items():
+            (tmp / name).write_bytes(data)
         _chmod_like_mkdir(tmp)
         if verify:
             _verify_reload(model, tmp, np_dtype)

@@ -32,6 +32,7 @@ __all__ = [
     "generation_config",
     "special_tokens",
     "tokenizer_config",
+    "tokenizer_files",
     "write_hf_tokenizer_files",
 ]
 
@@ -94,10 +95,16 @@ class SpecialTokens:
 
 
 def _proto(sp_model: bytes):
+    from google.protobuf.message import DecodeError
     from sentencepiece import sentencepiece_model_pb2 as pb
 
     proto = pb.ModelProto()
-    proto.ParseFromString(sp_model)
+    try:
+        proto.ParseFromString(sp_model)
+    except DecodeError as exc:
+        raise ValueError(f"tokenizer.model: not a SentencePiece model ({exc})") from exc
+    if not proto.pieces:
+        raise ValueError("tokenizer.model: not a SentencePiece model (no pieces)")
     return proto
 
 
@@ -217,10 +224,11 @@ def generation_config(special: SpecialTokens, eos_ids: Sequence[int]) -> dict[st
             "pad_token_id": special.pad_id}
 
 
-def write_hf_tokenizer_files(directory: str | Path, sp_model: bytes, *, eos_ids: Sequence[int],
-                             model_max_length: int) -> list[Path]:
-    """Write :data:`HF_TOKENIZER_FILES` for ``sp_model`` into ``directory`` (which must exist)."""
-    d = Path(directory)
+def tokenizer_files(sp_model: bytes, *, eos_ids: Sequence[int], model_max_length: int) -> dict[str, bytes]:
+    """The contents of :data:`HF_TOKENIZER_FILES` for ``sp_model``, by file name.
+
+    Raises ``ValueError`` for a tokenizer this module cannot mirror (not SentencePiece, not BPE,
+    another normaliser), before anything is written."""
     special = special_tokens(sp_model)
     texts = {
         "tokenizer.json": build_tokenizer_json(sp_model),
@@ -232,7 +240,14 @@ def write_hf_tokenizer_files(directory: str | Path, sp_model: bytes, *, eos_ids:
         }, indent=2) + "\n",
         "generation_config.json": json.dumps(generation_config(special, eos_ids), indent=2) + "\n",
     }
-    (d / "tokenizer.model").write_bytes(sp_model)
-    for name, text in texts.items():
-        (d / name).write_text(text, encoding="utf-8")
+    return {"tokenizer.model": sp_model, **{name: text.encode("utf-8") for name, text in texts.items()}}
+
+
+def write_hf_tokenizer_files(directory: str | Path, sp_model: bytes, *, eos_ids: Sequence[int],
+                             model_max_length: int) -> list[Path]:
+    """Write :data:`HF_TOKENIZER_FILES` for ``sp_model`` into ``directory`` (which must exist)."""
+    d = Path(directory)
+    files = tokenizer_files(sp_model, eos_ids=eos_ids, model_max_length=model_max_length)
+    for name, data in files.items():
+        (d / name).write_bytes(data)
     return [d / name for name in HF_TOKENIZER_FILES]
