@@ -57,3 +57,11 @@ def tiny_reference(tmp_path_factory) -> tuple[Path, dict]:
     """``(hf_dir, reference)`` for the tiny random Gemma 3 exported by the project."""
     out = tmp_path_factory.mktemp("tiny") / "ref"
     return out / "hf", run_tunix_reference(out, "tiny", timeout_s=600)
+
+
+@pytest.fixture(scope="session")
+def gemma270m_reference(tmp_path_factory) -> tuple[Path, dict]:
+    """``(hf_dir, reference)`` for the PyPI Gemma 3 270M exported by the project (slow tier:
+    the [train] process peaks at about 3.1 GiB, converting the model first if the cache is cold)."""
+    out = tmp_path_factory.mktemp("gemma270m") / "ref"
+    return out / "hf", run_tunix_reference(out, "gemma3-270m-pypi", timeout_s=900)

