@@ -70,24 +70,24 @@ class InputError(Exception):
 
 
 def _records(fh: BinaryIO, path: str) -> Iterator[tuple[int, int, dict[str, Any] | InputError]]:
-    """``(line_number, bytes_read, record-or-error)`` for each non-blank line, streaming."""
+    """``(line_number, bytes_read, record-or-error)`` for each line (None for a blank one), streaming."""
     for lineno, raw in enumerate(fh, 1):
-        size = len(raw)
-        if not raw.strip():
-            yield lineno, size, None  # type: ignore[misc]  # blank: skipped by callers
-            continue
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            yield lineno, size, InputError(f"{path}:{lineno}: not UTF-8 ({err.reason})")
-            continue
-        except json.JSONDecodeError as err:
-            yield lineno, size, InputError(f"{path}:{lineno}: invalid JSON: {err.msg} (column {err.colno})")
-            continue
-        if not isinstance(rec, dict):
-            yield lineno, size, InputError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            continue
-        yield lineno, size, rec
+        yield lineno, len(raw), _parse_line(raw, path, lineno)  # type: ignore[misc]
+
+
+def _parse_line(raw: bytes, path: str, lineno: int) -> dict[str, Any] | InputError | None:
+    """One JSONL line: the object, the :class:`InputError` naming ``path:lineno``, or None if blank."""
+    if not raw.strip():
+        return None
+    try:
+        rec = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        return InputError(f"{path}:{lineno}: not UTF-8 ({err.reason})")
+    except json.JSONDecodeError as err:
+        return InputError(f"{path}:{lineno}: invalid JSON: {err.msg} (column {err.colno})")
+    if not isinstance(rec, dict):
+        return InputError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+    return rec
 
 
 def _id_key(value: object) -> str:
@@ -273,7 +273,8 @@ def _grade_command(a: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     jobs = a.jobs if a.jobs is not None else available_cores()
     try:
         with outputs.open("rb") as fh, results_path.open("w", encoding="utf-8") as res:
-            chunks = _chunks(_jobs(a, refs, fh, str(outputs), progress), rubric, CONFIG.jobs_chunk_records)
+            chunks = _chunks(_jobs(a, refs, fh, str(outputs), progress), (rubric, a, str(outputs)),
+                             CONFIG.jobs_chunk_records)
             graded = ordered_map(_score_chunk, chunks, jobs=jobs, window=jobs * CONFIG.jobs_window_per_worker)
             for results in graded:
                 for r in results:
@@ -338,43 +339,64 @@ class _Job:
     source: str
 
 
-def _jobs(a: argparse.Namespace, refs: References | None, fh: BinaryIO, path: str,
-          progress: _Progress) -> Iterator[_Job | InputError]:
-    """The file's records in order, each a :class:`_Job` or the :class:`InputError` it raised.
+_Work = _Job | InputError | tuple[int, bytes]
+"""A chunk item: a prepared record, its error, or a raw ``(line number, line)`` left to the worker."""
 
-    Runs in the main process: reading, JSON, field checks and the ``--answers`` join (which
-    must see the records in order)."""
-    for lineno, size, rec in _records(fh, path):
+
+def _jobs(a: argparse.Namespace, refs: References | None, fh: BinaryIO, path: str,
+          progress: _Progress) -> Iterator[_Work]:
+    """The file's non-blank lines in order, as work for :func:`_score_chunk`.
+
+    Runs in the main process. With ``--answers`` the records are parsed, checked and joined here
+    (the join must see them in order) and sent as a :class:`_Job` or the :class:`InputError`
+    they raised; without, the raw line is sent and the worker does all of it, so the main
+    process only reads and writes (it would otherwise bound the speed-up of many workers)."""
+    for lineno, size, raw in ((n, len(r), r) for n, r in enumerate(fh, 1)):
         progress.update(size)
-        if rec is None:
+        if not raw.strip():
             continue
+        if refs is None:
+            yield lineno, raw
+            continue
+        rec = _parse_line(raw, path, lineno)
         if isinstance(rec, InputError):
             yield rec
             continue
         try:
-            yield _prepare_record(a, refs, path, lineno, rec)
+            yield _prepare_record(a, refs, path, lineno, rec)  # type: ignore[arg-type]
         except InputError as e:
             yield e
 
 
-def _chunks(items: Iterator[_Job | InputError], rubric: Rubric,
-            size: int) -> Iterator[tuple[Rubric, list[_Job | InputError]]]:
-    chunk: list[_Job | InputError] = []
+def _chunks(items: Iterator[_Work], context: tuple[Rubric, argparse.Namespace, str],
+            size: int) -> Iterator[tuple[tuple[Rubric, argparse.Namespace, str], list[_Work]]]:
+    chunk: list[_Work] = []
     for item in items:
         chunk.append(item)
         if len(chunk) >= size:
-            yield rubric, chunk
+            yield context, chunk
             chunk = []
     if chunk:
-        yield rubric, chunk
+        yield context, chunk
 
 
-def _score_chunk(task: tuple[Rubric, list[_Job | InputError]]) -> list[tuple[str, ItemResult] | InputError]:
+def _score_chunk(task: tuple[tuple[Rubric, argparse.Namespace, str], list[_Work]]
+                 ) -> list[tuple[str, ItemResult] | InputError]:
     """Grade a chunk (in a worker process or in this one): per item, its ``results.jsonl`` line
     and summary entry, or the :class:`InputError` to report at its place."""
-    rubric, items = task
+    (rubric, a, path), items = task
     out: list[tuple[str, ItemResult] | InputError] = []
     for job in items:
+        if isinstance(job, tuple):  # a raw line: parse and check it here
+            lineno, raw = job
+            rec = _parse_line(raw, path, lineno)
+            try:
+                if isinstance(rec, InputError):
+                    raise rec
+                job = _prepare_record(a, None, path, lineno, rec)  # type: ignore[arg-type]
+            except InputError as e:
+                out.append(e)
+                continue
         if isinstance(job, InputError):
             out.append(job)
             continue
