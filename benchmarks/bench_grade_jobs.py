@@ -31,12 +31,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "bench_grade_jobs.json"
 
-# Run in a fresh interpreter: prints the exit status and the peak RSS (KiB) of the main process.
+# Run in a fresh interpreter: prints the exit status, the peak RSS (KiB) and the CPU seconds of
+# the main process.
 CHILD = """
 import io, resource, sys
 from dsa_cast.cli import main
 rc = main(sys.argv[1:], stdout=io.StringIO())
-print(rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+r = resource.getrusage(resource.RUSAGE_SELF)
+print(rc, r.ru_maxrss, r.ru_utime + r.ru_stime)
 """
 POLL_S = 0.05
 
@@ -76,8 +78,9 @@ def write_input(path: Path, n: int, seed: int = 0) -> int:
     return path.stat().st_size
 
 
-def _worker_rss(proc) -> int:
-    """Largest RSS (bytes) among the descendants of ``proc`` (the forkserver and its workers)."""
+def _sample_workers(proc, cpu: dict[int, float]) -> int:
+    """Largest RSS (bytes) among the descendants of ``proc`` (the forkserver and its workers);
+    records each one's CPU seconds so far in ``cpu`` (by pid)."""
     import psutil
 
     try:
@@ -87,7 +90,10 @@ def _worker_rss(proc) -> int:
     best = 0
     for k in kids:
         try:
-            best = max(best, k.memory_info().rss)
+            with k.oneshot():
+                best = max(best, k.memory_info().rss)
+                t = k.cpu_times()
+                cpu[k.pid] = t.user + t.system
         except psutil.Error:
             pass
     return best
@@ -100,17 +106,19 @@ def run_once(src: Path, out: Path, jobs: int) -> dict:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     worker = 0
-    while proc.poll() is None:  # sample the workers' memory while they run
-        worker = max(worker, _worker_rss(proc))
+    cpu: dict[int, float] = {}
+    while proc.poll() is None:  # sample the workers' memory and CPU time while they run
+        worker = max(worker, _sample_workers(proc, cpu))
         time.sleep(POLL_S)
     wall = time.perf_counter() - t0
     stdout, stderr = proc.communicate()
     if proc.returncode != 0:
         raise SystemExit(f"grade --jobs {jobs} failed:\n{stderr[-2000:]}")
-    rc, rss_self = stdout.split()[-2:]
+    rc, rss_self, cpu_self = stdout.split()[-3:]
     digest = hashlib.sha256((out / "results.jsonl").read_bytes()).hexdigest()
     return {"wall_s": wall, "rc": int(rc), "rss_main_mib": int(rss_self) / 1024,
-            "rss_worker_mib": worker / 2**20, "results_sha256": digest}
+            "rss_worker_mib": worker / 2**20, "cpu_main_s": float(cpu_self),
+            "cpu_workers_s": sum(cpu.values()), "results_sha256": digest}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cores = available_cores()
     settings = sorted({1, 2, cores})
+    load0 = [round(x, 2) for x in os.getloadavg()]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "outputs.jsonl"
@@ -139,23 +148,44 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"jobs": jobs, "label": "all cores" if jobs == cores else f"{jobs}",
                          "median_wall_s": round(wall, 3), "records_per_s": round(a.records / wall),
                          "walls_s": [round(r["wall_s"], 3) for r in runs],
+                         "cpu_main_s": round(statistics.median(r["cpu_main_s"] for r in runs), 2),
+                         "cpu_workers_s": round(statistics.median(r["cpu_workers_s"] for r in runs), 2),
                          "rss_main_mib": round(max(r["rss_main_mib"] for r in runs), 1),
                          "rss_worker_mib": round(max(r["rss_worker_mib"] for r in runs), 1)})
     base = rows[0]["median_wall_s"]
     for r in rows:
         r["speedup"] = round(base / r["median_wall_s"], 2)
+    # CPU accounting, independent of other load on the machine. On N idle cores the run takes at
+    # least max(main CPU, (main + workers) CPU / N): the main process is serial, and all of it
+    # shares N cores. That bounds the speed-up over --jobs 1 (derived, not measured).
+    one = rows[0]["cpu_main_s"]
+    for r in rows:
+        if r["jobs"] > 1:
+            main_s, work_s = r["cpu_main_s"], r["cpu_workers_s"]
+            r["main_cpu_share"] = round(main_s / one, 3)
+            r["worker_cpu_ratio"] = round(work_s / one, 3)
+            r["speedup_bound_idle_cores"] = {
+                str(n): round(one / max(main_s, (main_s + work_s) / n), 2) for n in (r["jobs"], 4, 8, 16)}
     result = {
         "benchmark": "python -m dsa_cast grade --jobs N (fresh process per run, wall time incl. start-up)",
         "records": a.records, "input_mib": round(size / 2**20, 2), "runs": a.runs, "cores": cores,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "python": platform.python_version(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(), "load_average_at_start": load0,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "identical_results": len(digests) == 1, "rows": rows,
     }
     print(f"{a.records} records ({result['input_mib']} MiB), {cores} cores, median of {a.runs} run(s)")
-    print(f"{'jobs':>10} {'wall s':>8} {'rec/s':>8} {'speedup':>8} {'main MiB':>9} {'worker MiB':>11}")
+    print(f"load average {load0} at start, {result['load_average_at_end']} at end")
+    print(f"{'jobs':>10} {'wall s':>8} {'rec/s':>8} {'speedup':>8} {'main cpu s':>11} {'workers cpu s':>14} "
+          f"{'main MiB':>9} {'worker MiB':>11}")
     for r in rows:
         print(f"{r['label']:>10} {r['median_wall_s']:>8.2f} {r['records_per_s']:>8} {r['speedup']:>8.2f} "
-              f"{r['rss_main_mib']:>9.1f} {r['rss_worker_mib']:>11.1f}")
+              f"{r['cpu_main_s']:>11.2f} {r['cpu_workers_s']:>14.2f} {r['rss_main_mib']:>9.1f} "
+              f"{r['rss_worker_mib']:>11.1f}")
+    for r in rows[1:]:
+        bounds = ", ".join(f"{n} cores {b}x" for n, b in r["speedup_bound_idle_cores"].items())
+        print(f"--jobs {r['jobs']}: main process {100 * r['main_cpu_share']:.0f}% of --jobs 1's CPU, workers "
+              f"{100 * r['worker_cpu_ratio']:.0f}%; speed-up bound on idle cores (derived): {bounds}")
     print(f"identical results.jsonl in every run: {result['identical_results']}")
     if not a.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
