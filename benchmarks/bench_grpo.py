@@ -45,7 +45,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
-GSM8K_DIR = REPO / ".." / "shared" / "data" / "gsm8k"
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ def make_config(bc: BenchConfig):
     from dsa_cast_train import config
 
     return config.load_config("tiny", overrides=[
-        ("data.path", str(GSM8K_DIR)), ("data.limit", bc.limit),
+        ("data.limit", bc.limit),  # no data.path: the embedded GSM8K
         ("grpo.max_steps", bc.steps), ("grpo.batch_size", bc.batch_size),
         ("grpo.micro_batch_size", bc.batch_size), ("grpo.num_generations", bc.num_generations),
         ("grpo.max_new_tokens", bc.max_new_tokens), ("grpo.save_every_steps", bc.steps),
@@ -212,7 +211,7 @@ def real_text_reward_seconds(bc: BenchConfig, batches: int = 200) -> float:
     import numpy as np
 
     n = bc.batch_size * bc.num_generations
-    exs = [data.gsm8k_to_dsa(r) for r in data.load_gsm8k(GSM8K_DIR, "train", limit=n * batches)]
+    exs = [data.gsm8k_to_dsa(r) for r in data.load_gsm8k(None, "train", limit=n * batches)]
     times = []
     for b in range(batches):
         chunk = exs[b * n:(b + 1) * n]

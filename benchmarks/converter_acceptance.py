@@ -7,7 +7,7 @@ code, the exceptions counted by issue code (with their ids), where the Evidence 
 came from, conversion and grading time, and the same grading with ``question=`` given (stricter:
 claims must use the question's numbers). Results go to ``benchmarks/results/converter_acceptance.json``.
 
-    python benchmarks/converter_acceptance.py                       # ../shared/data/gsm8k
+    python benchmarks/converter_acceptance.py                       # the embedded GSM8K
     python benchmarks/converter_acceptance.py --gsm8k DIR --splits train
 """
 
@@ -82,12 +82,10 @@ def run_split(directory: Path, split: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gsm8k", type=Path, default=default_gsm8k_dir(),
-                        help="directory holding train.jsonl / test.jsonl (default: ../shared/data/gsm8k)")
+                        help="directory holding train.jsonl / test.jsonl (default: $DSA_CAST_GSM8K, else the embedded copy)")
     parser.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test"])
     parser.add_argument("--out", type=Path, default=RESULTS / "converter_acceptance.json")
     args = parser.parse_args(argv)
-    if args.gsm8k is None:
-        parser.error("GSM8K not found beside this checkout; pass --gsm8k DIR (train.jsonl, test.jsonl)")
     results = {
         "python": platform.python_version(),
         "machine": platform.machine(),

@@ -15,6 +15,7 @@ Run ``python benchmarks/corpus.py --write DIR`` to dump both as JSONL (handy for
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import random
 import re
@@ -26,8 +27,10 @@ __all__ = ["CorpusConfig", "Item", "Case", "gsm8k_test_path", "build_corpus", "b
 
 
 def gsm8k_test_path() -> Path:
-    """``../shared/data/gsm8k/test.jsonl`` next to the checkout."""
-    return Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "gsm8k" / "test.jsonl"
+    """The GSM8K test split shipped in the package (``dsa_cast_train/assets/gsm8k/test.jsonl.gz``).
+
+    Read by path with ``gzip`` (no ``dsa_cast_train`` import), so the core-only venv can use it."""
+    return Path(__file__).resolve().parents[1] / "dsa_cast_train" / "assets" / "gsm8k" / "test.jsonl.gz"
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,9 @@ def _malformed(defect: str, parts: dict[str, str], answer: str, value: str, othe
 
 
 def _read_gsm8k(path: Path, limit: int | None) -> Iterator[dict]:
-    with path.open(encoding="utf-8") as fh:
+    """Records of a GSM8K JSONL file (``.gz`` read through gzip), the first ``limit`` of them."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         for i, line in enumerate(fh):
             if limit is not None and i >= limit:
                 return

@@ -1,11 +1,11 @@
 """The original notebook's three DSA-CAST reward functions, re-implemented as a benchmark anchor.
 
-Written from ``../shared/reference/seed_pipeline.md`` §5 so that its *costs* show side by side
-with ``dsa_cast``: whole-completion regular expressions with nested lazy quantifiers (Python's
-backtracking ``re`` engine, as the notebook used), headings searched anywhere in the text,
-"GSM8K ``####`` first, else the first number" answer extraction, ratio partial credit and
-length credit. Those weaknesses are kept on purpose: this module measures them, it does not
-fix them.
+Written from the seed notebook's pipeline description (``seed_pipeline.md`` §5) so that its *costs*
+show side by side with ``dsa_cast``: whole-completion regular expressions with nested lazy
+quantifiers (Python's backtracking ``re`` engine, as the notebook used), headings searched anywhere
+in the text, "GSM8K ``####`` first, else the first number" answer extraction, ratio partial credit
+and length credit. Those weaknesses are kept on purpose: this module measures them, it does not fix
+them.
 
 One deliberate departure: the notebook checked ``CALC: expr = result`` lines with a general
 computer-algebra parser, which executes arbitrary model text. Here both sides go through the

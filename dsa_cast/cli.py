@@ -309,7 +309,7 @@ def _grade_command(a: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if error is not None:
         raise error
     print(format_table(summary), file=out)
-    written = [] if a.no_plots else write_plots(summary, out_dir)
+    written = [] if a.no_plots else write_plots(summary, out_dir, rubric)
     print(f"\nwrote {results_path} and {out_dir / 'summary.json'}"
           + "".join(f", {p.name}" for p in written), file=out)
     if not a.no_plots and not written:
@@ -537,8 +537,12 @@ def _explain_json(g: Grade, text: str, rubric: Rubric) -> dict[str, Any]:
     }
 
 
-def _explain_command(a: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
+def _explain_command(a: argparse.Namespace, stdin: IO[str], out: IO[str], err: IO[str]) -> int:
     text = stdin.read() if a.completion in (None, "-") else a.completion
+    if not text.strip():  # e.g. "$(cat missing.txt)" expands to nothing: say so, then grade it
+        where = "standard input" if a.completion in (None, "-") else "the COMPLETION argument"
+        print(f"warning: the completion is empty ({where} holds {'only whitespace' if text else 'nothing'}); "
+              "it is graded as an empty answer", file=err)
     rubric = get_rubric(a.rubric)
     try:
         g = rubric.score(text, a.answer, a.question, True)
@@ -617,7 +621,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: IO[str] | None = None,
     try:
         if a.command == "grade":
             return _grade_command(a, out, err)
-        return _explain_command(a, stdin, out)
+        return _explain_command(a, stdin, out, err)
     except InputError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE

@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "BoundedHistogram",
+    "component_ranges",
     "ItemResult",
     "ReportConfig",
     "Summary",
@@ -249,31 +250,77 @@ def format_table(summary: Summary) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
-def write_plots(summary: Summary, out_dir: Path) -> list[Path]:
-    """Draw per-component histograms and issue frequencies as PNGs; [] without matplotlib."""
+def component_ranges(rubric: Any) -> dict[str, tuple[float, float]]:
+    """``name -> (lowest, highest)`` possible value of the total and of each component whose
+    range the rubric states (a ``weights`` dataclass or a single ``weight``), for plot axes."""
+    import dataclasses
+
+    out: dict[str, tuple[float, float]] = {}
+    try:
+        out["total"] = (float(rubric.min_total), float(rubric.max_total))
+    except (AttributeError, NotImplementedError):
+        pass
+    weights = getattr(rubric, "weights", None)
+    if dataclasses.is_dataclass(weights):
+        out.update({f.name: (0.0, float(getattr(weights, f.name))) for f in dataclasses.fields(weights)})
+    elif isinstance(getattr(rubric, "weight", None), (int, float)) and len(getattr(rubric, "components", ())) == 1:
+        out[rubric.components[0]] = (0.0, float(rubric.weight))
+    return out
+
+
+def _axis_range(h: BoundedHistogram, known: tuple[float, float] | None) -> tuple[float, float]:
+    """The x range of a histogram: the component's possible range when known, else the observed
+    one widened to include 0 and to be at least 1 wide (so one value is not a full-width block)."""
+    lo, hi = (known if known is not None else (min(0.0, h.low), max(h.high, 0.0)))
+    lo, hi = min(lo, h.low), max(hi, h.high)
+    if hi - lo < 1.0 and known is None:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def write_plots(summary: Summary, out_dir: Path, rubric: Any = None) -> list[Path]:
+    """Draw per-component histograms and issue frequencies as PNGs; [] without matplotlib.
+
+    Each histogram spans the component's possible range (from ``rubric``, see
+    :func:`component_ranges`), counts are whole numbers, and every panel and figure says what
+    it shows, so a PNG reads on its own."""
     try:
         import matplotlib
 
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    ranges = component_ranges(rubric) if rubric is not None else {}
+    name = getattr(rubric, "name", None)
     hists = {"total": summary.total_hist, **summary.component_hists}
     hists = {k: h for k, h in hists.items() if h is not None and h.count}
+    means = {"total": summary.total_sum / summary.n if summary.n else 0.0,
+             **{k: v / summary.n for k, v in summary.component_sums.items()}} if summary.n else {}
     if hists:
         cols = min(3, len(hists))
         rows = math.ceil(len(hists) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows + 0.6), squeeze=False)
         for ax in axes.flat[len(hists):]:
             ax.axis("off")
-        for ax, (name, h) in zip(axes.flat, hists.items()):
+        for ax, (comp, h) in zip(axes.flat, hists.items()):
+            lo, hi = _axis_range(h, ranges.get(comp))
             width, bins = h.display_bins(summary.config.plot_bins)
-            ax.bar([lo for lo, _ in bins], [c for _, c in bins], width=width * 0.9, align="edge")
-            ax.set_title(name)
-            ax.set_xlabel("score")
+            bar = max(width * 0.9, (hi - lo) / 60)  # a single value stays a visible, narrow bar
+            xs = [h.low] if h.low == h.high else [left + width / 2 for left, _ in bins]  # one value: on it
+            ax.bar(xs, [c for _, c in bins], width=bar, align="center")
+            pad = (hi - lo) * 0.04
+            ax.set_xlim(lo - pad, hi + pad)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            top = f" of {hi:g}" if comp in ranges else ""
+            ax.set_title(f"{comp}: mean {means.get(comp, 0.0):.3g}{top}", fontsize=10)
+            ax.set_xlabel("score" if comp != "total" else "total score")
             ax.set_ylabel("completions")
+        fig.suptitle(f"Score distributions of {summary.n} completions"
+                     + (f" ({name} rubric)" if name else ""), fontsize=11)
         fig.tight_layout()
         path = out_dir / "components.png"
         fig.savefig(path, dpi=100)
@@ -283,8 +330,12 @@ def write_plots(summary: Summary, out_dir: Path) -> list[Path]:
         top = summary.top_issues(k=len(summary.issue_counts))
         fig, ax = plt.subplots(figsize=(7, 0.35 * len(top) + 1.2))
         ax.barh([c for c, _ in reversed(top)], [n for _, n in reversed(top)])
-        ax.set_xlabel("completions with the issue")
-        ax.set_title(f"issue frequencies (n={summary.n})")
+        for i, (_, n) in enumerate(reversed(top)):
+            ax.text(n, i, f" {n}", va="center", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0, max(n for _, n in top) * 1.12)
+        ax.set_xlabel(f"completions with the issue (of {summary.n})")
+        ax.set_title(f"Issue frequencies, {summary.n} completions" + (f" ({name} rubric)" if name else ""))
         fig.tight_layout()
         path = out_dir / "issues.png"
         fig.savefig(path, dpi=100)

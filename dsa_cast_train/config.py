@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import os
 import tomllib
 import types
 import typing
@@ -34,6 +35,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 MODEL_SOURCES = ("tiny", "local", "kaggle", "hf", "gemma3-270m-pypi")
 GRPO_REFERENCES = ("base", "init")
+GRPO_LOSSES = ("lean", "tunix")
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "block", "decoder")
 DATA_SOURCES = ("gsm8k", "dsa-jsonl")
@@ -154,8 +156,8 @@ class DataConfig:
     source: str = "gsm8k"
     """``gsm8k`` (converted to DSA) or ``dsa-jsonl`` (competition JSONL)."""
     path: str | None = None
-    """GSM8K directory/file (``train.jsonl``, ``test.jsonl``) or the DSA JSONL file
-    (``None`` for GSM8K: ``$DSA_CAST_GSM8K``, else ``../shared/data/gsm8k`` beside the checkout)."""
+    """GSM8K directory/file (``train.jsonl``, ``test.jsonl``, or their ``.jsonl.gz``) or the DSA JSONL
+    file (``None`` for GSM8K: ``$DSA_CAST_GSM8K``, else the copy shipped in the package)."""
     gsm8k_loader: str = "local"
     """Where GSM8K comes from: ``local`` (JSONL at ``path``), ``hf`` (``datasets``) or ``tfds``."""
     test_path: str | None = None
@@ -345,13 +347,29 @@ class GRPOConfig:
     """SFT checkpoint root the actor starts from (``None``: the model source's weights)."""
     reference: str = "base"
     """Frozen KL reference: ``"base"`` (the model source's weights, as the seed notebook) or
-    ``"init"`` (the actor's starting weights: the ``init_checkpoint`` when one is set)."""
+    ``"init"`` (the actor's starting weights: the ``init_checkpoint`` when one is set). Not built
+    at all when ``beta == 0`` (nothing reads it)."""
+    max_calc_steps: int = 0
+    """Train only on problems whose reference solution has at most this many calculator steps
+    (``CALC:`` lines of the converted DSA answer; GSM8K ``<<a=b>>`` annotations); 0: all. Few-step
+    problems are the ones a small SFT model sometimes solves, so their groups carry signal."""
+    loss: str = "lean"
+    """Policy loss: ``"lean"`` (``dsa_cast_train.lean_grpo``: chunked log-probabilities, no
+    ``[B, L, V]`` logits; same loss and gradients) or ``"tunix"`` (Tunix's default GRPO loss)."""
+    logps_chunk: int = 64
+    """Lean loss: completion positions whose ``[B, chunk, V]`` logits exist at once."""
+    remat_layers: bool = True
+    """Lean loss: recompute each decoder layer in the backward pass (GRPO's activation remat;
+    ``model.remat`` applies to SFT only)."""
 
     def __post_init__(self) -> None:
         _positive(self, "grpo", "max_steps", "batch_size", "micro_batch_size",
                   "max_prompt_length", "max_new_tokens", "top_k", "num_generations",
                   "num_iterations", "learning_rate", "eval_every_steps",
                   "save_every_steps", "keep_checkpoints")
+        _positive(self, "grpo", "logps_chunk")
+        _non_negative(self, "grpo", "max_calc_steps")
+        _choice(self, "grpo", "loss", GRPO_LOSSES)
         if self.reference not in GRPO_REFERENCES:
             raise ConfigError(f"grpo.reference: {self.reference!r} is not one of {', '.join(GRPO_REFERENCES)}")
         _non_negative(self, "grpo", "eval_prompts", "temperature", "beta", "epsilon", "weight_decay",
@@ -382,6 +400,28 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class Requirements:
+    """What the whole pipeline needs on this kind of machine, as measured with a preset (``None``:
+    not measured). ``--preset auto`` checks free memory and disk against these before it starts
+    (:mod:`dsa_cast_train.resources`) and refuses, naming the numbers and ``smaller``, when they
+    do not fit. Informational otherwise; changing them never blocks a resume."""
+
+    memory_gib: float | None = None
+    """Peak resident memory of the whole pipeline (GiB, 2**30 bytes)."""
+    run_disk_gb: float | None = None
+    """Disk the run directory grows to (GB, 10**9 bytes)."""
+    model_disk_gb: float | None = None
+    """Disk of the converted model in its cache, needed once (GB; ``gemma3-270m-pypi`` only)."""
+    minutes: float | None = None
+    """Wall time of the whole pipeline on a quiet 2-core CPU (informational)."""
+    smaller: str | None = None
+    """The preset to suggest when this one does not fit."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "requirements", "memory_gib", "run_disk_gb", "model_disk_gb", "minutes")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """The root configuration: one section per stage plus model, mesh and data."""
 
@@ -396,23 +436,67 @@ class PipelineConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     stages: tuple[str, ...] = ("sft", "grpo", "evaluate", "export")
     """Stages the pipeline runs, in order."""
+    requirements: Requirements = field(default_factory=Requirements)
 
 
 # ----------------------------------------------------------------------------------------
 # dict <-> dataclass
 
 
+TINY_MODEL_FIELDS = ("num_layers", "embed_dim", "hidden_dim", "num_heads", "head_dim", "num_kv_heads",
+                     "sliding_window_size", "vocab_size", "seed")
+"""``ModelSpec`` fields that only the tiny model reads (source ``tiny``, or variant ``tiny``)."""
+
+
+def uses_tiny_dims(spec: ModelSpec) -> bool:
+    """Whether the model is built from the tiny dimensions (else they describe nothing real)."""
+    return spec.source == "tiny" or spec.variant == "tiny"
+
+
 def to_dict(config: Any) -> dict[str, Any]:
-    """Nested plain dict of a config (tuples become lists; JSON-serialisable)."""
+    """Nested plain dict of a config (tuples become lists; JSON-serialisable). A model section
+    that does not use the tiny dimensions leaves them out, so a saved config shows the fields
+    of the model actually used (reading it back restores their defaults)."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        if isinstance(config, ModelSpec) and f.name in TINY_MODEL_FIELDS and not uses_tiny_dims(config):
+            continue
         if dataclasses.is_dataclass(value):
             value = to_dict(value)
         elif isinstance(value, tuple):
             value = list(value)
         out[f.name] = value
     return out
+
+
+def describe_model(spec: ModelSpec) -> str:
+    """One phrase naming the model actually used: ``tiny random Gemma 3 (2 layers, width 64,
+    vocab 512)``, ``Gemma 3 270M from PyPI (gemma3-270m, float32)``, ..."""
+    if spec.source == "tiny":
+        return (f"tiny random Gemma 3 ({spec.num_layers} layers, width {spec.embed_dim}, "
+                f"vocab {spec.vocab_size}, {spec.dtype})")
+    variant = "tiny export" if spec.variant == "tiny" else spec.variant
+    where = {"gemma3-270m-pypi": "Gemma 3 270M from PyPI", "local": f"local {spec.path}",
+             "kaggle": f"Kaggle {spec.handle or 'default handle'}", "hf": f"Hub {spec.handle or 'default repo'}"}
+    return f"{where.get(spec.source, spec.source)} ({variant}, {spec.dtype})"
+
+
+def summary_line(config: PipelineConfig) -> str:
+    """The resolved configuration in one line (the full one goes to the run's ``config.json``)."""
+    data = config.data
+    if data.path:
+        where = data.path
+    elif data.source != "gsm8k":
+        where = "no path"
+    elif data.gsm8k_loader != "local":
+        where = f"{data.gsm8k_loader} loader"
+    else:
+        where = "$DSA_CAST_GSM8K" if os.environ.get("DSA_CAST_GSM8K") else "embedded"
+    return (f"preset {config.name}: model {describe_model(config.model)}; data {data.source} ({where}), "
+            f"{data.limit if data.limit is not None else 'all'} training records; "
+            f"SFT {config.sft.max_steps} steps, GRPO {config.grpo.max_steps} steps, "
+            f"eval {config.eval.num_items} items; stages {', '.join(config.stages)}")
 
 
 def to_json(config: Any) -> str:

@@ -14,7 +14,14 @@ Per model (the model source's weights, or a checkpoint restored into them) and p
 
 Outputs in the run directory: ``items.jsonl`` (prompt, completions, grades per item and
 model), ``summary.json``, ``summary.md`` (models side by side, with the difference when
-there are two) and ``summary.png``.
+there are two) and ``summary.png``. Every metric carries its 95 % percentile-bootstrap interval
+over items (:mod:`dsa_cast_train.stats`); two models evaluated together get the paired
+difference, items matched by id, with its interval.
+
+``python -m dsa_cast_train.evaluate --regrade FILE [FILE ...]`` recomputes all of that from
+saved per-item files (``items.jsonl``, or the ``eval_*_items.jsonl`` kept under
+``docs/results/``): each greedy completion is graded again with ``dsa_cast.score.grade``, and
+each file after the first is compared with the one before it (:func:`regrade`).
 """
 
 from __future__ import annotations
@@ -25,14 +32,14 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from dsa_cast_train import config as config_lib
-from dsa_cast_train import runs
+from dsa_cast_train import progress, runs
 
 log = logging.getLogger("dsa_cast_train.evaluate")
 
@@ -92,12 +99,14 @@ def prompt_budget(tokenizer: Any, prompts: Sequence[str], configured: int) -> in
 
 def generate(loaded: Any, prompts: Sequence[str], *, max_new_tokens: int, max_prompt_length: int,
              batch_size: int, temperature: float = 0.0, top_k: int | None = None,
-             top_p: float | None = None, seed: int = 0, sampler: Any = None) -> list[str]:
+             top_p: float | None = None, seed: int = 0, sampler: Any = None,
+             on_batch: Callable[[int], None] | None = None) -> list[str]:
     """Completions (text after the prompt, stopped at EOS / ``<end_of_turn>``) for ``prompts``.
 
     ``temperature == 0`` decodes greedily; otherwise top-p/top-k sampling seeded per batch
     (``seed + batch index``). The last batch is padded by repeating its last prompt so that
-    every call has the same shape (one compilation).
+    every call has the same shape (one compilation). ``on_batch(n)`` is called after each
+    batch with the number of prompts it completed (progress display).
     """
     if not prompts:
         return []
@@ -115,6 +124,8 @@ def generate(loaded: Any, prompts: Sequence[str], *, max_new_tokens: int, max_pr
         result = sampler(padded, max_generation_steps=max_new_tokens, max_prompt_length=budget,
                          eos_tokens=list(loaded.eos_ids), echo=False, **kwargs)
         out.extend(result.text[:len(chunk)])
+        if on_batch is not None:
+            on_batch(len(chunk))
     return out
 
 
@@ -237,8 +248,11 @@ def pass_metrics(graded: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def summarize(rows: Sequence[dict[str, Any]], *, vote_k: int) -> dict[str, Any]:
-    """Summary metrics of one model from its per-item rows."""
+def summarize(rows: Sequence[dict[str, Any]], *, vote_k: int, intervals: bool = True,
+              **options: Any) -> dict[str, Any]:
+    """Summary metrics of one model from its per-item rows; with ``intervals``, also
+    ``"intervals"``: each metric's bootstrap interval over items (:func:`metric_intervals`;
+    ``options``: its resamples, confidence, seed)."""
     summary: dict[str, Any] = {"items": len(rows)}
     greedy = [r["greedy"] for r in rows if r.get("greedy") is not None]
     if greedy:
@@ -262,7 +276,86 @@ def summarize(rows: Sequence[dict[str, Any]], *, vote_k: int) -> dict[str, Any]:
         if not greedy:
             for key in ("format_adherence", "evidence_validity", "mean_total_fraction"):
                 summary[key] = summary["vote"]["samples"][key]
+    if intervals and rows:
+        summary["intervals"] = {k: iv.as_dict() for k, iv in metric_intervals(rows, **options).items()}
     return summary
+
+
+# ----------------------------------------------------------------------------------------
+# uncertainty
+
+
+def row_ids(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Each row's item id (its ``index`` when it has none), as text."""
+    return [str(r["id"] if r.get("id") is not None else r.get("index", i)) for i, r in enumerate(rows)]
+
+
+def item_columns(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per-item values of every metric in :func:`summarize`, named as in :func:`report_rows`, for
+    :mod:`dsa_cast_train.stats`: a 0/1 or float per item whose mean is the metric, or a
+    ``stats.Ratio`` (evidence validity: true claims over checked claims, over all items).
+
+    Greedy metrics when every row has a greedy grade, else the mean over each item's vote samples;
+    majority-vote metrics when every row has a vote."""
+    from dsa_cast.schema import DSA
+
+    from dsa_cast_train import stats
+
+    out: dict[str, Any] = {}
+    greedy = bool(rows) and all(r.get("greedy") is not None for r in rows)
+    if greedy:
+        per_item = [[r["greedy"]] for r in rows]
+    elif rows and all(r.get("vote") is not None for r in rows):
+        per_item = [list(r["vote"]["samples"]) for r in rows]
+    else:
+        per_item = []
+    if per_item:
+        def col(fn: Callable[[dict[str, Any]], float]) -> list[float]:
+            return [_mean([float(fn(g)) for g in gs]) for gs in per_item]
+
+        if greedy:
+            out["strict_accuracy"] = col(lambda g: g["correct"])
+            out["approx_accuracy"] = col(lambda g: g["approx_correct"])
+        out["format_adherence"] = col(lambda g: g["exact_format"])
+        out["evidence_validity"] = stats.Ratio([sum(g["claims_true"] for g in gs) for gs in per_item],
+                                               [sum(g["claims_checked"] for g in gs) for gs in per_item])
+        if greedy and all(gs[0].get("coherence") is not None for gs in per_item):
+            out["coherence"] = col(lambda g: g["coherence"])
+        if greedy:
+            out["mean_total"] = col(lambda g: g["total"])
+        out["mean_total_fraction"] = col(lambda g: g["total"] / g["max_total"] if g["max_total"] else 0.0)
+        if greedy:
+            for name in DSA.sections:
+                out[f"section:{name}"] = col(lambda g, name=name: name in g.get("sections_present", ()))
+            out["section:answer_block"] = col(lambda g: bool(g.get("answer_block")))
+            for k in sorted({k for gs in per_item for g in gs for k in g["components"]}):
+                out[f"component:{k}"] = col(lambda g, k=k: g["components"].get(k, 0.0))
+    if rows and all(r.get("vote") is not None for r in rows):
+        majority = [r["vote"]["majority"] for r in rows]
+        out["vote_strict_accuracy"] = [float(m["correct"]) for m in majority]
+        out["vote_approx_accuracy"] = [float(m["approx_correct"]) for m in majority]
+        out["vote_any_correct"] = [float(m["any_correct"]) for m in majority]
+    return out
+
+
+def metric_intervals(rows: Sequence[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+    """``stats.Interval`` of each metric over the items of one model (``kwargs``: resamples,
+    confidence, seed of :func:`dsa_cast_train.stats.bootstrap`)."""
+    from dsa_cast_train import stats
+
+    return stats.bootstrap(item_columns(rows), **kwargs)
+
+
+def paired_comparison(label_a: str, rows_a: Sequence[dict[str, Any]], label_b: str,
+                      rows_b: Sequence[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+    """metric(a) - metric(b) on the items both evaluated (matched by id), each with its bootstrap
+    interval (items resampled jointly): ``{"a", "b", "matched", "only_a", "only_b", "differences"}``."""
+    from dsa_cast_train import stats
+
+    res = stats.paired_by_id(row_ids(rows_a), item_columns(rows_a), row_ids(rows_b), item_columns(rows_b),
+                             **kwargs)
+    return {"a": label_a, "b": label_b, "matched": res.matched, "only_a": res.only_a, "only_b": res.only_b,
+            "differences": {k: iv.as_dict() for k, iv in res.differences.items()}}
 
 
 # ----------------------------------------------------------------------------------------
@@ -273,6 +366,15 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return "-" if value is None else str(value)
+
+
+def interval_cell(value: Any, interval: Mapping[str, Any] | None, *, signed: bool = False) -> str:
+    """``0.500 [0.250, 0.750]`` for a metric with its interval, else the plain value."""
+    if interval is None:
+        return _fmt(value) if not signed or not isinstance(value, float) else f"{value:+.3f}"
+    from dsa_cast_train import stats
+
+    return stats.Interval.from_dict(interval).format(signed=signed)
 
 
 def report_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
@@ -290,49 +392,148 @@ def report_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, list[Any
     return rows + [r for r in extra if any(v is not None for v in r[1])]
 
 
+INTERVAL_NOTE = ("Brackets: 95 % percentile-bootstrap interval over items (10,000 resamples); a difference "
+                 "column is paired: the same items, matched by id, resampled jointly for both models.")
+
+
+def metrics_table(labels: Sequence[str], summaries: Sequence[dict[str, Any]],
+                  comparisons: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """Markdown table lines: one column per model (value [interval]) and one per paired comparison
+    (``paired_comparison`` dicts: a - b [interval])."""
+    head = ["metric", *labels, *[f"{c['a']} - {c['b']}" for c in comparisons]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, values in report_rows(summaries):
+        cells = [interval_cell(v, s.get("intervals", {}).get(name)) for v, s in zip(values, summaries)]
+        for c in comparisons:
+            a, b = (values[labels.index(c[k])] if c[k] in labels else None for k in ("a", "b"))
+            diff = c.get("differences", {}).get(name)
+            plain = a - b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
+            cells.append(interval_cell(plain, diff, signed=True) if diff or plain is not None else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_markdown(path: str | Path, labels: Sequence[str], summaries: Sequence[dict[str, Any]],
-                   config: config_lib.PipelineConfig) -> None:
-    """The side-by-side Markdown summary (with a first-minus-second column for two models)."""
+                   config: config_lib.PipelineConfig, comparison: Mapping[str, Any] | None = None,
+                   source: str | None = None) -> None:
+    """The side-by-side Markdown summary, every value with its interval; with two models, the
+    first-minus-second column (paired, when ``comparison`` is given)."""
     ev = config.eval
-    head = ["metric", *labels] + ([f"{labels[0]} - {labels[1]}"] if len(labels) == 2 else [])
+    if comparison is None and len(labels) == 2:
+        comparison = {"a": labels[0], "b": labels[1]}  # plain difference of the two values
     lines = [f"# Evaluation: {summaries[0]['items']} items of {config.data.source} ({ev.split})", "",
              f"Greedy: {'yes' if ev.greedy else 'no'}; majority vote@{ev.vote_k} "
              f"(temperature {ev.temperature}, top-k {ev.top_k}, top-p {ev.top_p}); "
              f"rubric `{ev.rubric}`; approximate = within {ev.approx_tolerance:.0%}; "
-             f"max {ev.max_new_tokens} new tokens.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, values in report_rows(summaries):
-        cells = [_fmt(v) for v in values]
-        if len(values) == 2:
-            a, b = values
-            cells.append(_fmt(a - b) if isinstance(a, float) and isinstance(b, float) else "-")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+             f"max {ev.max_new_tokens} new tokens.", ""]
+    if source:
+        lines += [f"Data: {source}.", ""]
+    lines += metrics_table(labels, summaries, [comparison] if comparison else [])
     lines += ["", "strict/approx/format/evidence/mean_total: greedy pass; vote_*: majority vote; "
-              "component:*: mean weighted contribution (greedy).", ""]
-    Path(path).write_text("\n".join(lines), encoding="utf-8")
+              "component:*: mean weighted contribution (greedy). " + INTERVAL_NOTE, ""]
+    if comparison and comparison.get("matched") is not None:
+        lines += [f"Paired on {comparison['matched']} items ({comparison['only_a']} only in {comparison['a']}, "
+                  f"{comparison['only_b']} only in {comparison['b']}).", ""]
+    _write_text(path, "\n".join(lines))
 
 
-def write_chart(path: str | Path, labels: Sequence[str], summaries: Sequence[dict[str, Any]]) -> None:
-    """Grouped bar chart of the headline [0, 1] metrics per model (matplotlib, Agg canvas)."""
+def _write_text(path: str | Path, text: str) -> None:
+    """Write under a temporary name, then rename (a crash never leaves half a report)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _interval(summary: Mapping[str, Any], name: str) -> tuple[float, float] | None:
+    iv = summary.get("intervals", {}).get(name)
+    return (iv["low"], iv["high"]) if iv else None
+
+
+def write_chart(path: str | Path, labels: Sequence[str], summaries: Sequence[dict[str, Any]],
+                comparisons: Sequence[Mapping[str, Any]] = (), *, title: str | None = None) -> None:
+    """Grouped bars of the headline [0, 1] metrics per model, each with its 95 % interval as an
+    error bar and its value printed on it (a 0 is drawn as a line at 0, so no bar is invisible);
+    with ``comparisons`` (``paired_comparison`` dicts), a second panel of the paired differences
+    with their intervals. The figure is written under a temporary name, then renamed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     metrics = [m for m in HEADLINE if any(m in s for s in summaries)]
-    fig = Figure(figsize=(max(6.0, 1.3 * len(metrics) + 2), 4.0))
+    diffs = [c for c in comparisons if c.get("differences")]
+    width_in = max(7.0, 1.15 * len(metrics) * max(1, len(summaries)) / 2 + 2.5)
+    fig = Figure(figsize=(width_in, 4.8 + (3.2 if diffs else 0.0)))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.8 / max(len(summaries), 1)
+    ax = fig.add_subplot(2 if diffs else 1, 1, 1)
+    n = max(len(summaries), 1)
+    width = 0.8 / n
+    colors = [f"C{i}" for i in range(n)]
     for i, (label, s) in enumerate(zip(labels, summaries)):
-        xs = [j + (i - (len(summaries) - 1) / 2) * width for j in range(len(metrics))]
-        ax.bar(xs, [float(s.get(m) or 0.0) for m in metrics], width=width, label=label)
+        xs = [j + (i - (n - 1) / 2) * width for j in range(len(metrics))]
+        values = [float(s.get(m) or 0.0) for m in metrics]
+        bounds = [_interval(s, m) for m in metrics]
+        err = [[max(v - b[0], 0.0) if b else 0.0 for v, b in zip(values, bounds)],
+               [max(b[1] - v, 0.0) if b else 0.0 for v, b in zip(values, bounds)]]
+        ax.bar(xs, values, width=width * 0.92, color=colors[i], label=label, yerr=err, capsize=2,
+               error_kw={"elinewidth": 0.8, "ecolor": "0.25"})
+        for x, v, b in zip(xs, values, bounds):
+            if v == 0.0:  # an empty bar: draw it as a line at 0 in its colour
+                ax.hlines(0.004, x - width * 0.46, x + width * 0.46, colors=colors[i], linewidth=2.5)
+            top = max(v, b[1] if b else v)
+            ax.text(x, top + 0.015, f"{v:.2f}", ha="center", va="bottom", fontsize=6.5, rotation=90 if n > 2 else 0)
     ax.set_xticks(list(range(len(metrics))))
     ax.set_xticklabels([m.replace("_", "\n") for m in metrics], fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("share")
-    ax.set_title(f"DSA evaluation ({summaries[0]['items']} items)")
-    ax.legend(fontsize=8)
+    ax.set_xlim(-0.6, len(metrics) - 0.4)
+    ax.set_ylim(0, 1.18)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.set_ylabel("share of items (mean total: share of the maximum)", fontsize=8)
+    items = summaries[0]["items"] if summaries else 0
+    ax.set_title(title or f"DSA evaluation: {', '.join(labels)} on {items} items "
+                 f"(error bars: 95 % bootstrap interval over items)", fontsize=9)
+    ax.legend(fontsize=8, loc="upper right", ncol=n)
+    ax.grid(axis="y", alpha=0.3)
+    if diffs:
+        _difference_panel(fig.add_subplot(2, 1, 2), metrics, diffs)
     fig.tight_layout()
-    fig.savefig(str(path), dpi=100)
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(str(tmp), dpi=110)
+    tmp.replace(path)
+
+
+def _difference_panel(ax: Any, metrics: Sequence[str], comparisons: Sequence[Mapping[str, Any]]) -> None:
+    """Paired differences (later minus earlier) per metric: a point with its interval, value printed."""
+    n = len(comparisons)
+    width = 0.8 / n
+    lows = [0.0]
+    highs = [0.0]
+    for i, c in enumerate(comparisons):
+        xs, ys, err = [], [], [[], []]
+        for j, m in enumerate(metrics):
+            d = c["differences"].get(m)
+            if d is None:
+                continue
+            x = j + (i - (n - 1) / 2) * width
+            xs.append(x)
+            ys.append(d["estimate"])
+            err[0].append(max(d["estimate"] - d["low"], 0.0))
+            err[1].append(max(d["high"] - d["estimate"], 0.0))
+            lows.append(d["low"])
+            highs.append(d["high"])
+            ax.text(x + width * 0.12, d["estimate"], f"{d['estimate']:+.2f}", fontsize=6.5, va="center")
+        ax.errorbar(xs, ys, yerr=err, fmt="o", color=f"C{i + 3}", capsize=3, markersize=4,
+                    label=f"{c['a']} - {c['b']} ({c.get('matched', '?')} paired items)")
+    ax.axhline(0.0, color="0.3", linewidth=0.8)
+    span = max(max(highs) - min(lows), 0.2)
+    ax.set_ylim(min(lows) - 0.15 * span, max(highs) + 0.3 * span)
+    ax.set_xticks(list(range(len(metrics))))
+    ax.set_xticklabels([m.replace("_", "\n") for m in metrics], fontsize=8)
+    ax.set_xlim(-0.6, len(metrics) - 0.4)
+    ax.set_ylabel("paired difference", fontsize=8)
+    ax.set_title("Change on the same items (95 % paired bootstrap interval; an interval crossing 0: no clear change)",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
 
 
 # ----------------------------------------------------------------------------------------
@@ -382,23 +583,28 @@ def _evaluate_model(loaded: Any, examples: Sequence[Any], label: str, config: co
                                 reference=refs[i])
 
     if ev.greedy:
-        t = time.perf_counter()
+        log.info("%s: greedy pass over %d items, %d per batch (compiling the sampler: first batch only)",
+                 label, len(prompts), ev.batch_size)
         sampler = make_sampler(loaded, budget + ev.max_new_tokens)
-        texts = generate(loaded, prompts, max_new_tokens=ev.max_new_tokens, max_prompt_length=budget,
-                         batch_size=ev.batch_size, sampler=sampler)
+        with progress.Progress(len(prompts), f"{label} greedy", unit="items") as bar:
+            texts = generate(loaded, prompts, max_new_tokens=ev.max_new_tokens, max_prompt_length=budget,
+                             batch_size=ev.batch_size, sampler=sampler, on_batch=bar.update)
         for i, text in enumerate(texts):
             rows[i]["greedy"] = grade(text, i)
-        log.info("%s: greedy pass over %d items in %.1f s", label, len(prompts), time.perf_counter() - t)
+        log.info("%s: greedy pass over %d items in %.1f s", label, len(prompts), bar.elapsed)
     if ev.vote_k:
-        t = time.perf_counter()
+        log.info("%s: vote@%d pass over %d items (compiling the sampler: first batch only)", label, ev.vote_k,
+                 len(prompts))
         repeated = [p for p in prompts for _ in range(ev.vote_k)]
-        texts = generate(loaded, repeated, max_new_tokens=ev.max_new_tokens, max_prompt_length=budget,
-                         batch_size=ev.batch_size * ev.vote_k, temperature=ev.temperature,
-                         top_k=ev.top_k, top_p=ev.top_p, seed=ev.seed)
+        with progress.Progress(len(prompts), f"{label} vote@{ev.vote_k}", unit="items") as bar:
+            texts = generate(loaded, repeated, max_new_tokens=ev.max_new_tokens, max_prompt_length=budget,
+                             batch_size=ev.batch_size * ev.vote_k, temperature=ev.temperature,
+                             top_k=ev.top_k, top_p=ev.top_p, seed=ev.seed,
+                             on_batch=lambda n: bar.update(n // ev.vote_k))
         for i in range(len(prompts)):
             samples = [grade(texts[i * ev.vote_k + j], i) for j in range(ev.vote_k)]
             rows[i]["vote"] = {"k": ev.vote_k, "samples": samples, "majority": majority_vote(samples)}
-        log.info("%s: vote@%d pass in %.1f s", label, ev.vote_k, time.perf_counter() - t)
+        log.info("%s: vote@%d pass in %.1f s", label, ev.vote_k, bar.elapsed)
     return rows
 
 
@@ -407,7 +613,7 @@ def run(config: config_lib.PipelineConfig, run_dir: str | Path, *, overwrite: bo
     t0 = time.perf_counter()
     run_info = runs.prepare(run_dir, "evaluate", config, overwrite=overwrite, resumable=False)
     with runs.logging_to(run_info):
-        log.info("evaluation in %s with config:\n%s", run_info.path, config_lib.to_json(config))
+        log.info("evaluation in %s (config: %s)", run_info.path, run_info.config_file.name)
         return _run(config, run_info, t0)
 
 
@@ -423,6 +629,7 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, t0: float) ->
     examples = sft.load_examples(config.data, ev.split, limit=ev.num_items)
     if not examples:
         raise ValueError(f"no evaluation items in split {ev.split!r}")
+    source = sft.data_source(config.data, (ev.split,))
     system = sft.system_prompt(config.data)
     # Base weights first, so checkpoints can be restored into the same model afterwards.
     order = sorted(range(len(plan)), key=lambda i: plan[i][1] is not None)
@@ -443,17 +650,22 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, t0: float) ->
         results[i] = (rows, summary)
     labels = tuple(p[0] for p in plan)
     summaries = tuple(results[i][1] for i in range(len(plan)))
+    comparison = (paired_comparison(labels[0], results[0][0], labels[1], results[1][0])
+                  if len(plan) == 2 else None)
     files = {k: run_info.path / v for k, v in
              (("items", ITEMS_FILE), ("json", SUMMARY_JSON), ("md", SUMMARY_MD), ("png", SUMMARY_PNG))}
     if jax.process_index() == 0:
-        with files["items"].open("w", encoding="utf-8") as fh:
+        tmp_items = files["items"].with_name(f".{ITEMS_FILE}.tmp")
+        with tmp_items.open("w", encoding="utf-8") as fh:
             for i in range(len(plan)):
                 for row in results[i][0]:
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        tmp_items.replace(files["items"])
         runs.write_json(files["json"], {"labels": list(labels), "summaries": list(summaries),
+                                        "comparison": comparison, "data_source": source,
                                         "config": config_lib.to_dict(config)})
-        write_markdown(files["md"], labels, summaries, config)
-        write_chart(files["png"], labels, summaries)
+        write_markdown(files["md"], labels, summaries, config, comparison, source=source_text(source))
+        write_chart(files["png"], labels, summaries, [comparison] if comparison else [])
     for label, s in zip(labels, summaries):
         log.info("%s: strict %.3f approx %.3f format %.3f evidence %.3f vote %s", label,
                  s.get("strict_accuracy", math.nan), s.get("approx_accuracy", math.nan),
@@ -463,13 +675,194 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, t0: float) ->
                       str(files["md"]), str(files["png"]), round(time.perf_counter() - t0, 3))
 
 
+def source_text(source: Mapping[str, Any] | None) -> str | None:
+    """``embedded GSM8K (dir; test sha256 ...)`` from a ``data_source`` dict."""
+    if not source:
+        return None
+    digests = ", ".join(f"{split} sha256 `{d}`" for split, d in source.get("sha256", {}).items())
+    return f"{source['kind']} {source.get('name', 'data')} `{source['location']}`" + (f" ({digests})" if digests else "")
+
+
+# ----------------------------------------------------------------------------------------
+# regrading saved per-item files
+
+
+@dataclass(frozen=True)
+class Regrade:
+    """Saved evaluations graded again: a summary (with intervals) per model, and the paired
+    differences of each model with the one before it."""
+
+    labels: tuple[str, ...]
+    summaries: tuple[dict[str, Any], ...]
+    comparisons: tuple[dict[str, Any], ...]
+    sources: tuple[str, ...]
+    """The file each model's rows came from."""
+
+
+def _check_item(record: dict[str, Any]) -> str | None:
+    greedy = record.get("greedy")
+    if greedy is not None and not (isinstance(greedy, dict) and isinstance(greedy.get("completion"), str)):
+        return "field 'greedy' must be null or an object with a string 'completion'"
+    vote = record.get("vote")
+    if vote is not None and not (isinstance(vote, dict) and isinstance(vote.get("samples"), list)
+                                 and all(isinstance(x, dict) and isinstance(x.get("completion"), str)
+                                         for x in vote["samples"])):
+        return "field 'vote' must be null or an object whose 'samples' each hold a string 'completion'"
+    if greedy is None and vote is None:
+        return "no 'greedy' or 'vote' completion to grade"
+    if not isinstance(record.get("answer"), (str, int, float)) or isinstance(record.get("answer"), bool):
+        return "field 'answer' (the reference) is missing or not a string or number"
+    if record.get("question") is not None and not isinstance(record["question"], str):
+        return "field 'question' must be a string"
+    return None
+
+
+def regrade_rows(records: Sequence[dict[str, Any]], *, rubric: str = "dsa-cast",
+                 tolerance: float = 0.1) -> list[dict[str, Any]]:
+    """Rows with every greedy completion and vote sample graded again by ``dsa_cast.score.grade``
+    against the row's ``answer`` (with its ``question``); majority votes recomputed."""
+    from dsa_cast import numbers
+
+    out = []
+    for i, r in enumerate(records):
+        answer = str(r["answer"])
+        question = r.get("question") or ""
+        ref = numbers.extract_reference(answer)
+
+        def grade(completion: str) -> dict[str, Any]:
+            return grade_completion(completion, answer, question, rubric=rubric, tolerance=tolerance, reference=ref)
+
+        row = {"label": r.get("label"), "index": r.get("index", i), "id": r.get("id", r.get("index", i)),
+               "question": r.get("question"), "answer": answer, "greedy": None, "vote": None}
+        if r.get("greedy") is not None:
+            row["greedy"] = grade(r["greedy"]["completion"])
+        if r.get("vote") is not None:
+            samples = [grade(x["completion"]) for x in r["vote"]["samples"]]
+            row["vote"] = {"k": len(samples), "samples": samples, "majority": majority_vote(samples)}
+        out.append(row)
+    return out
+
+
+def regrade(paths: Sequence[str | Path], *, rubric: str = "dsa-cast", tolerance: float = 0.1,
+            **kwargs: Any) -> Regrade:
+    """Grade saved per-item files again and recompute every metric with its interval, and the
+    paired difference of each model with the previous one (files in order; a file holding two
+    models, as from ``--compare``, counts as two, in file order).
+
+    Rows need ``answer`` and a ``greedy`` (and/or ``vote``) completion; ``id`` pairs items across
+    files (the row number when absent) and ``label`` names the model (the file name when absent).
+    A bad line raises ``DataFormatError`` naming the file and line. ``kwargs``: resamples,
+    confidence, seed for :mod:`dsa_cast_train.stats`."""
+    from dsa_cast_train.data.jsonl import read_jsonl
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    sources: dict[str, str] = {}
+    for number, path in enumerate(paths, start=1):
+        read = read_jsonl(path, check=_check_item)
+        if not read.records:
+            raise FileNotFoundError(f"{path}: no items to regrade")
+        stem = Path(path).name.removesuffix(".jsonl").removesuffix("_items")
+        names: dict[str, str] = {}  # label in this file -> label in the report
+        for _, record in read.records:
+            label = str(record.get("label") or stem)
+            if label not in names:  # the same model name in an earlier file: keep the two apart
+                unique = next(n for n in (label, f"{label} ({stem})", f"{label} (file {number})") if n not in groups)
+                names[label] = unique
+                groups[unique], sources[unique] = [], str(path)
+            groups[names[label]].append(record)
+    labels = tuple(groups)
+    vote_ks = {label: max((len(r["vote"]["samples"]) for r in rows if r.get("vote")), default=0)
+               for label, rows in groups.items()}
+    graded = {label: regrade_rows(rows, rubric=rubric, tolerance=tolerance) for label, rows in groups.items()}
+    summaries = []
+    for label in labels:
+        summary = summarize(graded[label], vote_k=vote_ks[label], **kwargs)
+        summary["label"] = label
+        summaries.append(summary)
+    comparisons = tuple(paired_comparison(labels[i], graded[labels[i]], labels[i - 1], graded[labels[i - 1]], **kwargs)
+                        for i in range(1, len(labels)))
+    return Regrade(labels, tuple(summaries), comparisons, tuple(sources[label] for label in labels))
+
+
+def write_regrade(out_dir: str | Path, result: Regrade, *, rubric: str) -> tuple[Path, Path, Path]:
+    """``summary.json``, ``summary.md`` and ``summary.png`` of a :class:`Regrade` in a new or empty
+    ``out_dir`` (anything else is refused: nothing is overwritten)."""
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise runs.RunDirError(f"{out} exists and is not an empty directory; choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    md, js, png = out / SUMMARY_MD, out / SUMMARY_JSON, out / SUMMARY_PNG
+    runs.write_json(js, {"labels": list(result.labels), "sources": list(result.sources),
+                         "summaries": list(result.summaries), "comparisons": list(result.comparisons),
+                         "rubric": rubric})
+    _write_text(md, "\n".join(regrade_lines(result, rubric=rubric)))
+    write_chart(png, result.labels, result.summaries, result.comparisons,
+                title=f"Regraded ({rubric}): {', '.join(result.labels)} on {result.summaries[0]['items']} items "
+                      "(error bars: 95 % bootstrap interval over items)")
+    return js, md, png
+
+
+def regrade_lines(result: Regrade, *, rubric: str) -> list[str]:
+    """Markdown of a :class:`Regrade`: sources, the metrics table with intervals, paired differences."""
+    lines = [f"# Regraded evaluation (rubric `{rubric}`)", ""]
+    lines += [f"- `{label}`: {s['items']} items from `{src}`"
+              for label, s, src in zip(result.labels, result.summaries, result.sources)]
+    lines += [""] + metrics_table(result.labels, result.summaries, result.comparisons)
+    lines += ["", "Greedy completions graded again with `dsa_cast.score.grade`. " + INTERVAL_NOTE]
+    lines += [f"{c['a']} - {c['b']}: paired on {c['matched']} items ({c['only_a']} only in {c['a']}, "
+              f"{c['only_b']} only in {c['b']})." for c in result.comparisons]
+    return lines + [""]
+
+
+def _regrade_main(argv: Sequence[str]) -> int:
+    import argparse
+
+    from dsa_cast import rubrics
+
+    from dsa_cast_train import cli
+
+    parser = argparse.ArgumentParser(
+        prog="python -m dsa_cast_train.evaluate --regrade",
+        description="Grade saved per-item evaluation files again (items.jsonl, docs/results/*/eval_*_items.jsonl) "
+                    "and print every metric with its 95 %% bootstrap interval, and the paired difference of each "
+                    "file with the one before it.")
+    parser.add_argument("--regrade", nargs="+", required=True, metavar="FILE", help="per-item JSONL files, in order")
+    parser.add_argument("--rubric", default="dsa-cast", choices=sorted(rubrics.RUBRICS))
+    parser.add_argument("--tolerance", type=float, default=config_lib.EvalConfig.approx_tolerance,
+                        help="approximate accuracy: |pred - ref| <= tolerance x |ref|")
+    parser.add_argument("--resamples", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="also write summary.json, summary.md, summary.png in this new directory")
+    args = parser.parse_args(argv)
+    if args.resamples <= 0:
+        parser.error("--resamples must be > 0")
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        parser.error("--tolerance must be a finite number >= 0")
+    try:
+        result = regrade(args.regrade, rubric=args.rubric, tolerance=args.tolerance, resamples=args.resamples,
+                         seed=args.seed)
+        files = write_regrade(args.out, result, rubric=args.rubric) if args.out else ()
+    except cli.user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(regrade_lines(result, rubric=args.rubric)))
+    if files:
+        print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
 # ----------------------------------------------------------------------------------------
 # command line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dsa_cast_train.evaluate``: evaluate one model or compare two."""
+    """``python -m dsa_cast_train.evaluate``: evaluate one model or compare two (or, with
+    ``--regrade FILE ...``, recompute the reports of saved per-item files)."""
     from dsa_cast_train import cli
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--regrade" or a.startswith("--regrade=") for a in args):
+        return _regrade_main(args)
 
     parser = cli.stage_parser("evaluate", __doc__, example="--eval.num_items 50",
                               run_dir_help="output directory for the reports",

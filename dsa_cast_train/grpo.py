@@ -410,7 +410,12 @@ def copy_model(model) -> Any:
 
 def build_learner(*, actor, reference, tokenizer, mesh, g, eos_ids: Sequence[int], run_dir: Path,
                   reward_fns: Sequence[Callable[..., Any]], metric_fns: Sequence[Callable[..., Any]] = ()):
-    """``(GRPOLearner, RLCluster)`` for actor + frozen reference + vanilla rollout on one mesh."""
+    """``(GRPOLearner, RLCluster)`` for actor + (optional) frozen reference + vanilla rollout on one
+    mesh. ``reference`` may be None when ``g.beta == 0`` (Tunix then computes no reference
+    log-probabilities). With ``g.loss == "lean"`` the cluster is a
+    :class:`~dsa_cast_train.lean_grpo.LeanRLCluster` and the policy loss is
+    :func:`~dsa_cast_train.lean_grpo.lean_grpo_loss` (chunked log-probabilities, no extra copy of
+    the actor); ``"tunix"`` is Tunix's own cluster and loss."""
     import orbax.checkpoint as ocp
     from tunix.rl import rl_cluster as rl_cluster_lib
     from tunix.rl.grpo import grpo_learner as grpo_lib
@@ -419,6 +424,8 @@ def build_learner(*, actor, reference, tokenizer, mesh, g, eos_ids: Sequence[int
     if g.batch_size % g.micro_batch_size:
         raise ValueError(f"grpo.micro_batch_size ({g.micro_batch_size}) must divide "
                          f"grpo.batch_size ({g.batch_size})")
+    if reference is None and g.beta != 0:
+        raise ValueError(f"grpo.beta={g.beta} needs a reference model")
     Role = rl_cluster_lib.Role
     training = rl_cluster_lib.RLTrainingConfig(
         actor_optimizer=make_optimizer(g),
@@ -436,13 +443,21 @@ def build_learner(*, actor, reference, tokenizer, mesh, g, eos_ids: Sequence[int
         role_to_mesh={Role.ACTOR: mesh, Role.REFERENCE: mesh, Role.ROLLOUT: mesh},
         rollout_engine="vanilla", offload_to_cpu=False, training_config=training,
         rollout_config=rollout_config(g, eos_ids))
-    cluster = rl_cluster_lib.RLCluster(actor=actor, reference=reference, tokenizer=tokenizer,
-                                       cluster_config=cluster_config)
-    learner = grpo_lib.GRPOLearner(
-        rl_cluster=cluster,
-        algo_config=grpo_lib.GRPOConfig(num_generations=g.num_generations, num_iterations=g.num_iterations,
-                                        beta=g.beta, epsilon=g.epsilon),
-        reward_fns=list(reward_fns), metric_fns=list(metric_fns))
+    algo = dict(num_generations=g.num_generations, num_iterations=g.num_iterations, beta=g.beta,
+                epsilon=g.epsilon)
+    if g.loss == "lean":
+        from dsa_cast_train import lean_grpo
+
+        lean_grpo.enable_last_token_prefill(actor)
+        cluster = lean_grpo.LeanRLCluster(actor=actor, reference=reference, tokenizer=tokenizer,
+                                          cluster_config=cluster_config, logps_chunk=g.logps_chunk)
+        algo_config = lean_grpo.LeanGRPOConfig(**algo, logps_chunk=g.logps_chunk, remat_layers=g.remat_layers)
+    else:
+        cluster = rl_cluster_lib.RLCluster(actor=actor, reference=reference, tokenizer=tokenizer,
+                                           cluster_config=cluster_config)
+        algo_config = grpo_lib.GRPOConfig(**algo)
+    learner = grpo_lib.GRPOLearner(rl_cluster=cluster, algo_config=algo_config,
+                                   reward_fns=list(reward_fns), metric_fns=list(metric_fns))
     return learner, cluster
 
 
@@ -461,6 +476,11 @@ def filter_prompts(examples: Sequence[Any], tokenizer, *, max_prompt_length: int
             if prompt_length(tokenizer, ex.prompt_text(system_prompt=system_prompt, prefill=prefill))
             <= max_prompt_length]
     return kept, len(examples) - len(kept)
+
+
+def calc_steps(example: Any) -> int:
+    """Calculator steps of an example's reference solution: the ``CALC:`` lines of its DSA answer."""
+    return sum(1 for line in example.response.splitlines() if line.lstrip().startswith("CALC:"))
 
 
 def eval_dataset(held_out: Sequence[Any], tokenizer, g, *, system_prompt: str, prefill: bool):
@@ -535,13 +555,18 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
     system_prompt = sft.system_prompt(config.data)  # as SFT and evaluation build their prompts
     prefill = config.data.prefill_reasoning
     mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
-    loaded = models.load(config.model, mesh)
+    loaded = models.load(grpo_model_spec(config.model), mesh)
     train_examples, held_out = load_examples(config.data)
     train_examples, dropped = filter_prompts(train_examples, loaded.tokenizer, max_prompt_length=g.max_prompt_length,
                                              system_prompt=system_prompt, prefill=prefill)
     if dropped:
         log.warning("dropped %d training prompts longer than grpo.max_prompt_length=%d tokens",
                     dropped, g.max_prompt_length)
+    if g.max_calc_steps:
+        before = len(train_examples)
+        train_examples = [ex for ex in train_examples if calc_steps(ex) <= g.max_calc_steps]
+        log.info("grpo.max_calc_steps=%d: %d of %d training prompts kept", g.max_calc_steps,
+                 len(train_examples), before)
     if len(train_examples) < g.batch_size:
         raise ValueError(f"only {len(train_examples)} training prompts fit grpo.max_prompt_length="
                          f"{g.max_prompt_length}; need at least grpo.batch_size={g.batch_size}")
@@ -549,11 +574,12 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
     actor_steps = resumed_from
     if resumed_from < g.max_steps:
         actor = loaded.model
-        reference = copy_model(actor)  # frozen copy of the base weights
+        # frozen copy of the base weights; none at beta 0, where nothing reads it
+        reference = copy_model(actor) if g.beta != 0 else None
         if g.init_checkpoint and not resumed_from:
             root, step = init_actor(actor, g.init_checkpoint)
             log.info("actor initialised from %s (step %d)", root, step)
-        if g.init_checkpoint and g.reference == "init":
+        if reference is not None and g.init_checkpoint and g.reference == "init":
             # KL toward the actor's starting point (e.g. the SFT model) rather than the base model,
             # which never wrote the format; restored separately so a resumed run gets it too
             root, step = init_actor(reference, g.init_checkpoint)
@@ -584,6 +610,17 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}
     (run_path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return result
+
+
+def grpo_model_spec(spec):
+    """The model spec GRPO loads: ``model.remat`` switched off. Tunix applies a model's remat in
+    every call, including the sampler's decode loop, where ``nnx.remat`` fails (flax
+    ``TraceContextError``: it writes the KV-cache variables back across traces); GRPO's training
+    pass rematerialises inside the lean loss instead (``grpo.remat_layers``)."""
+    if spec.remat == "none":
+        return spec
+    log.info("GRPO: model.remat=%s applies to SFT only; the GRPO loss uses grpo.remat_layers", spec.remat)
+    return dataclasses.replace(spec, remat="none")
 
 
 def init_actor(actor, init_checkpoint: str | Path) -> tuple[Path, int]:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from dsa_cast_train import config as config_lib
-from dsa_cast_train import memory, runs
+from dsa_cast_train import memory, resources, runs
 
 log = logging.getLogger("dsa_cast_train.pipeline")
 
@@ -244,48 +244,57 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def _eval_summaries(manifest: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
-    labels, summaries = [], []
+def _eval_summaries(manifest: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]], list[list[dict[str, Any]]],
+                                                           dict[str, Any] | None]:
+    """Labels, summaries (``summary.json``), per-item rows (``items.jsonl``) and data source of the
+    finished evaluations, in stage order."""
+    from dsa_cast_train import evaluate
+    from dsa_cast_train.data.jsonl import read_jsonl
+
+    labels, summaries, rows, source = [], [], [], None
     for stage in ("eval_base", "eval_sft", "eval_grpo"):
         entry = manifest.get(stage)
         if not entry:
             continue
-        data = json.loads(Path(entry["summary"]["summary_json"]).read_text(encoding="utf-8"))
+        summary_json = Path(entry["summary"]["summary_json"])
+        data = json.loads(summary_json.read_text(encoding="utf-8"))
         labels.append(REPORT_LABELS[stage])
         summaries.append(data["summaries"][0])
-    return labels, summaries
+        source = source or data.get("data_source")
+        items = summary_json.parent / evaluate.ITEMS_FILE
+        rows.append([r for _, r in read_jsonl(items).records] if items.is_file() else [])
+    return labels, summaries, rows, source
 
 
 def write_report(run_dir: str | Path, manifest: Mapping[str, Any], config) -> tuple[Path, Path | None]:
-    """``report.md`` (evaluations side by side with the change each training stage made, the
-    GRPO reward trend, the exports, stage timings) and ``report.png`` (grouped bars)."""
+    """``report.md`` (evaluations side by side, each value with its 95 % bootstrap interval, and
+    the paired change each training stage made on the same items; the GRPO reward trend, the
+    exports, stage timings) and ``report.png`` (bars with intervals, and the paired changes)."""
     from dsa_cast_train import evaluate
 
     run_path = Path(run_dir)
-    labels, summaries = _eval_summaries(manifest)
+    labels, summaries, rows, source = _eval_summaries(manifest)
+    comparisons = [evaluate.paired_comparison(labels[i], rows[i], labels[i - 1], rows[i - 1])
+                   for i in range(1, len(labels)) if rows[i] and rows[i - 1]]
     lines = [f"# DSA pipeline report: {config.name}", "",
-             f"Run directory `{run_path}`; model `{config.model.source}`"
-             f"{'' if config.model.source == 'tiny' else ' / ' + config.model.variant}; "
+             f"Run directory `{run_path}`; model {config_lib.describe_model(config.model)}; "
              f"{summaries[0]['items'] if summaries else 0} evaluation items of {config.data.source} "
              f"({config.eval.split}); rubric `{config.eval.rubric}`.", ""]
+    text = evaluate.source_text(source)
+    if text:
+        lines += [f"Data: {text}.", ""]
     if summaries:
-        deltas = [(labels[i], labels[i - 1]) for i in range(1, len(labels))]
-        head = ["metric", *labels, *[f"{a} - {b}" for a, b in deltas]]
-        lines += ["## Evaluations", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for name, values in evaluate.report_rows(summaries):
-            cells = [_fmt(v) for v in values]
-            for i in range(1, len(values)):
-                a, b = values[i], values[i - 1]
-                cells.append(_fmt(a - b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else "-")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["## Evaluations", ""] + evaluate.metrics_table(labels, summaries, comparisons)
         lines += ["", "strict/approx/format/evidence/mean_total: greedy pass; vote_*: majority vote; "
-                  "component:*: mean weighted contribution (greedy). Differences are later minus earlier.", ""]
+                  "component:*: mean weighted contribution (greedy). Differences are later minus earlier. "
+                  + evaluate.INTERVAL_NOTE, ""]
     grpo_entry = manifest.get("grpo")
     if grpo_entry:
         s = grpo_entry["summary"]
         first, last = s.get("first") or {}, s.get("last") or {}
+        resumed = f" (resumed from step {s['resumed_from']})" if s.get("resumed_from") else ""
         lines += ["## GRPO rollouts", "",
-                  f"{s['actor_steps']} actor steps (resumed from {s['resumed_from']}), {s['prompts']} prompts "
+                  f"{s['actor_steps']} actor steps{resumed}, {s['prompts']} prompts "
                   f"({s['dropped_prompts']} too long, dropped). Reward curve: `{s.get('reward_curve')}`.", "",
                   "| rollouts | mean reward | format adherence | accuracy |", "|---|---|---|---|",
                   f"| first step | {_fmt(first.get('reward_mean'))} | {_fmt(first.get('format_adherence'))} | "
@@ -329,9 +338,9 @@ def write_report(run_dir: str | Path, manifest: Mapping[str, Any], config) -> tu
     png = None
     if summaries:
         png = run_path / REPORT_PNG
-        tmp_png = png.with_name(f".{png.stem}.tmp.png")
-        evaluate.write_chart(tmp_png, labels, summaries)
-        tmp_png.replace(png)
+        evaluate.write_chart(png, labels, summaries, comparisons,
+                             title=f"{config.name}: {', '.join(labels)} on {summaries[0]['items']} held-out items "
+                                   f"(error bars: 95 % bootstrap interval over items)")
     return md, png
 
 
@@ -340,17 +349,45 @@ def write_report(run_dir: str | Path, manifest: Mapping[str, Any], config) -> tu
 # --------------------------------------------------------------------------------------------
 
 
+def restartable(run_dir: str | Path, config) -> str | None:
+    """The changed settings, when ``run_dir`` holds an earlier pipeline that cannot be resumed with
+    ``config`` but holds nothing to protect: no stage finished and no training checkpoint was
+    written (e.g. a first run stopped by a data error). ``None`` otherwise: resume, or refuse as
+    ``runs.prepare`` does."""
+    path = Path(run_dir).expanduser().resolve()
+    try:
+        marker = json.loads((path / runs.MARKER).read_text(encoding="utf-8"))
+        old = runs.saved_config(path)
+        manifest = read_manifest(path)
+    except (OSError, ValueError, runs.RunDirError):
+        return None
+    if not isinstance(marker, dict) or marker.get("stage") != "pipeline":
+        return None
+    if any(isinstance(entry, dict) and entry.get("status") == "done" for entry in manifest.values()):
+        return None
+    if any(d.is_dir() and any(d.iterdir()) for d in (sft_checkpoints(path), path / "grpo" / "checkpoints")):
+        return None
+    changed = [c for c in runs.config_diff(old, config_lib.to_dict(config))
+               if any(c[0] == m or c[0].startswith(m + ".") for m in RESUME_MUST_MATCH)]
+    return "; ".join(f"{name}: {a!r} -> {b!r}" for name, a, b in changed) or None
+
+
 def run(config, run_dir: str | Path, *, overwrite: bool = False) -> PipelineResult:
     """Run (or resume) the pipeline in ``run_dir``; see the module docstring for the layout."""
     t0 = time.perf_counter()
     stages = plan(config)
-    rd = runs.prepare(run_dir, "pipeline", config, overwrite=overwrite, must_match=RESUME_MUST_MATCH)
+    restart = None if overwrite else restartable(run_dir, config)
+    rd = runs.prepare(run_dir, "pipeline", config, overwrite=overwrite or restart is not None,
+                      must_match=RESUME_MUST_MATCH)
     run_path = rd.path
     with runs.logging_to(rd):
+        if restart is not None:
+            log.info("no stage of the earlier run in %s finished and it wrote no checkpoint: started afresh "
+                     "with the new settings (%s)", run_path, restart)
         manifest = read_manifest(run_path)
         ran, skipped = [], []
-        log.info("%s pipeline in %s: stages %s", "resuming" if rd.resumed else "starting", run_path,
-                 ", ".join(stages))
+        log.info("%s pipeline in %s: %s (full config: %s)", "resuming" if rd.resumed else "starting", run_path,
+                 config_lib.summary_line(config), rd.config_file.name)
         for stage in stages:
             if manifest.get(stage, {}).get("status") == "done":
                 log.info("stage %s: already finished at %s, skipped", stage, manifest[stage]["finished"])
@@ -380,6 +417,14 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> PipelineResu
         seconds=time.perf_counter() - t0)
 
 
+def _all_done(run_dir: str | Path, stages: Sequence[str]) -> bool:
+    try:
+        manifest = read_manifest(run_dir)
+    except runs.RunDirError:
+        return False
+    return all(isinstance(manifest.get(s), dict) and manifest[s].get("status") == "done" for s in stages)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dsa_cast_train.pipeline``."""
     from dsa_cast_train import cli
@@ -396,8 +441,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         stages = plan(config)
     except config_lib.ConfigError as exc:
         parser.error(str(exc))
-    if invocation.args.preset == config_lib.AUTO_PRESET:
-        print(f"preset {config.name} (picked for this hardware; --preset tiny for a one-minute wiring check)")
+    if not _all_done(invocation.args.run_dir, stages):  # something left to run: does it fit here?
+        verdict = resources.check(config, invocation.args.run_dir)
+        if invocation.args.preset == config_lib.AUTO_PRESET:
+            if not verdict.fits:
+                print(f"error: {verdict.refusal()}", file=sys.stderr)
+                return 2
+            print(f"preset {config.name}, picked for this hardware: {verdict.summary()} "
+                  f"(--preset tiny: a wiring check in about a minute)")
+        elif not verdict.fits:
+            print(f"warning: {verdict.shortfall()}; starting anyway, as --preset names it", file=sys.stderr)
     result = cli.execute(run, invocation)
     if result is None:
         return 2

@@ -135,6 +135,19 @@ def _start_fresh(path: Path, stage: str, config: config_lib.PipelineConfig) -> R
     return RunDir(path, stage, resumed=False)
 
 
+def saved_config(path: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a run directory as today's :func:`config.to_dict` writes it (fields
+    added since are filled with their defaults, fields no longer written are dropped), so that a
+    comparison with a new config shows real changes only; as written when it no longer parses."""
+    old = json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8"))
+    if not isinstance(old, dict):
+        raise ValueError(f"{CONFIG_FILE} is not a JSON object")
+    try:
+        return config_lib.to_dict(config_lib.from_dict(old))
+    except config_lib.ConfigError:
+        return old
+
+
 def prepare(path: str | Path, stage: str, config: config_lib.PipelineConfig, *, overwrite: bool = False,
             resumable: bool = True, must_match: Sequence[str] = ("model", "data")) -> RunDir:
     """Create, resume or (with ``overwrite``) reset the run directory for ``stage``.
@@ -164,8 +177,8 @@ def prepare(path: str | Path, stage: str, config: config_lib.PipelineConfig, *, 
             f"run dir {path} is not empty ({what}: {listing}); pass --overwrite to start afresh "
             f"(deletes it) or choose another --run-dir")
     try:
-        old = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        old = saved_config(path)
+    except (OSError, ValueError) as exc:
         raise RunDirError(f"cannot resume {path}: unreadable {CONFIG_FILE} ({exc}); pass --overwrite") from exc
     new = config_lib.to_dict(config)
     changed = config_diff(old, new)
@@ -186,11 +199,20 @@ def prepare(path: str | Path, stage: str, config: config_lib.PipelineConfig, *, 
     return RunDir(path, stage, resumed=True)
 
 
+class _DropMisleading(logging.Filter):
+    """Drops Tunix's "Skipping non-TPU device: cpu. You might be missing jax[tpu] dependency."
+    warning, which it logs for every CPU device (only ever for a CPU): nothing is missing there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith("Skipping non-TPU device"))
+
+
 @contextlib.contextmanager
 def logging_to(run: RunDir, level: int = logging.INFO) -> Iterator[None]:
     """Send log records (ours, Tunix's and absl's) to ``run.log`` and stderr while inside.
 
-    Handlers are removed again on exit, so nothing global outlives the stage.
+    Handlers (and the filter on absl's misleading CPU warning) are removed again on exit, so
+    nothing global outlives the stage.
     """
     root = logging.getLogger()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
@@ -209,9 +231,13 @@ def logging_to(run: RunDir, level: int = logging.INFO) -> Iterator[None]:
     else:
         console = None
     package.setLevel(level)
+    absl = logging.getLogger("absl")
+    quiet = _DropMisleading()
+    absl.addFilter(quiet)
     try:
         yield
     finally:
+        absl.removeFilter(quiet)
         root.removeHandler(file_handler)
         file_handler.close()
         if console is not None:

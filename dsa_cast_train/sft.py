@@ -82,11 +82,7 @@ def load_examples(cfg: config_lib.DataConfig, split: str = "train", *, limit: in
     from dsa_cast_train import data
 
     if cfg.source == "gsm8k":
-        path = cfg.path if cfg.path else data.default_gsm8k_dir()
-        if path is None and cfg.gsm8k_loader == "local":
-            raise FileNotFoundError(
-                "GSM8K not found: pass --data.path DIR (holding train.jsonl and test.jsonl), set "
-                "$DSA_CAST_GSM8K, or use --set data.gsm8k_loader=hf (needs network)")
+        path = cfg.path if cfg.path else data.default_gsm8k_dir()  # $DSA_CAST_GSM8K, else embedded
         n = limit if limit is not None else (cfg.limit if split == "train" else None)
         records = data.load_gsm8k(path, split, limit=n, source=cfg.gsm8k_loader)
         examples = [data.gsm8k_to_dsa(r) for r in records]
@@ -105,6 +101,22 @@ def load_examples(cfg: config_lib.DataConfig, split: str = "train", *, limit: in
     if split == "train" and cfg.extra_csv:
         examples = [*examples, *data.load_extra_csv(cfg.extra_csv)]
     return examples
+
+
+def data_source(cfg: config_lib.DataConfig, splits: Sequence[str] = ("train", "test")) -> dict[str, Any]:
+    """What :func:`load_examples` reads for ``splits``, for reports and manifests: ``{"name",
+    "kind"`` (``embedded``, ``local``, ``hf``, ``tfds``), ``"location", "sha256"`` (split -> digest
+    of the file read)}``."""
+    from dsa_cast_train import data
+    from dsa_cast_train.data.gsm8k import file_sha256
+
+    if cfg.source == "gsm8k":
+        path = cfg.path if cfg.path else data.default_gsm8k_dir()
+        src = data.describe_gsm8k_source(path, tuple(splits), source=cfg.gsm8k_loader)
+        return {"name": "GSM8K", **src.as_dict()}
+    files = {"train": cfg.path, "test": cfg.test_path or cfg.path}
+    return {"name": "DSA JSONL", "kind": "local", "location": str(cfg.path),
+            "sha256": {split: file_sha256(files[split]) for split in splits if files.get(split)}}
 
 
 def system_prompt(cfg: config_lib.DataConfig) -> str:
@@ -255,8 +267,9 @@ def _progress_hooks_class():
                                "learning_rate": lr, "tokens": tokens, "tokens_per_second": round(rate, 1),
                                "seconds": round(seconds, 4)})
             if step % self.log_every == 0 or step == self.max_steps or step == self.start_step + 1:
-                log.info("step %d/%d  loss %.4f  lr %.3g  grad_norm %s  %.0f tokens/s", step,
-                         self.max_steps, loss, lr, "n/a" if grad_norm is None else f"{grad_norm:.3g}", rate)
+                log.info("step %d/%d  loss %.4f  lr %.3g  grad_norm %s  %.0f tokens/s  %s", step,
+                         self.max_steps, loss, lr, "n/a" if grad_norm is None else f"{grad_norm:.3g}", rate,
+                         self.eta(step, now))
             if self.on_step is not None:
                 self.on_step(step, loss)
 
@@ -271,6 +284,16 @@ def _progress_hooks_class():
             self.eval_losses.append((step, mean))
             self.writer.write({"step": step, "split": "eval", "loss": mean})
             log.info("eval at step %d: loss %.4f", step, mean)
+
+        def eta(self, step: int, now: float) -> str:
+            """``1.2 s/step, 0:24 left``: the pace after the first (compiling) update, else so far."""
+            done = step - self.start_step
+            if done > 1:
+                per_step = (now - self.t_first) / (done - 1)
+            else:
+                per_step = now - self.t_start
+            left = max(self.max_steps - step, 0) * per_step
+            return f"{per_step:.2f} s/step, {int(left // 60)}:{int(left % 60):02d} left"
 
         def steady_rate(self) -> float:
             span = self.t_last - self.t_first
@@ -371,8 +394,8 @@ def run(config: config_lib.PipelineConfig, run_dir: str | Path, *, overwrite: bo
                             must_match=("model", "data", "sft.micro_batch_size",
                                         "sft.grad_accumulation_steps"))
     with runs.logging_to(run_info), runs.MetricsWriter(run_info.metrics) as writer:
-        log.info("%s SFT in %s with config:\n%s", "resuming" if run_info.resumed else "starting",
-                 run_info.path, config_lib.to_json(config))
+        log.info("%s SFT in %s (config: %s)", "resuming" if run_info.resumed else "starting",
+                 run_info.path, run_info.config_file.name)
         return _run(config, run_info, writer, on_step, t0)
 
 
@@ -390,6 +413,9 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
     system = system_prompt(config.data)
 
     examples = load_examples(config.data, "train")
+    source = data_source(config.data, ("train",))
+    log.info("data: %s %s %s%s", source["kind"], source["name"], source["location"],
+             "".join(f", {split} sha256 {d}" for split, d in source["sha256"].items()))
     train_examples, held_out = data.split_examples(examples, eval_fraction=config.data.eval_fraction,
                                                    seed=config.data.split_seed)
     local_train, local_batch = host_shard(train_examples, cfg.micro_batch_size)
@@ -426,6 +452,9 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
         counter=counter, accumulation=cfg.grad_accumulation_steps, schedule=schedule, writer=writer,
         max_steps=cfg.max_steps, log_every=cfg.log_every_steps, on_step=on_step)
     trainer.with_training_hooks(hooks)
+    if start_step < cfg.max_steps:
+        log.info("SFT steps %d -> %d: compiling the train step%s (first step only)",
+                 start_step, cfg.max_steps, " and the eval step" if eval_batches else "")
     t_train = time.perf_counter()
     with mesh:
         trainer.train(counter, eval_batches)

@@ -4,9 +4,10 @@ verl's own GSM8K preparation (``examples/data_preprocess/gsm8k.py``) appends "Le
 by step and output the final answer after '####'", which contradicts the DSA format the rewards
 grade. This module writes the same verl row layout with the project's DSA system prompt instead:
 
-``python -m dsa_cast_train.verl_data --gsm8k DIR --out OUT`` (``DIR`` holds ``train.jsonl`` and
-``test.jsonl``; ``--source hf`` reads ``openai/gsm8k`` through HuggingFace ``datasets``) writes
-``OUT/train.parquet`` and ``OUT/test.parquet``, one row per problem::
+``python -m dsa_cast_train.verl_data --out OUT [--gsm8k DIR]`` (GSM8K from ``DIR`` holding
+``train.jsonl`` and ``test.jsonl``, by default the copy embedded in the package; ``--source hf``
+reads ``openai/gsm8k`` through HuggingFace ``datasets``) writes ``OUT/train.parquet`` and
+``OUT/test.parquet``, one row per problem::
 
     data_source   "dsa-cast/gsm8k"
     prompt        [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
@@ -96,7 +97,8 @@ def _records(args: argparse.Namespace, split: str) -> Iterable[dict[str, Any]]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dsa_cast_train.verl_data",
                                 description="Write GSM8K as verl parquet with the DSA system prompt.")
-    p.add_argument("--gsm8k", help="directory holding train.jsonl and test.jsonl (with --source local)")
+    p.add_argument("--gsm8k", help="directory holding train.jsonl and test.jsonl (with --source local; "
+                                   "default: $DSA_CAST_GSM8K, else the GSM8K copy embedded in the package)")
     p.add_argument("--source", default="local", choices=("local", "hf"),
                    help="local JSONL files (default) or HuggingFace datasets' openai/gsm8k")
     p.add_argument("--out", required=True, help="output directory (created; files in it are never replaced)")
@@ -111,8 +113,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Exit status 0, or 2 with ``error: ...`` on a bad input, a missing library or an existing output."""
     p = build_parser()
     args = p.parse_args(argv)
-    if args.source == "local" and not args.gsm8k:
-        p.error("--gsm8k DIR is required with --source local")
     if args.limit is not None and args.limit < 1:
         p.error(f"--limit must be >= 1, got {args.limit}")
     out = Path(args.out)

@@ -30,7 +30,15 @@ from dsa_cast_train.data.dsa_format import (
     build_prompt,
     render_response,
 )
-from dsa_cast_train.data.gsm8k import GSM8KUnavailable, default_gsm8k_dir, gsm8k_to_dsa, load_gsm8k
+from dsa_cast_train.data.gsm8k import (
+    EMBEDDED_GSM8K_DIR,
+    GSM8KSource,
+    GSM8KUnavailable,
+    default_gsm8k_dir,
+    describe_gsm8k_source,
+    gsm8k_to_dsa,
+    load_gsm8k,
+)
 from dsa_cast_train.data.gsm8k_solution import (
     Calculation,
     ConvertConfig,
@@ -50,6 +58,7 @@ __all__ = [
     "ANSWER_START",
     "CALC_PREFIX",
     "CSV_COLUMNS",
+    "EMBEDDED_GSM8K_DIR",
     "END_OF_TURN",
     "QUESTION_FIELDS",
     "REASONING_END",
@@ -64,6 +73,7 @@ __all__ = [
     "DataFormatError",
     "Example",
     "GSM8KSolution",
+    "GSM8KSource",
     "GSM8KUnavailable",
     "JsonlRecords",
     "LoadResult",
@@ -72,6 +82,7 @@ __all__ = [
     "TokenizedExample",
     "build_prompt",
     "default_gsm8k_dir",
+    "describe_gsm8k_source",
     "grpo_dataset",
     "gsm8k_to_dsa",
     "load_dsa_jsonl",

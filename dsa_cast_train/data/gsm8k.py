@@ -16,9 +16,10 @@ The conversion turns each part of a GSM8K solution into a section that carries i
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -39,8 +40,11 @@ from dsa_cast_train.data.gsm8k_solution import (
 from dsa_cast_train.data.jsonl import DataFormatError, read_jsonl
 
 __all__ = [
+    "EMBEDDED_GSM8K_DIR",
+    "GSM8KSource",
     "GSM8KUnavailable",
     "default_gsm8k_dir",
+    "describe_gsm8k_source",
     "describe_calculation",
     "gsm8k_to_dsa",
     "load_gsm8k",
@@ -53,6 +57,9 @@ GSM8K_SPLITS = ("train", "test")
 _HF_NAME = ("openai/gsm8k", "main")
 _TFDS_NAME = "gsm8k"
 _SOURCE_URL = "https://github.com/openai/grade-school-math/tree/master/grade_school_math/data"
+EMBEDDED_GSM8K_DIR = Path(__file__).resolve().parents[1] / "assets" / "gsm8k"
+"""The GSM8K copy shipped inside the package (``{split}.jsonl.gz``, MIT licence beside it): the
+default source when no path is given, so a bare clone or wheel needs no download."""
 
 
 class GSM8KUnavailable(RuntimeError):
@@ -75,11 +82,13 @@ def _check_gsm8k(record: dict[str, Any]) -> str | None:
 def _local_file(path_or_dir: str | Path, split: str) -> Path:
     path = Path(path_or_dir)
     if path.is_dir():
-        path = path / f"{split}.jsonl"
+        plain, packed = path / f"{split}.jsonl", path / f"{split}.jsonl.gz"
+        path = packed if packed.is_file() and not plain.is_file() else plain
     if not path.is_file():
         raise FileNotFoundError(
             f"GSM8K {split!r} split not found at {path}. Pass the directory holding "
-            f"train.jsonl/test.jsonl (from {_SOURCE_URL}) or the .jsonl file itself, "
+            f"train.jsonl/test.jsonl (from {_SOURCE_URL}; .jsonl.gz also works) or the file itself, "
+            "leave the path unset for the copy shipped in the package, "
             "or use source='hf' / source='tfds' with network access."
         )
     return path
@@ -95,8 +104,9 @@ def load_gsm8k(
 ) -> list[dict[str, Any]]:
     """GSM8K records ``{"question", "answer", "id"}`` in file order.
 
-    ``source="local"`` (default) reads ``path_or_dir`` (a ``.jsonl`` file, or a directory holding
-    ``{split}.jsonl``). ``source="hf"`` uses HuggingFace ``datasets`` (``openai/gsm8k``, ``main``);
+    ``source="local"`` (default) reads ``path_or_dir`` (a ``.jsonl``/``.jsonl.gz`` file, or a
+    directory holding ``{split}.jsonl`` or ``{split}.jsonl.gz``; ``None``: :func:`default_gsm8k_dir`,
+    the embedded copy unless ``$DSA_CAST_GSM8K`` is set). ``source="hf"`` uses HuggingFace ``datasets`` (``openai/gsm8k``, ``main``);
     ``source="tfds"`` uses TensorFlow Datasets (``gsm8k``). When the library or the network is
     missing, :class:`GSM8KUnavailable` says which local path to pass instead. A malformed line
     raises :class:`DataFormatError` naming file and line; ``skip_bad`` skips it and logs how many
@@ -107,15 +117,13 @@ def load_gsm8k(
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
     if source == "local":
-        if path_or_dir is None:
-            raise ValueError("load_gsm8k(source='local') needs path_or_dir (a .jsonl file or its directory)")
-        path = _local_file(path_or_dir, split)
+        path = _local_file(default_gsm8k_dir() if path_or_dir is None else path_or_dir, split)
         read = read_jsonl(path, skip_bad=skip_bad, check=_check_gsm8k, limit=limit)
         if read.bad_lines:
             _log.warning("%s: skipped %d malformed line(s), first at line %d",
                          path, len(read.bad_lines), read.bad_lines[0].line)
         return [
-            {"question": r["question"], "answer": r["answer"], "id": f"gsm8k-{path.stem}-{number}"}
+            {"question": r["question"], "answer": r["answer"], "id": f"gsm8k-{_stem(path)}-{number}"}
             for number, r in read.records
         ]
     if source == "hf":
@@ -141,7 +149,8 @@ def _unavailable(source: str, split: str, exc: BaseException) -> GSM8KUnavailabl
     return GSM8KUnavailable(
         f"GSM8K could not be loaded through {source} ({type(exc).__name__}: {exc}). Offline, download "
         f"{split}.jsonl from {_SOURCE_URL} and pass its directory: "
-        f"load_gsm8k('/path/to/gsm8k', split={split!r}) (this checkout's tests use ../shared/data/gsm8k/)."
+        f"load_gsm8k('/path/to/gsm8k', split={split!r}), or use the copy shipped in the package "
+        f"(source='local' with no path)."
     )
 
 
@@ -176,13 +185,62 @@ def _load_tfds(split: str) -> list[dict[str, Any]]:
         raise _unavailable("TensorFlow Datasets", split, exc) from exc
 
 
-def default_gsm8k_dir() -> Path | None:
-    """``$DSA_CAST_GSM8K`` if set, else ``../shared/data/gsm8k`` beside this checkout, if present."""
+def default_gsm8k_dir() -> Path:
+    """``$DSA_CAST_GSM8K`` if set, else the embedded copy (:data:`EMBEDDED_GSM8K_DIR`)."""
     env = os.environ.get("DSA_CAST_GSM8K")
-    if env:
-        return Path(env)
-    candidate = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k"
-    return candidate if candidate.is_dir() else None
+    return Path(env) if env else EMBEDDED_GSM8K_DIR
+
+
+def _stem(path: Path) -> str:
+    """``test`` for ``test.jsonl`` and ``test.jsonl.gz`` alike (record ids do not depend on packing)."""
+    name = path.name
+    for suffix in (".gz", ".jsonl"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class GSM8KSource:
+    """Where GSM8K was read from, for run reports and manifests."""
+
+    kind: str
+    """``embedded`` (the package's copy), ``local`` (a path), ``hf`` or ``tfds``."""
+    location: str
+    """The directory or file read, or the library's dataset name."""
+    sha256: Mapping[str, str]
+    """Split -> sha256 of the file read (empty for ``hf``/``tfds``, which are not files here)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "location": self.location, "sha256": dict(self.sha256)}
+
+    def describe(self) -> str:
+        """One line: ``embedded GSM8K (.../assets/gsm8k; test.jsonl.gz sha256 1affc2f0...)``."""
+        digests = ", ".join(f"{split} sha256 {digest}" for split, digest in self.sha256.items())
+        return f"{self.kind} GSM8K ({self.location}{'; ' + digests if digests else ''})"
+
+
+def describe_gsm8k_source(path_or_dir: str | Path | None, splits: Sequence[str] = GSM8K_SPLITS, *,
+                          source: str = "local") -> GSM8KSource:
+    """The :class:`GSM8KSource` that :func:`load_gsm8k` reads for these arguments (files hashed)."""
+    if source == "hf":
+        return GSM8KSource("hf", "/".join(_HF_NAME), {})
+    if source == "tfds":
+        return GSM8KSource("tfds", _TFDS_NAME, {})
+    root = default_gsm8k_dir() if path_or_dir is None else Path(path_or_dir)
+    files = {split: _local_file(root, split) for split in splits}
+    embedded = all(f.resolve().parent == EMBEDDED_GSM8K_DIR for f in files.values())
+    location = str(root if root.is_dir() else files[splits[0]]) if splits else str(root)
+    return GSM8KSource("embedded" if embedded else "local", location,
+                       {split: file_sha256(f) for split, f in files.items()})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,11 @@
-"""Line-accurate JSONL reading: every bad line is reported with its file and line number."""
+"""Line-accurate JSONL reading: every bad line is reported with its file and line number.
+
+A path ending in ``.gz`` is read through ``gzip`` (the embedded GSM8K copy is stored that way).
+"""
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,7 +43,8 @@ class JsonlRecords:
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | DataFormatError]]:
     """Yield ``(line_number, record)`` for each non-blank line, or ``(line_number, error)``."""
     path = Path(path)
-    with path.open("r", encoding="utf-8") as handle:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
         for number, raw in enumerate(handle, start=1):
             text = raw.strip()
             if not text:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import subprocess
@@ -14,7 +15,8 @@ from dsa_cast.cli import main
 from dsa_cast.report import BoundedHistogram, ItemResult, ReportConfig, Summary, format_table
 from dsa_cast.score import grade
 
-GSM8K_TEST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gsm8k" / "test.jsonl"
+GSM8K_TEST = Path(__file__).resolve().parents[2] / "dsa_cast_train" / "assets" / "gsm8k" / "test.jsonl.gz"
+"""The GSM8K test split shipped in the package (read by path: the core venv has no numpy)."""
 
 GOOD = (
     "<reasoning>\nPlan:\nMultiply the number of boxes by the apples per box.\n"
@@ -90,12 +92,14 @@ def test_grade_joins_gsm8k_answers_by_order_and_by_id(tmp_path):
 
 
 def test_grade_against_the_real_gsm8k_test_file(tmp_path):
-    first = json.loads(GSM8K_TEST.read_text(encoding="utf-8").splitlines()[0])  # answer 18
+    refs = tmp_path / "test.jsonl"
+    refs.write_bytes(gzip.decompress(GSM8K_TEST.read_bytes()))
+    first = json.loads(refs.read_text(encoding="utf-8").splitlines()[0])  # answer 18
     outs = write_jsonl(tmp_path / "outs.jsonl", [
         {"id": 0, "completion": GOOD.replace("42", "18")},
         {"id": 1, "completion": GOOD.replace("42", "3")},
     ])
-    code, out, err = run("grade", str(outs), "--answers", str(GSM8K_TEST), "--out",
+    code, out, err = run("grade", str(outs), "--answers", str(refs), "--out",
                          str(tmp_path / "o"), "--no-plots")
     assert code == 0, err  # join auto -> id (the outputs have ids)
     assert first["answer"].endswith("#### 18")
@@ -327,6 +331,8 @@ def test_docs_cli_lists_exactly_the_parser_options():
         flags = {s for a in sub[name]._actions for s in a.option_strings if s.startswith("--")}
         flags.discard("--help")
         section = doc.split(f"## `{name}`")[1].split("\n## ")[0]
+        section = "\n".join(line for line in section.splitlines()  # another script's flags
+                             if not line.startswith("$ python benchmarks/"))
         assert flags == set(re.findall(r"--[a-z][a-z-]+", section)), name
 
 
@@ -409,3 +415,45 @@ def test_jobs_must_be_positive(tmp_path, capsys):
     for bad in ("0", "-2", "many"):
         code, _, _ = run("grade", str(src), "--jobs", bad)
         assert code == 2 and "--jobs" in capsys.readouterr().err  # argparse's usage error
+
+
+@pytest.mark.parametrize("stdin_text, argv", [("", ["explain", "--answer", "18"]),
+                                              ("", ["explain", "--answer", "18", ""]),
+                                              ("  \n", ["explain", "--answer", "18", "-"])])
+def test_explain_warns_that_an_empty_completion_is_empty(stdin_text, argv):
+    """`"$(cat missing.txt)"` expands to nothing: the grade is still printed, with a warning."""
+    code, out, err = run(*argv, stdin=stdin_text)
+    assert code == 0 and "total: 0.000 / 10" in out
+    assert err.startswith("warning: the completion is empty")
+    code, out, err = run("explain", "--answer", "42", GOOD)
+    assert code == 0 and err == ""
+
+
+def test_plot_axes_span_each_components_possible_range():
+    from dsa_cast.report import BoundedHistogram, _axis_range, component_ranges
+    from dsa_cast.rubrics import get_rubric
+
+    ranges = component_ranges(get_rubric("dsa-cast"))
+    assert ranges == {"total": (0.0, 10.0), "format": (0.0, 1.0), "structure": (0.0, 1.5),
+                      "correctness": (0.0, 5.0), "evidence": (0.0, 1.5), "coherence": (0.0, 1.0)}
+    assert component_ranges(get_rubric("format")) == {"total": (0.0, 1.0), "format": (0.0, 1.0)}
+    assert component_ranges(get_rubric("seed"))["total"] == (-5.0, 16.0)
+    zeros = BoundedHistogram()
+    for _ in range(5):
+        zeros.add(0.0)
+    # an all-zero component is drawn at 0 on its whole range, not as a block filling a 0-0.03 axis
+    assert _axis_range(zeros, ranges["evidence"]) == (0.0, 1.5)
+    assert _axis_range(zeros, None) == (0.0, 1.0)
+
+
+def test_grade_writes_readable_plots(tmp_path):
+    pytest.importorskip("matplotlib")  # the plot extra; the core-only CI venv checks the table instead
+    import matplotlib.image
+
+    src = write_jsonl(tmp_path / "o.jsonl", [{"completion": "no format", "answer": 1},
+                                             {"completion": GOOD, "answer": 42}])
+    code, out, err = run("grade", str(src), "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    for name in ("components.png", "issues.png"):
+        image = matplotlib.image.imread(tmp_path / "r" / name)
+        assert image.shape[0] > 150 and image.shape[1] > 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from decimal import Decimal
 from fractions import Fraction
@@ -26,7 +27,7 @@ from dsa_cast.numbers import (
 )
 
 F = Fraction
-GSM8K = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gsm8k"
+GSM8K = Path(__file__).resolve().parents[2] / "dsa_cast_train" / "assets" / "gsm8k"
 
 # ---------------------------------------------------------------------------------------
 # Example tables.
@@ -288,10 +289,7 @@ def test_adversarial_inputs_return(name: str) -> None:
 
 
 def test_gsm8k_references_all_parse() -> None:
-    path = GSM8K / "test.jsonl"
-    if not path.exists():
-        pytest.skip(f"GSM8K copy not found at {path}")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = gzip.decompress((GSM8K / "test.jsonl.gz").read_bytes()).decode("utf-8").splitlines()
     values = [extract_reference(json.loads(line)["answer"]) for line in lines]
     assert len(values) == 1319
     assert all(v is not None for v in values)

@@ -1,4 +1,4 @@
-"""Shared fixtures for the trainer tests: tiny configs, GSM8K path, a trained tiny run.
+"""Shared fixtures for the trainer tests: tiny configs, the embedded GSM8K, a trained tiny run.
 
 XLA compilation dominates the tiny model's run time, so a persistent JAX compile cache
 under ``<repo>/.cache/jax`` (gitignored) is switched on here, for this process and for the
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-GSM8K_DIR = REPO / ".." / "shared" / "data" / "gsm8k"
+GSM8K_DIR = REPO / "dsa_cast_train" / "assets" / "gsm8k"
+"""The GSM8K copy shipped in the package: the default source, so the configs below set no path."""
 CACHE_DIR = REPO / ".cache" / "jax"
 
 _CACHE_ENV = {
@@ -40,7 +41,6 @@ def _enable_compile_cache() -> None:
 _enable_compile_cache()
 
 TEST_OVERRIDES = (
-    ("data.path", str(GSM8K_DIR)),
     ("data.limit", 48),
     ("data.max_length", 256),
     ("data.system_prompt", "Answer in the DSA format."),
@@ -67,7 +67,7 @@ TEST_OVERRIDES = (
 
 @pytest.fixture(scope="session")
 def gsm8k_dir() -> Path:
-    assert (GSM8K_DIR / "train.jsonl").is_file(), f"GSM8K copy missing at {GSM8K_DIR}"
+    assert (GSM8K_DIR / "train.jsonl.gz").is_file(), f"embedded GSM8K missing at {GSM8K_DIR}"
     return GSM8K_DIR
 
 

