@@ -201,3 +201,54 @@ def test_lean_and_tunix_runs_train_the_same_actor(tiny_config, tmp_path, monkeyp
     assert moved > 1e-4
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(states["lean"], states["tunix"]))
     assert diff < 1e-3 * moved
+
+
+def test_xla_flags_apply_adds_the_scheduler_flag_once_and_respects_the_user():
+    from dsa_cast_train import xla_flags
+
+    env: dict[str, str] = {}
+    assert xla_flags.apply(env) == "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+    assert xla_flags.apply(env) == env["XLA_FLAGS"]  # idempotent
+    assert env["XLA_FLAGS"].count("concurrency_optimized_scheduler") == 1
+    user = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2 "
+                         "--xla_cpu_enable_concurrency_optimized_scheduler=true"}
+    xla_flags.apply(user)
+    assert user["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=2",
+                                         "--xla_cpu_enable_concurrency_optimized_scheduler=true"]
+    import os
+
+    import dsa_cast_train  # noqa: F401  (importing the package applies it to this process)
+
+    assert "--xla_cpu_enable_concurrency_optimized_scheduler" in os.environ["XLA_FLAGS"]
+
+
+def test_progress_printer_pools_evaluation_batches_and_reports_pace(caplog):
+    import logging
+
+    from dsa_cast_train import grpo
+
+    ticks = iter([0.0, 40.0, 80.0])
+    printer = grpo.ProgressPrinter(4, clock=lambda: next(ticks))
+
+    def rec(mode, step, n=2, reward=1.0, acc=0.5):
+        return {"mode": mode, "step": step, "n": n, "reward_mean": reward, "format_adherence": 1.0,
+                "accuracy": acc, "graded_with_reference": n, "components": {"dsa_cast_format": 1.0},
+                "groups": 1, "groups_with_signal": 1}
+
+    with caplog.at_level(logging.INFO, logger="dsa_cast_train.grpo"):
+        for batch in range(4):  # four held-out batches of one evaluation: one pooled line
+            printer(rec("eval", 0, reward=float(batch)))
+        printer(rec("train", 1))
+        printer(rec("train", 2))
+        printer(rec("train", 3))
+        printer(rec("eval", 3, n=4, acc=1.0))
+        printer.flush()
+        printer.flush()  # nothing waiting: no second line
+    lines = [r.getMessage() for r in caplog.records]
+    evals = [line for line in lines if line.startswith("[eval]")]
+    assert evals == ["[eval] after 0 actor steps, 8 held-out completions: reward 1.500, format 1.00, accuracy 0.50",
+                     "[eval] after 3 actor steps, 4 held-out completions: reward 1.000, format 1.00, accuracy 1.00"]
+    trains = [line for line in lines if line.startswith("[train]")]
+    assert len(trains) == 3 and "s/step" not in trains[0]
+    assert "40 s/step, ~80 s left" in trains[2]  # 2 steps in 80 s; steps 3 and 4 to go
+    assert lines.index(evals[0]) < lines.index(trains[0])
