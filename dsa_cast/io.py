@@ -36,9 +36,12 @@ __all__ = [
     "JsonLimits",
     "DEFAULT_LIMITS",
     "JsonLine",
+    "RawLine",
     "BadLine",
     "JsonlRecords",
     "open_input",
+    "iter_lines",
+    "parse_line",
     "iter_jsonl",
     "read_jsonl",
     "decode_json",
@@ -252,15 +255,24 @@ def _skip_line(fh: BinaryIO) -> int:
             return skipped
 
 
-def iter_jsonl(fh: BinaryIO, name: str, *, objects: bool = True, limits: JsonLimits = DEFAULT_LIMITS,
-               first_line: int = 1, first_offset: int = 0) -> Iterator[JsonLine]:
-    """Every non-blank line of an open binary file, decoded, streaming (one line in memory).
+@dataclass(frozen=True)
+class RawLine:
+    """One non-blank line as read, not yet decoded (a byte-order mark starting line 1 removed);
+    ``error`` is set, and ``data`` empty, for a line over the length limit."""
 
-    A bad line is yielded with its :class:`InputError` (``name:LINE: reason``) so the caller
-    decides whether to stop or skip; with ``objects`` a value that is not a JSON object is bad.
-    A read failure (I/O error) raises an :class:`InputError` naming the file and line.
-    ``first_line``/``first_offset`` number the lines of a file read from the middle (after a
-    ``seek`` to a line found earlier)."""
+    number: int
+    offset: int
+    size: int
+    data: bytes
+    error: InputError | None
+
+
+def iter_lines(fh: BinaryIO, name: str, *, limits: JsonLimits = DEFAULT_LIMITS,
+               first_line: int = 1, first_offset: int = 0) -> Iterator[RawLine]:
+    """Every non-blank line of an open binary file, streaming, at most ``limits.max_line_bytes``
+    each (a longer one is reported at once, then skipped in bounded pieces when the caller reads
+    on). A read failure raises an :class:`InputError` naming the file and line. ``first_line`` /
+    ``first_offset`` number the lines of a file read from the middle (after a ``seek``)."""
     offset = first_offset
     number = first_line - 1
     while True:
@@ -274,8 +286,8 @@ def iter_jsonl(fh: BinaryIO, name: str, *, objects: bool = True, limits: JsonLim
         size = len(raw)
         here, offset = offset, offset + size
         if too_long:  # reported at once (a caller that stops never reads the rest of an endless line)
-            yield JsonLine(number, here, size, None,
-                           InputError(f"line longer than {limits.max_line_bytes} bytes", name, number))
+            yield RawLine(number, here, size, b"",
+                          InputError(f"line longer than {limits.max_line_bytes} bytes", name, number))
             try:
                 offset += _skip_line(fh)
             except OSError as err:
@@ -283,13 +295,33 @@ def iter_jsonl(fh: BinaryIO, name: str, *, objects: bool = True, limits: JsonLim
             continue
         if number == 1 and raw.startswith(_BOM):
             raw = raw[len(_BOM):]
-        if not raw.strip():
-            continue
-        value, reason, _ = decode_json(raw, limits=limits)
-        if reason is None and objects and not isinstance(value, dict):
-            reason = f"expected a JSON object, got {_json_type(value)}"
-        error = None if reason is None else InputError(reason, name, number)
-        yield JsonLine(number, here, size, None if error else value, error)
+        if raw.strip():
+            yield RawLine(number, here, size, raw, None)
+
+
+def parse_line(line: RawLine, name: str, *, objects: bool = True,
+               limits: JsonLimits = DEFAULT_LIMITS) -> JsonLine:
+    """Decode a :class:`RawLine` (in any process: what ``grade --jobs`` workers do)."""
+    if line.error is not None:
+        return JsonLine(line.number, line.offset, line.size, None, line.error)
+    value, reason, _ = decode_json(line.data, limits=limits)
+    if reason is None and objects and not isinstance(value, dict):
+        reason = f"expected a JSON object, got {_json_type(value)}"
+    error = None if reason is None else InputError(reason, name, line.number)
+    return JsonLine(line.number, line.offset, line.size, None if error else value, error)
+
+
+def iter_jsonl(fh: BinaryIO, name: str, *, objects: bool = True, limits: JsonLimits = DEFAULT_LIMITS,
+               first_line: int = 1, first_offset: int = 0) -> Iterator[JsonLine]:
+    """Every non-blank line of an open binary file, decoded, streaming (one line in memory).
+
+    A bad line is yielded with its :class:`InputError` (``name:LINE: reason``) so the caller
+    decides whether to stop or skip; with ``objects`` a value that is not a JSON object is bad.
+    A read failure (I/O error) raises an :class:`InputError` naming the file and line.
+    ``first_line``/``first_offset`` number the lines of a file read from the middle (after a
+    ``seek`` to a line found earlier)."""
+    for line in iter_lines(fh, name, limits=limits, first_line=first_line, first_offset=first_offset):
+        yield parse_line(line, name, objects=objects, limits=limits)
 
 
 def _json_type(value: Any) -> str:

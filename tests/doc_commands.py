@@ -30,12 +30,15 @@ PLACEHOLDER = re.compile(r"\b(?:DIR|FILE|RUN|CKPT|NAME|TARGET|OUTPUTS|REFS|COMPL
 
 SKIP = (
     (re.compile(r"^(pip|python3? -m pip) "), "installs packages (the CI's install step does this)"),
+    (re.compile(r"^\.venv[\w-]*/bin/pip "), "installs packages into a test tier's venv (.ci/run does this)"),
+    (re.compile(r"^(DSA_CAST_TRAIN_PYTHON=\S+ )?\.venv[\w-]*/bin/python -m pytest\b"),
+     "runs a test tier (this is the test suite)"),
     (re.compile(r"^python3? -m venv\b|^\. \.venv/bin/activate$|^source "), "creates or enters a virtual environment"),
     (re.compile(r"^python3? -m pytest\b"), "runs the test suite (this is the test suite)"),
     (re.compile(r"^export "), "sets environment variables"),
     (re.compile(r"^python3? -m (openrlhf|verl)\."), "another framework's trainer (docs/adapters: needs GPUs and that framework)"),
     (re.compile(r"^python3? -c .*kagglehub"), "downloads from Kaggle (network and an account)"),
-    (re.compile(r"^python3? benchmarks/(bench_grading|converter_acceptance|rubric_throughput|bench_grpo)\.py"),
+    (re.compile(r"^python3? benchmarks/(bench_grading|converter_acceptance|rubric_throughput|bench_grpo|bench_grade_jobs)\.py"),
      "a benchmark (minutes of CPU; run by hand, results in benchmarks/results/)"),
 )
 
@@ -151,6 +154,8 @@ def classify(command: str) -> tuple[str, str]:
         return "skip", "a synopsis (placeholders in capitals or [--options])"
     if re.match(r"^python3? -m dsa_cast_train\.evaluate --regrade\b", command):
         return "run-train", "regrades saved files (needs numpy): run as written"
+    if re.match(r"^python3? -m dsa_cast_train\.verl_data\b", command):
+        return "run-train", "writes verl parquet from the embedded GSM8K (needs pyarrow): run as written"
     if re.match(r"^python3? -m dsa_cast_train\.(sft|evaluate|grpo|pipeline)\b", command):
         return "parse", "trainer command: flags, preset and files checked with --print-config"
     if re.match(r"^python3? -m dsa_cast_train\.export\b", command):
