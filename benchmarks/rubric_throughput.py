@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus import CorpusConfig, build_adversarial, build_corpus, gsm8k_test_path  # noqa: E402
+from corpus import CorpusConfig, build_adversarial, build_corpus  # noqa: E402
 
 from dsa_cast.claims import _check_rows, check_claims  # noqa: E402
 from dsa_cast.numbers import extract_answer, extract_reference  # noqa: E402
@@ -80,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     items = build_corpus(CorpusConfig(per_question=1, limit=a.limit))
     texts = [it.completion for it in items]
     refs = [it.reference for it in items]
-    with gsm8k_test_path().open(encoding="utf-8") as fh:
-        questions_by_row = [json.loads(line)["question"] for line in fh]
-    questions = [questions_by_row[int(it.id.split("-")[0])] for it in items]
+    questions = [it.question for it in items]  # the GSM8K question each completion answers
     n = len(texts)
     sizes = sorted(len(t) for t in texts)
     print("every completion is distinct (one per GSM8K item): no memo or cache can help the figures")
