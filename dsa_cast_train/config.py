@@ -537,6 +537,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
+        if len(errors) == 1 and "finite" in errors[0]:  # a float | None given NaN: say what is wrong
+            raise ConfigError(errors[0])
         names = " or ".join("None" if a is type(None) else getattr(a, "__name__", str(a))
                             for a in args)
         raise ConfigError(f"{where}: expected {names}, got {_describe(value)}")
