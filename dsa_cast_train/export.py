@@ -41,7 +41,7 @@ from typing import Any
 from dsa_cast import io as dsa_io
 from dsa_cast_train import digests
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dsa_cast_train.export")
 
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_FORMAT = "dsa-cast-export/1"

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dsa_cast_train.grpo")
 
 METRICS_FILE = "metrics.jsonl"
 ROLLOUTS_FILE = "rollouts.jsonl"
@@ -442,9 +442,9 @@ def build_learner(*, actor, reference, tokenizer, mesh, g, eos_ids: Sequence[int
     algo = dict(num_generations=g.num_generations, num_iterations=g.num_iterations, beta=g.beta,
                 epsilon=g.epsilon)
     if g.loss == "lean":
-        from dsa_cast_train import lean_grpo
+        from dsa_cast_train import lean_grpo, sampling_model
 
-        lean_grpo.enable_last_token_prefill(actor)
+        sampling_model.enable_last_token_prefill(actor)
         cluster = lean_grpo.LeanRLCluster(actor=actor, reference=reference, tokenizer=tokenizer,
                                           cluster_config=cluster_config, logps_chunk=g.logps_chunk)
         algo_config = lean_grpo.LeanGRPOConfig(**algo, logps_chunk=g.logps_chunk, remat_layers=g.remat_layers)
@@ -550,7 +550,7 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
     system_prompt = sft.system_prompt(config.data)  # as SFT and evaluation build their prompts
     prefill = config.data.prefill_reasoning
     mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
-    loaded = models.load(grpo_model_spec(config.model), mesh)
+    loaded = models.load(models.without_remat(config.model, "GRPO (the loss uses grpo.remat_layers)"), mesh)
     train_examples, held_out = load_examples(config.data)
     train_examples, dropped = filter_prompts(train_examples, loaded.tokenizer, max_prompt_length=g.max_prompt_length,
                                              system_prompt=system_prompt, prefill=prefill)
@@ -619,17 +619,6 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
 
     runs.write_json(run_path / SUMMARY_FILE, summary)
     return result
-
-
-def grpo_model_spec(spec):
-    """The model spec GRPO loads: ``model.remat`` switched off. Tunix applies a model's remat in
-    every call, including the sampler's decode loop, where ``nnx.remat`` fails (flax
-    ``TraceContextError``: it writes the KV-cache variables back across traces); GRPO's training
-    pass rematerialises inside the lean loss instead (``grpo.remat_layers``)."""
-    if spec.remat == "none":
-        return spec
-    log.info("GRPO: model.remat=%s applies to SFT only; the GRPO loss uses grpo.remat_layers", spec.remat)
-    return dataclasses.replace(spec, remat="none")
 
 
 def init_actor(actor, init_checkpoint: str | Path) -> tuple[Path, int]:

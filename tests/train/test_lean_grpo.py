@@ -110,7 +110,7 @@ def test_chunked_logps_match_tunix(small_model, chunk, remat):
 def test_last_token_prefill_samples_the_same_tokens(tiny_loaded):
     from tunix.generate import sampler as sampler_lib
 
-    from dsa_cast_train import lean_grpo
+    from dsa_cast_train import sampling_model
 
     model, tok, cfg = tiny_loaded.model, tiny_loaded.tokenizer, tiny_loaded.model_config
     cache = sampler_lib.CacheConfig(cache_size=96, num_layers=cfg.num_layers, num_kv_heads=cfg.num_kv_heads,
@@ -124,8 +124,8 @@ def test_last_token_prefill_samples_the_same_tokens(tiny_loaded):
 
     plain_sampler, plain = sample()
     assert not plain_sampler._supports_decode_only_last_token
-    lean_grpo.enable_last_token_prefill(model)
-    assert isinstance(model, lean_grpo.LastTokenPrefillGemma3)
+    sampling_model.enable_last_token_prefill(model)
+    assert isinstance(model, sampling_model.LastTokenPrefillGemma3)
     lean_sampler, lean = sample()
     assert lean_sampler._supports_decode_only_last_token  # the sampler now asks for last-token logits
     assert [list(map(int, a)) for a in lean] == [list(map(int, a)) for a in plain]
@@ -136,6 +136,22 @@ def test_last_token_prefill_samples_the_same_tokens(tiny_loaded):
     full, _ = model(tokens, pos, None, mask)
     last, _ = model(tokens, pos, None, mask, decode_only_last_token=True)
     np.testing.assert_allclose(np.asarray(last[:, 0]), np.asarray(full[:, -1]), atol=1e-5)
+
+
+def test_sampling_view_of_a_remat_model_samples_like_the_plain_model(tiny_config):
+    """A model built with ``model.remat = block`` cannot run Tunix's decode loop; its sampling
+    view (same arrays, no remat, last-token prefill) samples exactly what the plain model does."""
+    from dsa_cast_train import evaluate, models, sampling_model
+
+    plain = models.load(tiny_config.model)
+    remat = models.load(dataclasses.replace(tiny_config.model, remat="block"))
+    view = sampling_model.sampling_view(remat.model)
+    assert isinstance(view, sampling_model.LastTokenPrefillGemma3)
+    assert view.embedder.input_embedding.value is remat.model.embedder.input_embedding.value  # no copy
+    prompts = ["<start_of_turn>user\nWhat is 2 + 2?<end_of_turn>\n<start_of_turn>model\n"]
+    want = evaluate.generate(plain, prompts, max_new_tokens=12, max_prompt_length=48, batch_size=1)
+    got = evaluate.generate(remat, prompts, max_new_tokens=12, max_prompt_length=48, batch_size=1)
+    assert got == want
 
 
 def test_lean_cluster_reference_logps_and_no_anchor(tiny_config, tmp_path):
