@@ -98,7 +98,7 @@ class RewardLogger:
         self,
         reward_fns: Sequence[Callable[..., Any]],
         *,
-        metrics_path: str | Path,
+        metrics_path: str | Path | None,
         rubric: str,
         step_fn: Callable[[], int] = lambda: 0,
         rollouts_path: str | Path | None = None,
@@ -109,7 +109,7 @@ class RewardLogger:
         if num_generations < 1:
             raise ValueError(f"RewardLogger: num_generations must be at least 1, got {num_generations}")
         self.num_generations = num_generations
-        self.metrics_path = Path(metrics_path)
+        self.metrics_path = Path(metrics_path) if metrics_path is not None else None  # None: no files
         self.rollouts_path = Path(rollouts_path) if rollouts_path else None
         self.rubric = rubric
         self.step_fn = step_fn
@@ -188,7 +188,8 @@ class RewardLogger:
             "reward_seconds": slot["seconds"],
             "time": time.time(),
         }
-        _append_jsonl(self.metrics_path, [record])
+        if self.metrics_path is not None:
+            _append_jsonl(self.metrics_path, [record])
         if self.rollouts_path is not None:
             rows = []
             for i, (c, a, q) in enumerate(zip(completions, answers, questions)):
@@ -523,11 +524,10 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> GRPOResult:
     Resumes from ``<run_dir>/checkpoints/actor`` when it holds a step; a run directory holding
     files of another kind refuses to start unless ``overwrite``.
     """
-    import jax  # noqa: F401  (initialise JAX before anything else touches devices)
-
-    from dsa_cast_train import runs
+    from dsa_cast_train import distributed, runs
 
     t_start = time.perf_counter()
+    distributed.initialize()  # multi-host: before anything touches devices or the run directory
     run_path = Path(run_dir)
     rd = runs.prepare(run_path, "grpo", config, overwrite=overwrite, must_match=RESUME_MUST_MATCH)
     run_path = rd.path
@@ -537,14 +537,15 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> GRPOResult:
 
 
 def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: bool) -> GRPOResult:
-    from dsa_cast_train import data, models, sft
+    from dsa_cast_train import data, distributed, models, sft
 
     g = config.grpo
     done = models.checkpoint_steps(ckpt_dir)
     resumed_from = done[-1] if done else 0
     metrics_path = run_path / METRICS_FILE
     rollouts_path = run_path / ROLLOUTS_FILE
-    if resumed:
+    primary = distributed.is_primary()  # the only process that writes files
+    if resumed and primary:
         # records logged after the newest checkpoint belong to steps that will be redone
         for p in (metrics_path, rollouts_path):
             n = truncate_records(p, _global_step_of(resumed_from, g))
@@ -584,8 +585,13 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
             # which never wrote the format; restored separately so a resumed run gets it too
             root, step = init_actor(reference, g.init_checkpoint)
             log.info("reference initialised from %s (step %d)", root, step)
-        rec_logger = RewardLogger(reward_functions(g.rubric), metrics_path=metrics_path, rubric=g.rubric,
-                                  rollouts_path=rollouts_path,
+        if distributed.process_count() > 1:
+            log.info("GRPO on %d processes: each rolls out the same %d prompts x %d generations per step "
+                     "(replicated rollouts: Tunix 0.1.7's sampler takes its prompts as values replicated "
+                     "on every process; see docs/multihost.md); process 0 writes the records",
+                     distributed.process_count(), g.batch_size, g.num_generations)
+        rec_logger = RewardLogger(reward_functions(g.rubric), metrics_path=metrics_path if primary else None,
+                                  rubric=g.rubric, rollouts_path=rollouts_path if primary else None,
                                   prefix=data.REASONING_START + "\n" if prefill else "",
                                   on_record=_progress_line(g.max_steps), num_generations=g.num_generations)
         learner, cluster = build_learner(actor=actor, reference=reference, tokenizer=loaded.tokenizer,
@@ -595,20 +601,28 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
         train_ds = data.grpo_dataset(train_examples, batch_size=g.batch_size, seed=config.data.shuffle_seed,
                                      system_prompt=system_prompt, prefill=prefill, epochs=None)
         eval_ds = eval_dataset(held_out, loaded.tokenizer, g, system_prompt=system_prompt, prefill=prefill)
+        distributed.watch_preemption(cluster.actor_trainer.checkpoint_manager)
         with mesh:
-            learner.train(train_ds, eval_ds)
+            try:
+                learner.train(train_ds, eval_ds)
+            except distributed.Preempted:
+                cluster.close()  # commits the checkpoint, flushes Tunix's metrics
+                log.warning("SIGTERM: stopped after actor checkpoint step %d of %d; the same command resumes",
+                            int(cluster.actor_trainer.train_steps), g.max_steps)
+                raise
         actor_steps = int(cluster.actor_trainer.train_steps)
     else:
         log.info("GRPO already finished (actor step %d >= grpo.max_steps=%d)", resumed_from, g.max_steps)
 
-    curve = plot_reward_curve(metrics_path, run_path / REWARD_CURVE_FILE)
+    curve = plot_reward_curve(metrics_path, run_path / REWARD_CURVE_FILE) if primary else None
     train_recs = read_metrics(metrics_path, "train")
     result = GRPOResult(run_dir=run_path, checkpoint_dir=ckpt_dir, actor_steps=actor_steps,
                         resumed_from=resumed_from, prompts=len(train_examples), dropped_prompts=dropped,
                         metrics_path=metrics_path, reward_curve=curve,
                         seconds=time.perf_counter() - t_start, last=train_recs[-1] if train_recs else None)
-    summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}
-    (run_path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    if primary:
+        summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}
+        (run_path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return result
 
 
