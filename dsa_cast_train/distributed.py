@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from concurrent import futures
 import json
 import logging
 import os
@@ -182,6 +183,9 @@ def initialize(settings: Settings | None = None) -> bool:
         return False
     import jax
 
+    if settings.coordinator and settings.process_id not in (None, 0):
+        # JAX aborts the process (no exception) when it cannot register with the coordinator
+        _wait_for_coordinator(settings.coordinator, settings.init_timeout_seconds, settings.process_id)
     if not os.environ.get(CPU_COLLECTIVES_ENV):
         # CPU devices of different processes can only exchange data through gloo (or MPI)
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -203,6 +207,27 @@ def initialize(settings: Settings | None = None) -> bool:
     log.info("jax.distributed: process %d of %d on %s, %d local / %d global devices", jax.process_index(),
              jax.process_count(), socket.gethostname(), jax.local_device_count(), jax.device_count())
     return True
+
+
+def _wait_for_coordinator(address: str, timeout_s: float, process_id: int) -> None:
+    """Wait until process 0's coordination service accepts TCP connections at ``address``, at
+    most ``timeout_s``; a :class:`DistributedError` saying what to check otherwise."""
+    import time
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=min(5.0, timeout_s)):
+                return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise DistributedError(
+                    f"cannot start jax.distributed: process {process_id} found no coordinator at {address} "
+                    f"within {timeout_s:g} s ({exc.strerror or exc}). Check that process 0 runs with the same "
+                    f"--coordinator and that the port is reachable from this host") from None
+            time.sleep(0.5)
 
 
 def check_single_controller() -> None:
@@ -436,6 +461,35 @@ def global_batch(batch: Mapping[str, Any], mesh: Any, layout: BatchLayout) -> di
     rows = np.asarray(layout.rows)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)[rows], np.shape(v))
             for k, v in batch.items()}
+
+
+def async_checkpointing() -> bool:
+    """Whether orbax may save checkpoints in background threads: only on a single process. Its
+    background finalisation waits at barriers made of JAX collectives, which then run in another
+    order than the training step's on some process (gloo: "Received data size doesn't match
+    expected size ... collective mismatch", seen with two GRPO processes)."""
+    return process_count() == 1
+
+
+class InlineExecutor(futures.Executor):
+    """A ``concurrent.futures`` executor that runs each task at once in the calling thread.
+
+    Multi-controller JAX needs every process to start its multi-device computations in the same
+    order. Tunix 0.1.7's GRPO learner computes rollouts (and reference log-probabilities) in a
+    worker thread and trains in the main thread; with asynchronous dispatch a worker's last
+    computation can still be running when the main thread starts the next, and the two threads'
+    collectives then interleave differently per process (gloo: "Received data size doesn't match
+    expected size ... collective mismatch", seen with two processes). Given as the learner's
+    executor, it makes the run single-threaded; rollout and training did not overlap anyway
+    while actor and rollout share one mesh."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> futures.Future[T]:
+        future: futures.Future[T] = futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # delivered through the future, as a thread pool would
+            future.set_exception(exc)
+        return future
 
 
 # ----------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dsa_cast_train.grpo")  # not __main__ under `python -m`: run.log gets it
 
 METRICS_FILE = "metrics.jsonl"
 ROLLOUTS_FILE = "rollouts.jsonl"
@@ -422,6 +422,8 @@ def build_learner(*, actor, reference, tokenizer, mesh, g, eos_ids: Sequence[int
     from tunix.rl.grpo import grpo_learner as grpo_lib
     from tunix.sft import metrics_logger
 
+    from dsa_cast_train import distributed
+
     if g.batch_size % g.micro_batch_size:
         raise ValueError(f"grpo.micro_batch_size ({g.micro_batch_size}) must divide "
                          f"grpo.batch_size ({g.batch_size})")
@@ -436,7 +438,8 @@ def build_learner(*, actor, reference, tokenizer, mesh, g, eos_ids: Sequence[int
         train_micro_batch_size=g.micro_batch_size,
         checkpoint_root_directory=str(run_dir / CHECKPOINT_DIR),
         checkpointing_options=ocp.CheckpointManagerOptions(
-            save_interval_steps=g.save_every_steps, max_to_keep=g.keep_checkpoints),
+            save_interval_steps=g.save_every_steps, max_to_keep=g.keep_checkpoints,
+            enable_async_checkpointing=distributed.async_checkpointing()),
         metrics_logging_options=metrics_logger.MetricsLoggerOptions(log_dir=str(run_dir / TENSORBOARD_DIR)),
         pbar_description="GRPO",
     )
@@ -598,6 +601,8 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
                                          mesh=mesh, g=g, eos_ids=loaded.eos_ids, run_dir=run_path,
                                          reward_fns=rec_logger.reward_fns, metric_fns=[rec_logger.metric_fn])
         rec_logger.step_fn = lambda: cluster.global_steps
+        if distributed.process_count() > 1:  # same order of computations on every process
+            learner.executor = distributed.InlineExecutor()
         train_ds = data.grpo_dataset(train_examples, batch_size=g.batch_size, seed=config.data.shuffle_seed,
                                      system_prompt=system_prompt, prefill=prefill, epochs=None)
         eval_ds = eval_dataset(held_out, loaded.tokenizer, g, system_prompt=system_prompt, prefill=prefill)
@@ -611,6 +616,9 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
                             int(cluster.actor_trainer.train_steps), g.max_steps)
                 raise
         actor_steps = int(cluster.actor_trainer.train_steps)
+        losses = _actor_losses(cluster)
+        if losses:  # on every process: its log shows what it computed (multi-host: the same everywhere)
+            log.info("actor loss per update: %s", " ".join(f"{x:.6g}" for x in losses))
     else:
         log.info("GRPO already finished (actor step %d >= grpo.max_steps=%d)", resumed_from, g.max_steps)
 
@@ -624,6 +632,14 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}
         (run_path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return result
+
+
+def _actor_losses(cluster) -> list[float]:
+    """The actor's loss of every update of this start, from Tunix's in-process metric history."""
+    logger = cluster.actor_trainer.metrics_logger
+    if not logger.metric_exists("actor", "loss", "train"):
+        return []
+    return [float(x) for x in logger.get_metric_history("actor", "loss", "train")]
 
 
 def grpo_model_spec(spec):

@@ -313,6 +313,8 @@ def make_trainer(model: Any, cfg: config_lib.SFTConfig, checkpoint_dir: str | Pa
     import orbax.checkpoint as ocp
     from tunix.sft import metrics_logger, peft_trainer
 
+    from dsa_cast_train import distributed
+
     logging_options = None
     if tensorboard_dir is not None:
         tb_dir = str(tensorboard_dir)
@@ -327,7 +329,7 @@ def make_trainer(model: Any, cfg: config_lib.SFTConfig, checkpoint_dir: str | Pa
         checkpoint_root_directory=str(checkpoint_dir),
         checkpointing_options=ocp.CheckpointManagerOptions(
             should_save_fn=functools.partial(_on_interval, cfg.save_every_steps),
-            max_to_keep=cfg.keep_checkpoints),
+            max_to_keep=cfg.keep_checkpoints, enable_async_checkpointing=distributed.async_checkpointing()),
         metrics_logging_options=logging_options,
         pbar_description="SFT",
     )
