@@ -301,7 +301,12 @@ def _lost(what: str, exc: Exception) -> DistributedError:
 
 
 def barrier(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:
-    """Wait until every process reaches the barrier ``name`` (at most ``timeout_s``)."""
+    """Wait until every process reaches the barrier ``name`` (at most ``timeout_s``).
+
+    Also what to call right before a run's first multi-process computation: on CPU, gloo
+    connects the processes at that moment and waits only 30 s for the slowest one (``Gloo context
+    initialization failed: DEADLINE_EXCEEDED``), and loading and compiling before it can take
+    longer than that on one process of a busy machine."""
     if process_count() == 1:
         return
     key = _key(name)

@@ -258,6 +258,9 @@ def shard_model(model: Any, mesh: Any) -> None:
     import jax
     from flax import nnx
 
+    from dsa_cast_train import distributed
+
+    distributed.barrier("model placement")  # the first collective: gloo waits only 30 s for a late process
     state = nnx.state(model)
     try:
         placed = jax.device_put(state, nnx.get_named_sharding(state, mesh))
@@ -374,6 +377,10 @@ def _load_local(spec: ModelSpec, path: str | Path, mesh: Any, variant: str | Non
         raise ModelSourceError(
             f"{root / 'tokenizer.model'} has {tokenizer.GetPieceSize()} pieces but variant "
             f"{variant!r} embeds only {cfg.num_embed}; is model.variant right?")
+    if mesh is not None:
+        from dsa_cast_train import distributed
+
+        distributed.barrier("model placement")  # the first collective: gloo waits only 30 s for a late process
     model = params_safetensors.create_model_from_safe_tensors(
         str(root), cfg, mesh=mesh, dtype=_dtype(spec.dtype))
     return Loaded(model, tokenizer, cfg, stop_ids(tokenizer), int(tokenizer.pad_id()), mesh, str(root))
