@@ -11,7 +11,12 @@ import (numpy arrays and torch tensors are handled by duck typing; torch is impo
   other components from a small, lock-protected cache kept on that object (no global state).
 * :func:`compute_score` / :func:`compute_score_batch`: verl's custom reward function (single
   and batch reward managers), returning ``{"score": total, ...breakdown}``.
-* :func:`reward_func`: OpenRLHF's ``--remote_rm_url reward_func.py`` convention.
+* :func:`reward_func`: OpenRLHF's ``reward_func.py`` convention (``--reward.remote_url``).
+
+Every adapter strips a trailing run of chat-template stop markers (``<end_of_turn>``,
+``<|im_end|>``, ``<eos>``, ...: :data:`dsa_cast.markers.END_MARKERS`) from each completion before
+grading, so a completion decoded with its stop token scores as one without; ``end_markers=()``
+turns this off.
 
 Everything here is plain module-level classes and functions: picklable (spawned worker
 processes), thread-safe (worker threads, ``asyncio.to_thread``), and free of signal-based
@@ -23,10 +28,11 @@ from __future__ import annotations
 import importlib.util
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dsa_cast.markers import END_MARKERS, check_end_markers, strip_end_markers
 from dsa_cast.rubrics import Grade, Rubric, get_rubric, resolve_rubric
 
 __all__ = [
@@ -62,11 +68,14 @@ class AdapterConfig:
       cache_batches: how many recent batches a :class:`BatchGrader` keeps graded (the N
         component functions are called one after another on the same batch: 1 suffices; a
         few more cover interleaved train/eval calls from several threads).
+      end_markers: stop markers stripped from the end of each completion before grading
+        (:func:`dsa_cast.markers.strip_end_markers`); ``()`` keeps completions as they are.
     """
 
     answer_field: str = "answer"
     question_field: str | None = "question"
     cache_batches: int = 4
+    end_markers: tuple[str, ...] = END_MARKERS
 
     def __post_init__(self) -> None:
         if not isinstance(self.answer_field, str) or not self.answer_field:
@@ -76,6 +85,7 @@ class AdapterConfig:
         if isinstance(self.cache_batches, bool) or not isinstance(self.cache_batches, int) \
                 or self.cache_batches < 1:
             raise ValueError(f"cache_batches must be an int >= 1, got {self.cache_batches!r}")
+        object.__setattr__(self, "end_markers", check_end_markers(self.end_markers))
 
 
 def _plain(value: object) -> object:
@@ -204,6 +214,10 @@ class BatchGrader:
     comparisons. The cache is bounded (``config.cache_batches``) and guarded by a lock; grading
     itself runs outside the lock, so threads never wait on each other's grading. Pickling keeps
     the rubric and config and drops the cache and lock (a spawned worker starts empty).
+
+    It also tells the component functions which of them is the first call of a *round* (one
+    trainer step calling every function on one batch, :meth:`starts_round`), so that per-batch
+    logging happens exactly once per step even when an identical batch comes back from the cache.
     """
 
     def __init__(self, rubric: Rubric, config: AdapterConfig) -> None:
@@ -212,6 +226,7 @@ class BatchGrader:
         self.uses_reference = _uses_reference(rubric)
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, tuple[Grade, ...]] = OrderedDict()
+        self._round: tuple[tuple | None, set[str]] = (None, set())  # (batch key, components called)
         self.graded_batches = 0  # batches graded (not served from the cache): for tests/metrics
 
     def __getstate__(self) -> dict[str, object]:
@@ -223,6 +238,7 @@ class BatchGrader:
         self.uses_reference = state["uses_reference"]  # type: ignore[assignment]
         self._lock = threading.Lock()
         self._cache = OrderedDict()
+        self._round = (None, set())
         self.graded_batches = 0
 
     def read_batch(self, who: str, completions: object, kwargs: Mapping[str, object]
@@ -234,9 +250,10 @@ class BatchGrader:
             raise TypeError(f"{who}: completions must be a sequence with one entry per completion, got one str")
         items = completions.tolist() if callable(getattr(completions, "tolist", None)) else completions
         texts = []
+        markers = self.config.end_markers
         for i, c in enumerate(items):  # type: ignore[union-attr]
             try:
-                texts.append(completion_text(c))
+                texts.append(strip_end_markers(completion_text(c), markers))
             except TypeError as err:
                 raise TypeError(f"{who}: completions[{i}]: {err}") from err
         n = len(texts)
@@ -255,10 +272,31 @@ class BatchGrader:
             questions = [q if isinstance(q, str) else None for q in _column(kwargs[qf], n, qf)]
         return texts, answers, questions
 
+    @staticmethod
+    def _key(texts: list[str], answers: list[object], questions: list[object]) -> tuple:
+        return (tuple(texts), tuple(map(_hashable, answers)), tuple(questions))
+
+    def starts_round(self, texts: list[str], answers: list[object], questions: list[object],
+                     component: str) -> bool:
+        """Whether this call of ``component`` on this batch opens a new round.
+
+        A round is the sequence of component calls a trainer makes on one batch. It opens when
+        the batch differs from the current round's, or when a component that was already called
+        on it is called again (the same batch came back for a new step). Unlike "graded now",
+        this is true once per step even when the grades come from the cache (batches A, B, A)."""
+        key = self._key(texts, answers, questions)
+        with self._lock:
+            current, called = self._round
+            if key != current or component in called:
+                self._round = (key, {component})
+                return True
+            called.add(component)
+            return False
+
     def grades(self, texts: list[str], answers: list[object], questions: list[object],
                who: str = "reward") -> tuple[tuple[Grade, ...], bool]:
         """The batch's grades and whether they were computed now (False: from the cache)."""
-        key = (tuple(texts), tuple(map(_hashable, answers)), tuple(questions))
+        key = self._key(texts, answers, questions)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -314,26 +352,32 @@ class TRLReward(ComponentReward):
     Completions may be plain strings or conversational (lists of messages). Returns one float
     per completion, or None for an item without a reference when the rubric reads references
     (TRL then ignores this function for that item). When the trainer passes ``log_extra`` /
-    ``log_metric``, the batch's breakdown is logged once per batch (by whichever component
-    function graded it): columns ``dsa_cast/predicted``, ``dsa_cast/correct``,
-    ``dsa_cast/issues``; metrics ``dsa_cast/accuracy``, ``dsa_cast/clean_rate``,
-    ``dsa_cast/total``."""
+    ``log_metric``, the batch's breakdown is logged once per step (by the first component
+    function called on the batch, :meth:`BatchGrader.starts_round`): columns
+    ``dsa_cast/predicted``, ``dsa_cast/correct``, ``dsa_cast/issues``; metrics
+    ``dsa_cast/accuracy``, ``dsa_cast/clean_rate`` and ``dsa_cast/total`` (the mean reward over
+    the items TRL scores, i.e. without the reference-less items it skips)."""
 
     def __call__(self, prompts: object = None, completions: object = None,
                  completion_ids: object = None, **kwargs: Any) -> list[float | None]:
         who = f"TRL reward {self.__name__}"
         texts, answers, questions = self.grader.read_batch(who, completions, kwargs)
-        grades, fresh = self.grader.grades(texts, answers, questions, who)
-        if fresh:
-            _trl_log(grades, kwargs.get("log_extra"), kwargs.get("log_metric"))
-        c = self.component
+        grades, _ = self.grader.grades(texts, answers, questions, who)
         skip = self.grader.uses_reference
-        return [None if skip and a is None else g.components[c] for g, a in zip(grades, answers)]
+        scored = [not (skip and a is None) for a in answers]
+        log_extra, log_metric = kwargs.get("log_extra"), kwargs.get("log_metric")
+        if (callable(log_extra) or callable(log_metric)) \
+                and self.grader.starts_round(texts, answers, questions, self.component):
+            _trl_log(grades, scored, log_extra, log_metric)
+        c = self.component
+        return [g.components[c] if s else None for g, s in zip(grades, scored)]
 
 
-def _trl_log(grades: Sequence[Grade], log_extra: object, log_metric: object) -> None:
+def _trl_log(grades: Sequence[Grade], scored: Sequence[bool], log_extra: object,
+             log_metric: object) -> None:
     """TRL's hooks: ``log_extra(column, values)`` adds a completions-table column (one value
-    per completion), ``log_metric(name, value)`` records a scalar."""
+    per completion), ``log_metric(name, value)`` records a scalar. ``dsa_cast/total`` averages
+    the ``scored`` items only, as TRL's own ``reward`` leaves out items every function skipped."""
     if callable(log_extra):
         log_extra("dsa_cast/predicted", [g.predicted if g.predicted is not None else "" for g in grades])
         log_extra("dsa_cast/correct", [g.correct for g in grades])
@@ -343,7 +387,9 @@ def _trl_log(grades: Sequence[Grade], log_extra: object, log_metric: object) -> 
         if judged:
             log_metric("dsa_cast/accuracy", sum(judged) / len(judged))
         log_metric("dsa_cast/clean_rate", sum(not g.issues for g in grades) / len(grades))
-        log_metric("dsa_cast/total", sum(g.total for g in grades) / len(grades))
+        totals = [g.total for g, s in zip(grades, scored) if s]
+        if totals:
+            log_metric("dsa_cast/total", sum(totals) / len(totals))
 
 
 def _component_rewards(cls: type[ComponentReward], rubric: str | Rubric, config: AdapterConfig,
@@ -354,26 +400,29 @@ def _component_rewards(cls: type[ComponentReward], rubric: str | Rubric, config:
 
 def tunix_rewards(rubric: str | Rubric = "dsa-cast", *, answer_field: str = "answer",
                   question_field: str | None = "question", cache_batches: int = 4,
-                  **options: object) -> list[TunixReward]:
+                  end_markers: Iterable[str] = END_MARKERS, **options: object) -> list[TunixReward]:
     """Reward functions for Tunix's ``GRPOLearner(reward_fns=...)``: one per rubric component.
 
     Tunix sums them, so the summed reward is ``grade(...).total``; each is logged as
     ``rewards/<rubric>_<component>``. ``options`` are rubric fields (``get_rubric(rubric,
-    **options)``), e.g. ``partial_credit=True``.
+    **options)``), e.g. ``partial_credit=True``. ``end_markers``: see :class:`AdapterConfig`.
     """
-    config = AdapterConfig(answer_field, question_field, cache_batches)
+    config = AdapterConfig(answer_field, question_field, cache_batches,
+                           end_markers)  # type: ignore[arg-type]  # checked in __post_init__
     return _component_rewards(TunixReward, rubric, config, options)
 
 
 def trl_rewards(rubric: str | Rubric = "dsa-cast", *, answer_field: str = "answer",
                 question_field: str | None = "question", cache_batches: int = 4,
-                **options: object) -> list[TRLReward]:
+                end_markers: Iterable[str] = END_MARKERS, **options: object) -> list[TRLReward]:
     """Reward functions for TRL's ``GRPOTrainer(reward_funcs=...)``: one per rubric component.
 
     TRL sums them (with unit ``reward_weights``) to ``grade(...).total``. The reference column
     is ``answer_field`` (``"answer"``; TRL's math datasets use ``"solution"``). Picklable.
+    ``end_markers``: see :class:`AdapterConfig`.
     """
-    config = AdapterConfig(answer_field, question_field, cache_batches)
+    config = AdapterConfig(answer_field, question_field, cache_batches,
+                           end_markers)  # type: ignore[arg-type]  # checked in __post_init__
     return _component_rewards(TRLReward, rubric, config, options)
 
 
@@ -404,17 +453,18 @@ def _verl_result(g: Grade) -> dict[str, float | str]:
 def compute_score(data_source: object, solution_str: str, ground_truth: object,
                   extra_info: object = None, *, rubric: str | Rubric = "dsa-cast",
                   rubric_options: Mapping[str, object] | None = None,
+                  end_markers: Iterable[str] = END_MARKERS,
                   **kwargs: Any) -> dict[str, float | str]:
     """verl custom reward function (``custom_reward_function.name: compute_score``).
 
     Returns ``{"score": total, "acc": 1.0|0.0, "pred": predicted-or-"", <component>: value...}``
     with the same keys for every item (verl stacks them into ``reward_extra_info``). The
     ``data_source`` is not used (every source is graded with ``rubric``); a ``question`` in
-    ``extra_info`` is passed to the rubric. ``rubric`` / ``rubric_options`` can be set from
-    ``custom_reward_function.reward_kwargs``; other keyword arguments are accepted and ignored.
+    ``extra_info`` is passed to the rubric. ``rubric`` / ``rubric_options`` / ``end_markers`` can
+    be set from ``reward_kwargs``; other keyword arguments are accepted and ignored.
     """
     r = _named_rubric(rubric, rubric_options)
-    text = completion_text(solution_str)
+    text = strip_end_markers(completion_text(solution_str), check_end_markers(end_markers))
     return _verl_result(r.score(text, _plain(ground_truth), _verl_question(extra_info)))
 
 
@@ -422,13 +472,15 @@ def compute_score_batch(data_sources: Sequence[object], solution_strs: Sequence[
                         ground_truths: Sequence[object], extra_infos: Sequence[object] | None = None,
                         *, rubric: str | Rubric = "dsa-cast",
                         rubric_options: Mapping[str, object] | None = None,
+                        end_markers: Iterable[str] = END_MARKERS,
                         **kwargs: Any) -> list[dict[str, float | str]]:
-    """verl batch reward function (``reward_model.reward_manager: batch``): the plural
-    arguments verl's ``BatchRewardManager`` passes, one result dict per item (see
+    """verl batch reward function (the ``batch`` reward manager of verl before 0.9): the
+    plural arguments verl's ``BatchRewardManager`` passes, one result dict per item (see
     :func:`compute_score`)."""
     r = _named_rubric(rubric, rubric_options)
+    markers = check_end_markers(end_markers)
     strs = solution_strs.tolist() if callable(getattr(solution_strs, "tolist", None)) else solution_strs
-    texts = [completion_text(s) for s in strs]  # type: ignore[union-attr]
+    texts = [strip_end_markers(completion_text(s), markers) for s in strs]  # type: ignore[union-attr]
     n = len(texts)
     refs = _column(ground_truths, n, "ground_truths")
     infos = _column(extra_infos, n, "extra_infos") if extra_infos is not None else [None] * n
@@ -467,12 +519,15 @@ def _as_tensors(values: dict[str, list[float]], as_tensors: bool | None) -> dict
 
 def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[object],
                 *, rubric: str | Rubric = "dsa-cast", rubric_options: Mapping[str, object] | None = None,
-                as_tensors: bool | None = None, **kwargs: Any) -> dict[str, Any]:
-    """OpenRLHF reward function (``--remote_rm_url reward_func.py``, ``--label_key answer``).
+                as_tensors: bool | None = None, end_markers: Iterable[str] = END_MARKERS,
+                **kwargs: Any) -> dict[str, Any]:
+    """OpenRLHF reward function (``--reward.remote_url reward_func.py``, ``--data.label_key answer``).
 
-    ``queries`` are prompt + response; the prompt is stripped (:func:`strip_prompt`) before
-    grading against ``labels``. Returns ``{"rewards": totals, "scores": 1.0 if correct else 0.0
-    (OpenRLHF's 0-1 score for dynamic filtering), "extra_logs": {"dsa_cast/<component>": ...,
+    ``queries`` are prompt + response, decoded by OpenRLHF with ``skip_special_tokens=False``:
+    the prompt is stripped (:func:`strip_prompt`) and so are trailing stop markers such as
+    ``<end_of_turn>`` (``end_markers``) before grading against ``labels``. Returns
+    ``{"rewards": totals, "scores": 1.0 if correct else 0.0 (OpenRLHF's 0-1 score for dynamic
+    filtering), "extra_logs": {"dsa_cast/<component>": ...,
     "dsa_cast/accuracy": ...}}``, each one value per query: ``torch.float32`` tensors when torch
     is installed (OpenRLHF's own convention), plain lists otherwise; ``as_tensors`` forces one.
     """
@@ -481,7 +536,9 @@ def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence
     ps = _column(prompts, n, "prompts") if prompts is not None else [""] * n
     refs = _column(labels, n, "labels") if labels is not None else [None] * n
     r = _named_rubric(rubric, rubric_options)
-    texts = [strip_prompt(completion_text(q), p if isinstance(p, str) else "") for q, p in zip(qs, ps)]
+    markers = check_end_markers(end_markers)
+    texts = [strip_end_markers(strip_prompt(completion_text(q), p if isinstance(p, str) else ""), markers)
+             for q, p in zip(qs, ps)]
     grades = _score_all(r, texts, refs, [None] * n, "reward_func: labels")
     columns: dict[str, list[float]] = {
         "rewards": [g.total for g in grades],

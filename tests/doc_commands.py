@@ -30,6 +30,9 @@ PLACEHOLDER = re.compile(r"\b(?:DIR|FILE|RUN|CKPT|NAME|TARGET|OUTPUTS|REFS|COMPL
 
 SKIP = (
     (re.compile(r"^(pip|python3? -m pip) "), "installs packages (the CI's install step does this)"),
+    (re.compile(r"^\.venv[\w-]*/bin/pip "), "installs packages into a test tier's venv (.ci/run does this)"),
+    (re.compile(r"^(DSA_CAST_TRAIN_PYTHON=\S+ )?\.venv[\w-]*/bin/python -m pytest\b"),
+     "runs a test tier (this is the test suite)"),
     (re.compile(r"^python3? -m venv\b|^\. \.venv/bin/activate$|^source "), "creates or enters a virtual environment"),
     (re.compile(r"^python3? -m pytest\b"), "runs the test suite (this is the test suite)"),
     (re.compile(r"^export "), "sets environment variables"),
@@ -38,7 +41,7 @@ SKIP = (
     (re.compile(r"^gcloud "), "runs on Google Cloud TPU VMs (an account and a pod slice)"),
     (re.compile(r"^(sbatch|srun) "), "submits to a Slurm cluster"),
     (re.compile(r"^wait$"), "waits for the commands started in the background above"),
-    (re.compile(r"^python3? benchmarks/(bench_grading|converter_acceptance|rubric_throughput|bench_grpo|bench_multihost)\.py"),
+    (re.compile(r"^python3? benchmarks/(bench_grading|converter_acceptance|rubric_throughput|bench_grpo|bench_grade_jobs|bench_multihost)\.py"),
      "a benchmark (minutes of CPU; run by hand, results in benchmarks/results/)"),
 )
 
@@ -157,6 +160,8 @@ def classify(command: str) -> tuple[str, str]:
         return "skip", "a synopsis (placeholders in capitals or [--options])"
     if re.match(r"^python3? -m dsa_cast_train\.evaluate --regrade\b", command):
         return "run-train", "regrades saved files (needs numpy): run as written"
+    if re.match(r"^python3? -m dsa_cast_train\.verl_data\b", command):
+        return "run-train", "writes verl parquet from the embedded GSM8K (needs pyarrow): run as written"
     if re.match(r"^python3? -m dsa_cast_train\.(sft|evaluate|grpo|pipeline)\b", command):
         return "parse", "trainer command: flags, preset and files checked with --print-config"
     if re.match(r"^python3? -m dsa_cast_train\.export\b", command):

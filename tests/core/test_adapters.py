@@ -263,6 +263,70 @@ def test_trl_logs_breakdown_once_per_batch():
     assert len(metrics) == 3  # logged by the grading call only
 
 
+def test_trl_logs_once_per_step_even_when_the_batch_comes_from_the_cache():
+    """Batches A, B, A (and A, A): every step logs its own predictions and metrics once."""
+    extra: list[tuple[str, list]] = []
+    metrics: list[tuple[str, float]] = []
+    fns = trl_rewards()
+    hooks = {"log_extra": lambda c, v: extra.append((c, v)), "log_metric": lambda n, v: metrics.append((n, v))}
+    a = ([GOOD, WRONG], ["42", "42"])
+    b = ([WRONG, MALFORMED], ["42", "42"])
+    steps = [a, b, a, a]
+    for completions, answers in steps:
+        for f in fns:
+            f(["p"] * 2, completions, answer=answers, **hooks)
+    assert fns[0].grader.graded_batches == 2  # A and B graded once each, the rest from the cache
+    predicted = [v for c, v in extra if c == "dsa_cast/predicted"]
+    assert predicted == [["42", "41"], ["41", "42"], ["42", "41"], ["42", "41"]]
+    totals = [v for n, v in metrics if n == "dsa_cast/total"]
+    assert len(totals) == len(steps)
+    assert totals[2] == totals[0] == pytest.approx((grade(GOOD, "42").total + grade(WRONG, "42").total) / 2)
+
+
+def test_trl_total_leaves_out_reference_less_items_like_trl():
+    metrics: dict[str, float] = {}
+    fns = trl_rewards()
+    kw = {"answer": ["42", None, "42"], "log_metric": lambda n, v: metrics.__setitem__(n, v)}
+    out = [f(["p"] * 3, [GOOD, GOOD, WRONG], **kw) for f in fns]
+    rows = [sum(col[i] for col in out) if out[0][i] is not None else None for i in range(3)]
+    assert rows[1] is None
+    assert metrics["dsa_cast/total"] == pytest.approx((rows[0] + rows[2]) / 2)  # TRL's own `reward`
+    assert metrics["dsa_cast/accuracy"] == pytest.approx(0.5)
+    metrics.clear()
+    for f in fns:
+        f(["p"], [GOOD], **kw | {"answer": [None]})
+    assert "dsa_cast/total" not in metrics and "dsa_cast/accuracy" not in metrics
+    assert metrics["dsa_cast/clean_rate"] == 1.0
+
+
+@pytest.mark.parametrize("tail", ["<end_of_turn>", "<end_of_turn>\n<eos>", "<|im_end|>", "</s>"])
+def test_every_adapter_strips_trailing_stop_markers(tail):
+    text = GOOD + tail
+    want = grade(GOOD, "42", question=QUESTION).total
+    assert want == 10.0 and grade(text, "42", question=QUESTION).total < want
+    for factory in (tunix_rewards, trl_rewards):
+        got = [f(["p"], [text], answer=["42"], question=[QUESTION]) for f in factory()]
+        assert math.fsum(c[0] for c in got) == want
+        kept = [f(["p"], [text], answer=["42"], question=[QUESTION]) for f in factory(end_markers=())]
+        assert math.fsum(c[0] for c in kept) < want
+    assert compute_score("gsm8k", text, "42", {"question": QUESTION})["score"] == want
+    assert compute_score("gsm8k", text, "42", {"question": QUESTION}, end_markers=[])["score"] < want
+    assert compute_score_batch(["gsm8k"], [text], ["42"], [{"question": QUESTION}])[0]["score"] == want
+    prompt = "<start_of_turn>user\nq<end_of_turn>\n<start_of_turn>model\n"
+    out = reward_func([prompt + text], [prompt], ["42"], as_tensors=False)
+    assert out["rewards"] == [grade(GOOD, "42").total] == [10.0]
+    assert reward_func([prompt + text], [prompt], ["42"], as_tensors=False, end_markers=())["rewards"][0] == 9.5
+    custom = reward_func([prompt + GOOD + "<STOP>"], [prompt], ["42"], as_tensors=False, end_markers=["<STOP>"])
+    assert custom["rewards"] == [10.0]
+
+
+def test_end_markers_are_checked():
+    with pytest.raises(TypeError, match="end_markers"):
+        trl_rewards(end_markers="<end_of_turn>")
+    with pytest.raises(ValueError, match=r"end_markers\[0\]"):
+        compute_score("gsm8k", GOOD, "42", end_markers=[""])
+
+
 def test_completion_text_formats():
     assert completion_text("x") == "x"
     assert completion_text([{"role": "assistant", "content": "a"}]) == "a"
@@ -441,6 +505,8 @@ def _plain_signature(fn) -> str:
             parts.append(f"**{p.name}")
         elif p.default is p.empty:
             parts.append(p.name)
+        elif p.default is adapters.END_MARKERS:
+            parts.append(f"{p.name}=END_MARKERS")
         else:
             default = f'"{p.default}"' if isinstance(p.default, str) else repr(p.default)
             parts.append(f"{p.name}={default}")

@@ -357,6 +357,66 @@ def test_grade_the_labelled_benchmark_corpus_end_to_end(tmp_path, monkeypatch):
     assert f"({expected}/{len(items)} with a reference)" in out
 
 
+# -- grade --jobs ----------------------------------------------------------------------------
+
+LINES = [  # good, wrong, bad JSON, no completion field, bad reference, conversational, blank
+    {"id": 1, "completion": GOOD, "answer": "42"},
+    {"id": 2, "completion": WRONG, "answer": "#### 42"},
+    "{not json",
+    {"id": 4, "text": GOOD},
+    {"id": 5, "completion": GOOD, "answer": "no number"},
+    {"id": 6, "completion": [{"role": "assistant", "content": GOOD}], "answer": 42},
+    "",
+    {"id": 8, "completion": "<answer>7</answer>", "answer": "7", "question": "What is 3 + 4?"},
+]
+
+
+def _grade_files(tmp_path: Path, name: str, lines: list, *args: str) -> tuple[int, str, str, dict]:
+    src = write_jsonl(tmp_path / f"{name}.jsonl", lines)
+    out_dir = tmp_path / f"{name}.out"
+    code, out, err = run("grade", str(src), "--out", str(out_dir), "--no-plots", "--progress", "off", *args)
+    files = {p.name: p.read_bytes().replace(str(src).encode(), b"SRC")
+             for p in sorted(out_dir.iterdir())} if out_dir.exists() else {}
+    return code, out.replace(str(out_dir), "OUT"), err.replace(str(src), "SRC"), files
+
+
+@pytest.mark.parametrize("extra", [["--skip-bad"], [], ["--skip-bad", "--rubric", "seed"]])
+def test_jobs_give_byte_identical_output(tmp_path, monkeypatch, extra):
+    from dsa_cast import cli
+
+    monkeypatch.setattr(cli, "CONFIG", cli.CliConfig(jobs_chunk_records=3))  # many chunks
+    lines = LINES * 4
+    one = _grade_files(tmp_path, "one", lines, "--jobs", "1", *extra)
+    two = _grade_files(tmp_path, "two", lines, "--jobs", "2", *extra)
+    assert one[0] == two[0] == (0 if "--skip-bad" in extra else 2)
+    assert one[1:] == two[1:]
+    results = one[3].get("results.jsonl", b"").decode().splitlines()
+    if "--skip-bad" not in extra:
+        assert len(results) == 2  # stopped at line 3
+    else:  # the seed rubric reads "no number" as no reference instead of refusing it
+        assert len(results) == (16 if "seed" not in extra else 20)
+
+
+def test_jobs_with_an_order_joined_answers_file(tmp_path, monkeypatch):
+    from dsa_cast import cli
+
+    monkeypatch.setattr(cli, "CONFIG", cli.CliConfig(jobs_chunk_records=2))
+    outs = [{"completion": GOOD if i % 3 else WRONG} for i in range(11)] + ["{bad"]
+    refs = write_jsonl(tmp_path / "refs.jsonl", [{"question": f"q{i}", "answer": f"#### {42 + i % 2}"}
+                                                  for i in range(11)])
+    got = [_grade_files(tmp_path, f"j{j}", outs, "--answers", str(refs), "--skip-bad", "--jobs", str(j))
+           for j in (1, 2)]
+    assert got[0][1:] == got[1][1:]
+    assert len(got[0][3]["results.jsonl"].decode().splitlines()) == 11
+
+
+def test_jobs_must_be_positive(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "o.jsonl", [{"completion": GOOD}])
+    for bad in ("0", "-2", "many"):
+        code, _, _ = run("grade", str(src), "--jobs", bad)
+        assert code == 2 and "--jobs" in capsys.readouterr().err  # argparse's usage error
+
+
 @pytest.mark.parametrize("stdin_text, argv", [("", ["explain", "--answer", "18"]),
                                               ("", ["explain", "--answer", "18", ""]),
                                               ("  \n", ["explain", "--answer", "18", "-"])])

@@ -298,13 +298,17 @@ def test_safetensors_reloads_identically_through_tunix(tmp_path, num_kv_heads, d
     model = _tiny_model(num_kv_heads=num_kv_heads, dtype=dtype)
     fused = "qkv_einsum" in " ".join(_params(model))
     assert fused == (num_kv_heads == 2)
+    from dsa_cast_train import hf_tokenizer, models
+
     tok = tmp_path / "tok.model"
-    tok.write_bytes(b"sentencepiece-bytes")
+    tok.write_bytes(models.build_tiny_tokenizer().serialized_model_proto())
     result = ex.export_safetensors(model, tmp_path / "hf", tokenizer_path=tok, eos_ids=(1, 106))
     assert result.verified and result.tensors == 2 + 13 * 2
     out = tmp_path / "hf"
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.model"]
-    assert (out / "tokenizer.model").read_bytes() == b"sentencepiece-bytes"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["config.json", "model.safetensors", *hf_tokenizer.HF_TOKENIZER_FILES])
+    assert (out / "tokenizer.model").read_bytes() == tok.read_bytes()
+    assert stat.S_IMODE(out.stat().st_mode) == _mkdir_mode(tmp_path)  # as mkdir makes it, not 0700
     tensors = st_np.load_file(str(out / "model.safetensors"))
     expected = {"model.embed_tokens.weight", "model.norm.weight"} | {
         f"model.layers.{i}.{k}" for i in range(2) for k in HF_LAYER_KEYS}
@@ -333,24 +337,50 @@ def test_safetensors_config_json_reads_as_hf_gemma3(tmp_path):
 
 
 def test_safetensors_serialises_sentencepiece_tokenizer_and_refuses_overwrite(tmp_path):
+    import sentencepiece as spm
+
+    from dsa_cast_train import models
+
+    sp = models.build_tiny_tokenizer()
+    model = _tiny_model()
+    ex.export_safetensors(model, tmp_path / "hf", tokenizer=sp, verify=False)
+    reloaded = spm.SentencePieceProcessor(model_file=str(tmp_path / "hf" / "tokenizer.model"))
+    assert reloaded.EncodeAsIds("one two") == sp.EncodeAsIds("one two")
+    cfg = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
+    assert cfg["add_bos_token"] is True and "chat_template" in cfg
+    with pytest.raises(ex.ExportError, match="exists and is not empty"):
+        ex.export_safetensors(model, tmp_path / "hf", verify=False)
+    ex.export_safetensors(model, tmp_path / "hf", verify=False, overwrite=True)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.")]
+
+
+def _mkdir_mode(where: Path) -> int:
+    """The mode a plain ``mkdir`` gives here (0777 less the umask)."""
+    probe = where / ".mode-probe"
+    probe.mkdir()
+    mode = stat.S_IMODE(probe.stat().st_mode)
+    probe.rmdir()
+    return mode
+
+
+def test_safetensors_refuses_a_tokenizer_it_cannot_mirror_before_writing(tmp_path):
     import io
 
     import sentencepiece as spm
 
-    buf = io.BytesIO()
+    buf = io.BytesIO()  # a unigram model with NFKC normalisation: no BPE tokenizer.json mirrors it
     spm.SentencePieceTrainer.train(sentence_iterator=iter(["one two three four five six"] * 50),
                                    model_writer=buf, vocab_size=40, hard_vocab_limit=False,
                                    pad_id=0, eos_id=1, bos_id=2, unk_id=3)
     sp = spm.SentencePieceProcessor()
     sp.LoadFromSerializedProto(buf.getvalue())
-    model = _tiny_model()
-    ex.export_safetensors(model, tmp_path / "hf", tokenizer=sp, verify=False)
-    reloaded = spm.SentencePieceProcessor(model_file=str(tmp_path / "hf" / "tokenizer.model"))
-    assert reloaded.EncodeAsIds("one two") == sp.EncodeAsIds("one two")
-    with pytest.raises(ex.ExportError, match="exists and is not empty"):
-        ex.export_safetensors(model, tmp_path / "hf", verify=False)
-    ex.export_safetensors(model, tmp_path / "hf", verify=False, overwrite=True)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.")]
+    with pytest.raises(ex.ExportError, match="only BPE"):
+        ex.export_safetensors(_tiny_model(), tmp_path / "hf", tokenizer=sp, verify=False)
+    bad = tmp_path / "bad.model"
+    bad.write_bytes(b"not a sentencepiece model")
+    with pytest.raises(ex.ExportError, match="bad.model.*not a SentencePiece model"):
+        ex.export_safetensors(_tiny_model(), tmp_path / "hf", tokenizer_path=bad, verify=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.model"]  # nothing written
 
 
 def test_safetensors_bf16_cast_and_bad_dtype(tmp_path):

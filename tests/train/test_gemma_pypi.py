@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -41,8 +42,8 @@ ROUND_TRIP_TEXTS = [
     "CALC: 12 * (3 + 4) = 84\n<answer>84</answer>",
 ]
 # Printable text plus whitespace and emoji; no surrogates or NUL (not valid text for a tokenizer).
-TEXT = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=60
+TEXT = st.text(  # U+2581 is SentencePiece's escaped space: a literal one decodes as " "
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\u2581"), max_size=60
 )
 
 
@@ -422,6 +423,36 @@ def test_real_tokenizer_round_trips(real_tokenizer, text):
 @given(text=TEXT)
 def test_real_tokenizer_round_trip_property(real_tokenizer, text):
     assert real_tokenizer.DecodeIds(real_tokenizer.EncodeAsIds(text)) == text
+
+
+@pytest.fixture(scope="module")
+def real_hf_tokenizer(converted):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(converted / "tokenizer.json"))
+
+
+def test_real_conversion_is_a_complete_hf_directory(converted, real_tokenizer, real_hf_tokenizer):
+    cfg = json.loads((converted / "config.json").read_text())
+    assert cfg["architectures"] == ["Gemma3ForCausalLM"] and cfg["model_type"] == "gemma3_text"
+    assert (cfg["vocab_size"], cfg["num_hidden_layers"], cfg["hidden_size"]) == (262_144, 18, 640)
+    assert cfg["eos_token_id"] == [1, 106] and cfg["bos_token_id"] == 2 and cfg["pad_token_id"] == 0
+    gen = json.loads((converted / "generation_config.json").read_text())
+    assert gen["eos_token_id"] == [1, 106]
+    tok_cfg = json.loads((converted / "tokenizer_config.json").read_text())
+    assert tok_cfg["add_bos_token"] is True and tok_cfg["bos_token"] == "<bos>"
+    assert tok_cfg["additional_special_tokens"] == ["<start_of_turn>", "<end_of_turn>"]
+    for text in [*ROUND_TRIP_TEXTS, CHAT_PROMPT]:
+        assert real_hf_tokenizer.encode(text, add_special_tokens=False).ids == real_tokenizer.EncodeAsIds(text)
+    assert real_hf_tokenizer.encode("Hi").ids[0] == 2
+    assert stat.S_IMODE(converted.stat().st_mode) & 0o055 == 0o055
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=TEXT)
+def test_real_hf_tokenizer_gives_sentencepiece_ids(real_tokenizer, real_hf_tokenizer, text):
+    """Runs of spaces included (transformers' generic Gemma conversion differs on those)."""
+    assert real_hf_tokenizer.encode(text, add_special_tokens=False).ids == real_tokenizer.EncodeAsIds(text)
 
 
 def test_second_prepare_reuses_the_cache(converted, shared_cache, monkeypatch):

@@ -110,7 +110,7 @@ def test_chunked_logps_match_tunix(small_model, chunk, remat):
 def test_last_token_prefill_samples_the_same_tokens(tiny_loaded):
     from tunix.generate import sampler as sampler_lib
 
-    from dsa_cast_train import lean_grpo
+    from dsa_cast_train import sampling_model
 
     model, tok, cfg = tiny_loaded.model, tiny_loaded.tokenizer, tiny_loaded.model_config
     cache = sampler_lib.CacheConfig(cache_size=96, num_layers=cfg.num_layers, num_kv_heads=cfg.num_kv_heads,
@@ -124,8 +124,8 @@ def test_last_token_prefill_samples_the_same_tokens(tiny_loaded):
 
     plain_sampler, plain = sample()
     assert not plain_sampler._supports_decode_only_last_token
-    lean_grpo.enable_last_token_prefill(model)
-    assert isinstance(model, lean_grpo.LastTokenPrefillGemma3)
+    sampling_model.enable_last_token_prefill(model)
+    assert isinstance(model, sampling_model.LastTokenPrefillGemma3)
     lean_sampler, lean = sample()
     assert lean_sampler._supports_decode_only_last_token  # the sampler now asks for last-token logits
     assert [list(map(int, a)) for a in lean] == [list(map(int, a)) for a in plain]
@@ -136,6 +136,22 @@ def test_last_token_prefill_samples_the_same_tokens(tiny_loaded):
     full, _ = model(tokens, pos, None, mask)
     last, _ = model(tokens, pos, None, mask, decode_only_last_token=True)
     np.testing.assert_allclose(np.asarray(last[:, 0]), np.asarray(full[:, -1]), atol=1e-5)
+
+
+def test_sampling_view_of_a_remat_model_samples_like_the_plain_model(tiny_config):
+    """A model built with ``model.remat = block`` cannot run Tunix's decode loop; its sampling
+    view (same arrays, no remat, last-token prefill) samples exactly what the plain model does."""
+    from dsa_cast_train import evaluate, models, sampling_model
+
+    plain = models.load(tiny_config.model)
+    remat = models.load(dataclasses.replace(tiny_config.model, remat="block"))
+    view = sampling_model.sampling_view(remat.model)
+    assert isinstance(view, sampling_model.LastTokenPrefillGemma3)
+    assert view.embedder.input_embedding.value is remat.model.embedder.input_embedding.value  # no copy
+    prompts = ["<start_of_turn>user\nWhat is 2 + 2?<end_of_turn>\n<start_of_turn>model\n"]
+    want = evaluate.generate(plain, prompts, max_new_tokens=12, max_prompt_length=48, batch_size=1)
+    got = evaluate.generate(remat, prompts, max_new_tokens=12, max_prompt_length=48, batch_size=1)
+    assert got == want
 
 
 def test_lean_cluster_reference_logps_and_no_anchor(tiny_config, tmp_path):
@@ -201,3 +217,54 @@ def test_lean_and_tunix_runs_train_the_same_actor(tiny_config, tmp_path, monkeyp
     assert moved > 1e-4
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(states["lean"], states["tunix"]))
     assert diff < 1e-3 * moved
+
+
+def test_xla_flags_apply_adds_the_scheduler_flag_once_and_respects_the_user():
+    from dsa_cast_train import xla_flags
+
+    env: dict[str, str] = {}
+    assert xla_flags.apply(env) == "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+    assert xla_flags.apply(env) == env["XLA_FLAGS"]  # idempotent
+    assert env["XLA_FLAGS"].count("concurrency_optimized_scheduler") == 1
+    user = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2 "
+                         "--xla_cpu_enable_concurrency_optimized_scheduler=true"}
+    xla_flags.apply(user)
+    assert user["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=2",
+                                         "--xla_cpu_enable_concurrency_optimized_scheduler=true"]
+    import os
+
+    import dsa_cast_train  # noqa: F401  (importing the package applies it to this process)
+
+    assert "--xla_cpu_enable_concurrency_optimized_scheduler" in os.environ["XLA_FLAGS"]
+
+
+def test_progress_printer_pools_evaluation_batches_and_reports_pace(caplog):
+    import logging
+
+    from dsa_cast_train import grpo
+
+    ticks = iter([0.0, 40.0, 80.0])
+    printer = grpo.ProgressPrinter(4, clock=lambda: next(ticks))
+
+    def rec(mode, step, n=2, reward=1.0, acc=0.5):
+        return {"mode": mode, "step": step, "n": n, "reward_mean": reward, "format_adherence": 1.0,
+                "accuracy": acc, "graded_with_reference": n, "components": {"dsa_cast_format": 1.0},
+                "groups": 1, "groups_with_signal": 1}
+
+    with caplog.at_level(logging.INFO, logger="dsa_cast_train.grpo"):
+        for batch in range(4):  # four held-out batches of one evaluation: one pooled line
+            printer(rec("eval", 0, reward=float(batch)))
+        printer(rec("train", 1))
+        printer(rec("train", 2))
+        printer(rec("train", 3))
+        printer(rec("eval", 3, n=4, acc=1.0))
+        printer.flush()
+        printer.flush()  # nothing waiting: no second line
+    lines = [r.getMessage() for r in caplog.records]
+    evals = [line for line in lines if line.startswith("[eval]")]
+    assert evals == ["[eval] after 0 actor steps, 8 held-out completions: reward 1.500, format 1.00, accuracy 0.50",
+                     "[eval] after 3 actor steps, 4 held-out completions: reward 1.000, format 1.00, accuracy 1.00"]
+    trains = [line for line in lines if line.startswith("[train]")]
+    assert len(trains) == 3 and "s/step" not in trains[0]
+    assert "40 s/step, ~80 s left" in trains[2]  # 2 steps in 80 s; steps 3 and 4 to go
+    assert lines.index(evals[0]) < lines.index(trains[0])
