@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-from concurrent import futures
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ import secrets
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -405,17 +405,6 @@ def check_shared_directory(path: str | Path, timeout_s: float = BARRIER_TIMEOUT_
             f"run dir {path} is not one file system shared by all {process_count()} processes ({who}). "
             f"Checkpoints are written by every process into the same directory: put --run-dir on a file "
             f"system every host mounts at the same path (NFS, Lustre, GCS FUSE, Filestore)")
-
-
-def all_gather_numbers(values: Sequence[float]) -> list[list[float]]:
-    """Every process's ``values`` (same length everywhere), through a JAX collective."""
-    if process_count() == 1:
-        return [list(values)]
-    import numpy as np
-    from jax.experimental import multihost_utils
-
-    gathered = multihost_utils.process_allgather(np.asarray(values, dtype=np.float64))
-    return np.asarray(gathered).reshape(process_count(), len(values)).tolist()
 
 
 # ----------------------------------------------------------------------------------------
