@@ -29,8 +29,8 @@ pytest.importorskip("tunix")
 pytestmark = [pytest.mark.train, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-HARD_KILL_S = 420
-"""No child lives longer than this, whatever happens."""
+HARD_KILL_S = int(os.environ.get("DSA_CAST_TEST_HARD_KILL_S", "420"))
+"""No child lives longer than this, whatever happens (about 1 min each on a quiet 2-core CPU)."""
 HEARTBEAT_S = 10
 """``DSA_CAST_HEARTBEAT_SECONDS`` of the children: a dead peer is declared after this."""
 
@@ -120,7 +120,7 @@ def pairs():
         pair.kill()
 
 
-def _wait_for(path: Path, pattern: str, pair: Pair, timeout: float = 300) -> re.Match:
+def _wait_for(path: Path, pattern: str, pair: Pair, timeout: float = HARD_KILL_S) -> re.Match:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         text = path.read_text(encoding="utf-8") if path.is_file() else ""
