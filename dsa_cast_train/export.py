@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dsa_cast_train.export")
 
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_FORMAT = "dsa-cast-export/1"

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("dsa_cast_train.grpo")  # not __main__ under `python -m`: run.log gets it
+log = logging.getLogger("dsa_cast_train.grpo")
 
 METRICS_FILE = "metrics.jsonl"
 ROLLOUTS_FILE = "rollouts.jsonl"

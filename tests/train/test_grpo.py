@@ -426,6 +426,16 @@ def test_prompt_filter_and_batch_checks(tiny_tokenizer):
                            run_dir=Path("."), reward_fns=[])
 
 
+def test_calc_steps_counts_the_reference_solution_calculator_lines():
+    from dsa_cast_train import data, grpo
+
+    record = {"question": "Tom has 3 bags of 4 apples and eats 2. How many are left?",
+              "answer": "3 bags of 4 is <<3*4=12>>12 apples. 12 - 2 = <<12-2=10>>10 are left.\n#### 10"}
+    example = data.gsm8k_to_dsa(record)
+    assert grpo.calc_steps(example) == 2
+    assert grpo.calc_steps(data.Example("What is 2+3?", "no evidence", "5")) == 0
+
+
 def test_reference_init_is_the_init_checkpoint_and_stays_frozen(grpo_run, grpo_config, tmp_path, monkeypatch):
     """``grpo.reference = "init"``: the frozen KL reference is the actor's starting weights (the
     init checkpoint), not the base model, and GRPO leaves it bit-identical."""
