@@ -613,7 +613,10 @@ def _evaluate_model(loaded: Any, examples: Sequence[Any], label: str, config: co
 
 def run(config: config_lib.PipelineConfig, run_dir: str | Path, *, overwrite: bool = False) -> EvalResult:
     """Evaluate the configured model(s) on ``eval.num_items`` test items; write the reports."""
+    from dsa_cast_train import distributed
+
     t0 = time.perf_counter()
+    distributed.initialize()  # before the run directory is touched (multi-host)
     with runs.prepare(run_dir, "evaluate", config, overwrite=overwrite, resumable=False) as run_info, \
             runs.logging_to(run_info):
         log.info("evaluation in %s (config: %s)", run_info.path, run_info.config_file.name)
@@ -627,7 +630,6 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, t0: float) ->
 
     ev = config.eval
     plan = targets(ev)
-    models.maybe_initialize_distributed()
     mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
     examples = sft.load_examples(config.data, ev.split, limit=ev.num_items)
     if not examples:

@@ -97,7 +97,7 @@ class RewardLogger:
         self,
         reward_fns: Sequence[Callable[..., Any]],
         *,
-        metrics_path: str | Path,
+        metrics_path: str | Path | None,
         rubric: str,
         step_fn: Callable[[], int] = lambda: 0,
         rollouts_path: str | Path | None = None,
@@ -108,7 +108,7 @@ class RewardLogger:
         if num_generations < 1:
             raise ValueError(f"RewardLogger: num_generations must be at least 1, got {num_generations}")
         self.num_generations = num_generations
-        self.metrics_path = Path(metrics_path)
+        self.metrics_path = Path(metrics_path) if metrics_path is not None else None  # None: no files
         self.rollouts_path = Path(rollouts_path) if rollouts_path else None
         self.rubric = rubric
         self.step_fn = step_fn
@@ -187,7 +187,8 @@ class RewardLogger:
             "reward_seconds": slot["seconds"],
             "time": time.time(),
         }
-        _append_jsonl(self.metrics_path, [record])
+        if self.metrics_path is not None:
+            _append_jsonl(self.metrics_path, [record])
         if self.rollouts_path is not None:
             rows = []
             for i, (c, a, q) in enumerate(zip(completions, answers, questions)):
@@ -414,6 +415,8 @@ def build_learner(*, actor, reference, tokenizer, mesh, g, eos_ids: Sequence[int
     from tunix.rl.grpo import grpo_learner as grpo_lib
     from tunix.sft import metrics_logger
 
+    from dsa_cast_train import distributed
+
     if g.batch_size % g.micro_batch_size:
         raise ValueError(f"grpo.micro_batch_size ({g.micro_batch_size}) must divide "
                          f"grpo.batch_size ({g.batch_size})")
@@ -431,7 +434,8 @@ def build_learner(*, actor, reference, tokenizer, mesh, g, eos_ids: Sequence[int
         train_micro_batch_size=g.micro_batch_size if g.micro_batch_size < g.batch_size else None,
         checkpoint_root_directory=str(run_dir / CHECKPOINT_DIR),
         checkpointing_options=ocp.CheckpointManagerOptions(
-            save_interval_steps=g.save_every_steps, max_to_keep=g.keep_checkpoints),
+            save_interval_steps=g.save_every_steps, max_to_keep=g.keep_checkpoints,
+            enable_async_checkpointing=distributed.async_checkpointing()),
         metrics_logging_options=metrics_logger.MetricsLoggerOptions(log_dir=str(run_dir / TENSORBOARD_DIR)),
         pbar_description="GRPO",
     )
@@ -519,11 +523,10 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> GRPOResult:
     Resumes from ``<run_dir>/checkpoints/actor`` when it holds a step; a run directory holding
     files of another kind refuses to start unless ``overwrite``.
     """
-    import jax  # noqa: F401  (initialise JAX before anything else touches devices)
-
-    from dsa_cast_train import runs
+    from dsa_cast_train import distributed, runs
 
     t_start = time.perf_counter()
+    distributed.initialize()  # multi-host: before anything touches devices or the run directory
     run_path = Path(run_dir)
     with runs.prepare(run_path, "grpo", config, overwrite=overwrite, must_match=RESUME_MUST_MATCH) as rd, \
             runs.logging_to(rd):
@@ -531,14 +534,15 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> GRPOResult:
 
 
 def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: bool) -> GRPOResult:
-    from dsa_cast_train import data, digests, guards, models, sft
+    from dsa_cast_train import data, digests, distributed, guards, models, sft
 
     g = config.grpo
     done = models.checkpoint_steps(ckpt_dir)
     resumed_from = done[-1] if done else 0
     metrics_path = run_path / METRICS_FILE
     rollouts_path = run_path / ROLLOUTS_FILE
-    if resumed:
+    primary = distributed.is_primary()  # the only process that writes files
+    if resumed and primary:
         # records logged after the newest checkpoint belong to steps that will be redone
         redo_eval = resumed_from < g.max_steps and g.eval_prompts > 0 and resumed_from % g.eval_every_steps == 0
         for p in (metrics_path, rollouts_path):
@@ -579,9 +583,14 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
             # which never wrote the format; restored separately so a resumed run gets it too
             root, step = init_actor(reference, g.init_checkpoint)
             log.info("reference initialised from %s (step %d)", root, step)
+        if distributed.process_count() > 1:
+            log.info("GRPO on %d processes: each rolls out the same %d prompts x %d generations per step "
+                     "(replicated rollouts: Tunix 0.1.7's sampler takes its prompts as values replicated "
+                     "on every process; see docs/multihost.md); process 0 writes the records",
+                     distributed.process_count(), g.batch_size, g.num_generations)
         progress = ProgressPrinter(g.max_steps)
-        rec_logger = RewardLogger(reward_functions(g.rubric), metrics_path=metrics_path, rubric=g.rubric,
-                                  rollouts_path=rollouts_path,
+        rec_logger = RewardLogger(reward_functions(g.rubric), metrics_path=metrics_path if primary else None,
+                                  rubric=g.rubric, rollouts_path=rollouts_path if primary else None,
                                   prefix=data.REASONING_START + "\n" if prefill else "",
                                   on_record=progress, num_generations=g.num_generations)
         if resumed_from:  # RLCluster restores the newest actor step (model and optimizer): check it first
@@ -590,35 +599,62 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
                                          mesh=mesh, g=g, eos_ids=loaded.eos_ids, run_dir=run_path,
                                          reward_fns=rec_logger.reward_fns, metric_fns=[rec_logger.metric_fn])
         rec_logger.step_fn = lambda: cluster.global_steps
-        digests.track(cluster.actor_trainer.checkpoint_manager, ckpt_dir)  # each committed step gets its digests
+        if primary:  # each committed step gets its digests (process 0 writes the files)
+            digests.track(cluster.actor_trainer.checkpoint_manager, ckpt_dir)
         cluster.actor_trainer.with_training_hooks(guards.finite_hooks("GRPO"))  # stop on a NaN/inf loss
+        if distributed.process_count() > 1:  # same order of computations on every process
+            learner.executor = distributed.InlineExecutor()
         train_ds = data.grpo_dataset(train_examples, batch_size=g.batch_size, seed=config.data.shuffle_seed,
                                      system_prompt=system_prompt, prefill=prefill, epochs=None)
         eval_ds = eval_dataset(held_out, loaded.tokenizer, g, system_prompt=system_prompt, prefill=prefill)
-        try:
-            with mesh:
+        distributed.watch_preemption(cluster.actor_trainer.checkpoint_manager)
+        with mesh:
+            try:
                 learner.train(train_ds, eval_ds)
-        except guards.NonFiniteError as err:  # keep the last good checkpoint as the newest one
-            guards.discard_checkpoints_from(cluster.actor_trainer.checkpoint_manager, ckpt_dir, err, resumed_from)
+            except distributed.Preempted:
+                cluster.close()  # commits the checkpoint, flushes Tunix's metrics
+                progress.flush()
+                if primary:
+                    digests.record_new(ckpt_dir)
+                log.warning("SIGTERM: stopped after actor checkpoint step %d of %d; the same command resumes",
+                            int(cluster.actor_trainer.train_steps), g.max_steps)
+                raise
+            except guards.NonFiniteError as err:  # keep the last good checkpoint as the newest one
+                if primary:
+                    guards.discard_checkpoints_from(cluster.actor_trainer.checkpoint_manager, ckpt_dir, err,
+                                                    resumed_from)
+                    digests.record_new(ckpt_dir)
+                raise
+        if primary:
             digests.record_new(ckpt_dir)
-            raise
-        digests.record_new(ckpt_dir)
         progress.flush()
         actor_steps = int(cluster.actor_trainer.train_steps)
+        losses = _actor_losses(cluster)
+        if losses:  # on every process: its log shows what it computed (multi-host: the same everywhere)
+            log.info("actor loss per update: %s", " ".join(f"{x:.6g}" for x in losses))
     else:
         log.info("GRPO already finished (actor step %d >= grpo.max_steps=%d)", resumed_from, g.max_steps)
 
-    curve = plot_reward_curve(metrics_path, run_path / REWARD_CURVE_FILE)
+    curve = plot_reward_curve(metrics_path, run_path / REWARD_CURVE_FILE) if primary else None
     train_recs = read_metrics(metrics_path, "train")
     result = GRPOResult(run_dir=run_path, checkpoint_dir=ckpt_dir, actor_steps=actor_steps,
                         resumed_from=resumed_from, prompts=len(train_examples), dropped_prompts=dropped,
                         metrics_path=metrics_path, reward_curve=curve,
                         seconds=time.perf_counter() - t_start, last=train_recs[-1] if train_recs else None)
-    summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}
-    from dsa_cast_train import runs
+    if primary:
+        summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}
+        from dsa_cast_train import runs
 
-    runs.write_json(run_path / SUMMARY_FILE, summary)
+        runs.write_json(run_path / SUMMARY_FILE, summary)
     return result
+
+
+def _actor_losses(cluster) -> list[float]:
+    """The actor's loss of every update of this start, from Tunix's in-process metric history."""
+    logger = cluster.actor_trainer.metrics_logger
+    if not logger.metric_exists("actor", "loss", "train"):
+        return []
+    return [float(x) for x in logger.get_metric_history("actor", "loss", "train")]
 
 
 def init_actor(actor, init_checkpoint: str | Path) -> tuple[Path, int]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -59,10 +58,6 @@ HF_REPOS: Mapping[str, str] = {
     name: f"google/{name.replace('gemma3', 'gemma-3')}" for name in VARIANTS
 }
 """Default Hugging Face Hub repos per variant (gated: accept the licence, set ``HF_TOKEN``)."""
-
-DISTRIBUTED_ENV = "DSA_CAST_DISTRIBUTED"
-"""Set to 1 to call ``jax.distributed.initialize()`` (multi-host TPU/GPU)."""
-COORDINATOR_ENVS = ("JAX_COORDINATOR_ADDRESS", "JAX_COORDINATOR_IP")
 
 
 class ModelSourceError(RuntimeError):
@@ -192,31 +187,12 @@ def stop_ids(tokenizer) -> tuple[int, ...]:
 # mesh and multi-host
 
 
-def distributed_requested(env: Mapping[str, str] | None = None) -> bool:
-    """True when the environment asks for ``jax.distributed`` (see ``DISTRIBUTED_ENV``)."""
-    env = os.environ if env is None else env
-    flag = env.get(DISTRIBUTED_ENV, "").strip().lower()
-    if flag in ("0", "false", "no"):
-        return False
-    return flag in ("1", "true", "yes") or any(env.get(k) for k in COORDINATOR_ENVS)
-
-
 def maybe_initialize_distributed(env: Mapping[str, str] | None = None) -> bool:
-    """Call ``jax.distributed.initialize()`` once when requested; returns whether it is active.
+    """Start ``jax.distributed`` when the environment asks (:func:`distributed.initialize`, which
+    holds the details); returns whether this is a multi-process run. Must precede any JAX call."""
+    from dsa_cast_train import distributed
 
-    Must run before any other JAX call. Coordinator address, process count and id come
-    from the JAX environment variables or the TPU/Slurm/MPI auto-detection.
-    """
-    import jax
-
-    if jax.distributed.is_initialized():
-        return True
-    if not distributed_requested(env):
-        return False
-    jax.distributed.initialize()
-    log.info("jax.distributed: process %d of %d, %d global devices",
-             jax.process_index(), jax.process_count(), jax.device_count())
-    return True
+    return distributed.initialize(distributed.settings_from_env(env))
 
 
 def mesh_shape(device_count: int, fsdp: int | None = None, tp: int | None = None) -> tuple[int, int]:
@@ -226,26 +202,46 @@ def mesh_shape(device_count: int, fsdp: int | None = None, tp: int | None = None
     if fsdp is None:
         fsdp = max(1, device_count // tp)
     if fsdp * tp > device_count:
-        raise ValueError(
+        raise ConfigError(
             f"mesh.fsdp x mesh.tp = {fsdp} x {tp} = {fsdp * tp} exceeds the {device_count} "
             f"available device(s); set --set mesh.fsdp=N --set mesh.tp=M with N x M <= {device_count}")
     return fsdp, tp
 
 
+def mesh_devices(devices: Sequence[Any], fsdp: int | None = None, tp: int | None = None,
+                 process_count: int = 1) -> tuple[int, int, list[Any]]:
+    """``(fsdp, tp, the first fsdp x tp devices)``; a :class:`ConfigError` when that leaves a process
+    of a ``process_count``-process run without a device (it could take no part in the run)."""
+    fsdp, tp = mesh_shape(len(devices), fsdp, tp)
+    chosen = list(devices)[: fsdp * tp]
+    used = {int(getattr(d, "process_index", 0)) for d in chosen}
+    idle = [i for i in range(process_count) if i not in used]
+    if idle:
+        raise ConfigError(
+            f"mesh (fsdp {fsdp} x tp {tp}) uses {len(chosen)} of the {len(devices)} devices of the "
+            f"{process_count} processes and none of process(es) {', '.join(map(str, idle[:8]))}; every "
+            f"process needs a device: leave mesh.fsdp unset (--set mesh.fsdp=none) to use all devices, or "
+            f"choose mesh.fsdp x mesh.tp = {len(devices)}")
+    return fsdp, tp, chosen
+
+
 def make_mesh(fsdp: int | None = None, tp: int | None = None, devices: Sequence[Any] | None = None):
     """A ``("fsdp", "tp")`` mesh with Auto axes (Tunix's optimizer sharding needs Auto, pitfall 2).
 
-    Uses the first ``fsdp x tp`` devices (all of them by default), laid out with
-    ``mesh_utils`` for a good TPU/GPU topology when possible.
+    Uses the first ``fsdp x tp`` devices (all global devices by default, so every process of a
+    multi-host run takes part), laid out with ``mesh_utils`` for a good TPU/GPU topology when
+    possible. A mesh that leaves a process without a device is a :class:`ConfigError`.
     """
     import jax
     import numpy as np
     from jax.sharding import AxisType, Mesh
 
+    from dsa_cast_train import distributed
+
     maybe_initialize_distributed()  # must precede the first device query on multi-host runs
+    distributed.check_single_controller()
     devices = list(jax.devices() if devices is None else devices)
-    fsdp, tp = mesh_shape(len(devices), fsdp, tp)
-    chosen = devices[: fsdp * tp]
+    fsdp, tp, chosen = mesh_devices(devices, fsdp, tp, jax.process_count())
     if len(chosen) < len(devices):
         log.warning("mesh (%d, %d) uses %d of %d devices", fsdp, tp, len(chosen), len(devices))
     try:
@@ -262,6 +258,9 @@ def shard_model(model: Any, mesh: Any) -> None:
     import jax
     from flax import nnx
 
+    from dsa_cast_train import distributed
+
+    distributed.barrier("model placement")  # the first collective: gloo waits only 30 s for a late process
     state = nnx.state(model)
     try:
         placed = jax.device_put(state, nnx.get_named_sharding(state, mesh))
@@ -378,6 +377,10 @@ def _load_local(spec: ModelSpec, path: str | Path, mesh: Any, variant: str | Non
         raise ModelSourceError(
             f"{root / 'tokenizer.model'} has {tokenizer.GetPieceSize()} pieces but variant "
             f"{variant!r} embeds only {cfg.num_embed}; is model.variant right?")
+    if mesh is not None:
+        from dsa_cast_train import distributed
+
+        distributed.barrier("model placement")  # the first collective: gloo waits only 30 s for a late process
     model = params_safetensors.create_model_from_safe_tensors(
         str(root), cfg, mesh=mesh, dtype=_dtype(spec.dtype))
     return Loaded(model, tokenizer, cfg, stop_ids(tokenizer), int(tokenizer.pad_id()), mesh, str(root))

@@ -162,7 +162,10 @@ def _record_stage(run_dir: Path, manifest: dict[str, Any], stage: str, summary: 
         "seconds": round(seconds, 3),
         "summary": dict(summary),
     }
-    runs.write_json(run_dir / MANIFEST_FILE, manifest)
+    from dsa_cast_train import distributed
+
+    if distributed.is_primary():  # multi-host: process 0 writes, the others keep it in memory
+        runs.write_json(run_dir / MANIFEST_FILE, manifest)
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,6 +232,10 @@ def _run_export(config, run_dir: Path, stage: str) -> dict[str, Any]:
 
 
 def _run_report(config, run_dir: Path, stage: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    from dsa_cast_train import distributed
+
+    if not distributed.is_primary():  # multi-host: process 0 writes the report
+        return {"report_md": str(run_dir / REPORT_MD), "report_png": None}
     paths = write_report(run_dir, manifest, config)
     return {"report_md": str(paths[0]), "report_png": str(paths[1]) if paths[1] else None}
 
@@ -377,9 +384,22 @@ def restartable(run_dir: str | Path, config) -> str | None:
 
 
 def run(config, run_dir: str | Path, *, overwrite: bool = False) -> PipelineResult:
-    """Run (or resume) the pipeline in ``run_dir``; see the module docstring for the layout."""
+    """Run (or resume) the pipeline in ``run_dir``; see the module docstring for the layout.
+
+    Multi-host (``docs/multihost.md``): every process runs this with the same arguments; process
+    0 writes the manifest and the report. The export stage runs on one host only, so a
+    multi-process run that plans it is refused (a :class:`ConfigError`) before anything starts.
+    """
+    from dsa_cast_train import distributed
+
     t0 = time.perf_counter()
+    distributed.initialize()  # before the run directory is touched
     stages = plan(config)
+    if "export" in stages and distributed.process_count() > 1:
+        raise config_lib.ConfigError(
+            "stages: the export stage runs on one host; on a multi-host run leave it out "
+            "(--set 'stages=[\"sft\", \"grpo\", \"evaluate\"]') and export afterwards on one host: "
+            "python -m dsa_cast_train.export --run-dir <run dir>/grpo --safetensors <run dir>/export/hf")
     restart = None if overwrite else restartable(run_dir, config)
     with runs.prepare(run_dir, "pipeline", config, overwrite=overwrite or restart is not None,
                       must_match=RESUME_MUST_MATCH) as rd, runs.logging_to(rd):

@@ -23,6 +23,12 @@ Rules (so that nothing is overwritten by accident):
   run:``) or its process ends; a second run on the directory is a :class:`RunDirError` naming
   the holder's pid.
 
+Multi-host (:mod:`dsa_cast_train.distributed`): every process must name the same directory on a
+file system they all share. Process 0 alone applies the rules above (and holds the lock) and
+creates, resumes or resets; the other processes wait for its decision (or its error, which they
+raise too), then all check that they see the same directory. Only process 0 writes
+``metrics.jsonl`` and ``run.log``; process ``i`` logs to its own ``run.process-<i>.log``.
+
 Every JSON file here is written atomically (:mod:`dsa_cast.io`) and read with located errors.
 """
 
@@ -249,8 +255,46 @@ def prepare(path: str | Path, stage: str, config: config_lib.PipelineConfig, *, 
 
     ``must_match`` lists config sections or dotted fields that may not change on resume
     (different weights or data would make the checkpoint meaningless). The returned
-    :class:`RunDir` holds the directory's lock: release it when the run ends (``with``).
+    :class:`RunDir` holds the directory's lock: release it when the run ends (``with``). On a
+    multi-process run process 0 decides for all (see the module docstring).
     """
+    from dsa_cast_train import distributed
+
+    def here() -> RunDir:
+        return _prepare_here(path, stage, config, overwrite=overwrite, resumable=resumable,
+                             must_match=must_match)
+
+    if distributed.process_count() == 1:
+        return here()
+    return _prepare_shared(Path(path).expanduser().resolve(), stage, here)
+
+
+def _prepare_shared(path: Path, stage: str, here: Callable[[], RunDir]) -> RunDir:
+    """:func:`prepare` on a multi-process run: same directory everywhere, process 0 decides,
+    then the shared-file-system check."""
+    import socket
+
+    from dsa_cast_train import distributed
+
+    seen = [json.loads(t) for t in distributed.all_gather_text(f"run dir {stage}",
+                                                               json.dumps([str(path), socket.gethostname()]))]
+    if any(p != seen[0][0] for p, _ in seen):
+        listing = "; ".join(f"process {i} on {host}: {p}" for i, (p, host) in enumerate(seen))
+        raise RunDirError(f"every process must use the same --run-dir, on a file system all hosts share "
+                          f"({listing})")
+    run = distributed.decide(f"prepare {stage} {path}", here, encode=lambda r: r.resumed,
+                             decode=lambda resumed: RunDir(path, stage, resumed=bool(resumed)),
+                             errors=(RunDirError, OSError))
+    try:
+        distributed.check_shared_directory(path)
+    except distributed.DistributedError as exc:
+        raise RunDirError(str(exc)) from None
+    return run
+
+
+def _prepare_here(path: str | Path, stage: str, config: config_lib.PipelineConfig, *, overwrite: bool,
+                  resumable: bool, must_match: Sequence[str]) -> RunDir:
+    """:func:`prepare`'s rules, applied by this process alone."""
     path = Path(path).expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run dir {path} exists and is not a directory")
@@ -318,17 +362,22 @@ class _DropMisleading(logging.Filter):
 def logging_to(run: RunDir, level: int = logging.INFO) -> Iterator[None]:
     """Send log records (ours, Tunix's and absl's) to ``run.log`` and stderr while inside.
 
-    Handlers (and the filter on absl's misleading CPU warning) are removed again on exit, so
-    nothing global outlives the stage.
+    Process ``i`` > 0 of a multi-process run logs to ``run.process-<i>.log`` instead, and only
+    warnings and errors (tagged ``[process i]``) to stderr. Handlers (and the filter on absl's
+    misleading CPU warning) are removed again on exit, so nothing global outlives the stage.
     """
+    from dsa_cast_train import distributed
+
     root = logging.getLogger()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
-    file_handler = logging.FileHandler(run.log_file, encoding="utf-8")
+    file_handler = logging.FileHandler(run.path / distributed.per_process_name(LOG_FILE), encoding="utf-8")
     file_handler.setFormatter(fmt)
     file_handler.setLevel(level)
     console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    console.setLevel(level)
+    primary = distributed.is_primary()
+    tag = "" if primary else f"[process {distributed.process_index()}] "
+    console.setFormatter(logging.Formatter(f"{tag}%(levelname)s %(name)s: %(message)s"))
+    console.setLevel(level if primary else max(level, logging.WARNING))
     package = logging.getLogger("dsa_cast_train")
     old_pkg = package.level
     root.addHandler(file_handler)
@@ -354,25 +403,38 @@ def logging_to(run: RunDir, level: int = logging.INFO) -> Iterator[None]:
 
 class MetricsWriter:
     """Appends one JSON object per line to ``metrics.jsonl`` (flushed per line, crash-safe; a
-    non-finite float is written as ``null``, so the file stays strict JSON)."""
+    non-finite float is written as ``null``, so the file stays strict JSON).
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._fh = self.path.open("a", encoding="utf-8")
+    ``path=None`` writes nothing: what the processes other than process 0 of a multi-process run
+    use (:func:`metrics_writer`), so each record appears once."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path is not None else None
+        self._fh = self.path.open("a", encoding="utf-8") if self.path is not None else None
 
     def write(self, record: Mapping[str, Any]) -> None:
+        if self._fh is None:
+            return
         line = {"time": round(time.time(), 3), **record}
         self._fh.write(json.dumps(_finite(line), default=_json_default) + "\n")
         self._fh.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
 
     def __enter__(self) -> MetricsWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def metrics_writer(run: RunDir) -> MetricsWriter:
+    """The run's ``metrics.jsonl`` writer on process 0; one that writes nothing elsewhere."""
+    from dsa_cast_train import distributed
+
+    return MetricsWriter(run.metrics if distributed.is_primary() else None)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -126,35 +126,20 @@ def system_prompt(cfg: config_lib.DataConfig) -> str:
     return data.SYSTEM_PROMPT if cfg.system_prompt is None else cfg.system_prompt
 
 
-def host_shard(items: Sequence[Any], batch_size: int) -> tuple[list[Any], int]:
-    """This host's share of ``items`` and of the global batch (multi-host data parallelism).
-
-    With one process this is the identity. With P processes, each reads every P-th item and
-    feeds ``batch_size / P`` rows; ``jax.make_array_from_process_local_data`` (inside Tunix)
-    assembles the global batch.
-    """
-    import jax
-
-    count, index = jax.process_count(), jax.process_index()
-    if count == 1:
-        return list(items), batch_size
-    if batch_size % count:
-        raise ValueError(f"sft.micro_batch_size ({batch_size}) must be a multiple of the "
-                         f"process count ({count})")
-    return list(items[index::count]), batch_size // count
-
-
 class _CountingIterable:
-    """Wraps a batch iterable, recording the real-token count of every batch it yields."""
+    """Wraps a batch iterable, recording the real-token count of every batch it yields;
+    ``to_global`` turns each batch into what the trainer gets (multi-host: global arrays built
+    from this process's rows, see :func:`distributed.global_batch`)."""
 
-    def __init__(self, batches: Any):
+    def __init__(self, batches: Any, to_global: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
         self._batches = batches
+        self._to_global = to_global
         self.counts: list[int] = []
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for batch in self._batches:
             self.counts.append(int(batch["pad_mask"].sum()))
-            yield batch
+            yield self._to_global(batch) if self._to_global is not None else batch
 
 
 # ----------------------------------------------------------------------------------------
@@ -337,6 +322,8 @@ def make_trainer(model: Any, cfg: config_lib.SFTConfig, checkpoint_dir: str | Pa
     import orbax.checkpoint as ocp
     from tunix.sft import metrics_logger, peft_trainer
 
+    from dsa_cast_train import distributed
+
     logging_options = None
     if tensorboard_dir is not None:
         tb_dir = str(tensorboard_dir)
@@ -351,12 +338,13 @@ def make_trainer(model: Any, cfg: config_lib.SFTConfig, checkpoint_dir: str | Pa
         checkpoint_root_directory=str(checkpoint_dir),
         checkpointing_options=ocp.CheckpointManagerOptions(
             should_save_fn=functools.partial(_on_interval, cfg.save_every_steps),
-            max_to_keep=cfg.keep_checkpoints),
+            max_to_keep=cfg.keep_checkpoints, enable_async_checkpointing=distributed.async_checkpointing()),
         metrics_logging_options=logging_options,
         pbar_description="SFT",
     )
     trainer = _trainer_class(cfg.save_every_steps)(model, build_optimizer(cfg), training_config)
-    digests.track(trainer.checkpoint_manager, checkpoint_dir)  # each committed step gets its digests
+    if distributed.is_primary():  # each committed step gets its digests (process 0 writes files)
+        digests.track(trainer.checkpoint_manager, checkpoint_dir)
     return trainer.with_gen_model_input_fn(model_inputs)
 
 
@@ -398,14 +386,23 @@ def sample_and_grade(loaded: Any, examples: Sequence[Any], *, max_new_tokens: in
 
 def run(config: config_lib.PipelineConfig, run_dir: str | Path, *, overwrite: bool = False,
         on_step: StepCallback | None = None) -> SFTResult:
-    """Train (or resume) SFT into ``run_dir`` and return what happened."""
+    """Train (or resume) SFT into ``run_dir`` and return what happened.
+
+    Multi-host: every process calls this with the same arguments (``jax.distributed`` started
+    first, before the run directory is touched); process 0 writes the files. A SIGTERM under
+    ``jax.distributed`` stops training after the checkpoint of JAX's preemption sync step and
+    raises :class:`distributed.Preempted`.
+    """
+    from dsa_cast_train import distributed
+
     t0 = time.perf_counter()
+    distributed.initialize()  # before the run directory is touched (multi-host)
     with runs.prepare(run_dir, "sft", config, overwrite=overwrite, resumable=True,
                       must_match=("model", "data", "sft.micro_batch_size",
                                   "sft.grad_accumulation_steps")) as run_info:
-        if run_info.resumed:
+        if run_info.resumed and distributed.is_primary():
             _drop_records_to_redo(run_info)
-        with runs.logging_to(run_info), runs.MetricsWriter(run_info.metrics) as writer:
+        with runs.logging_to(run_info), runs.metrics_writer(run_info) as writer:
             log.info("%s SFT in %s (config: %s)", "resuming" if run_info.resumed else "starting",
                      run_info.path, run_info.config_file.name)
             return _run(config, run_info, writer, on_step, t0)
@@ -427,14 +424,25 @@ def _drop_records_to_redo(run_info: runs.RunDir) -> None:
 
 def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.MetricsWriter,
          on_step: StepCallback | None, t0: float) -> SFTResult:
-    from dsa_cast_train import data, models
+    from dsa_cast_train import data, distributed, models
 
     cfg = config.sft
-    models.maybe_initialize_distributed()
+    primary = distributed.is_primary()
     mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
-    if cfg.micro_batch_size % mesh.shape["fsdp"]:
+    layout = None  # single process: Tunix shards the batches itself
+    if distributed.process_count() > 1:
+        # every process reads the same global batches (so the run equals a single-process one) and
+        # hands JAX the rows its devices hold
+        layout = distributed.batch_layout(mesh, cfg.micro_batch_size, "sft.micro_batch_size")
+        log.info("multi-host SFT: %d processes; this one holds %d of the %d rows of every batch",
+                 distributed.process_count(), len(layout.rows), layout.batch_size)
+    elif cfg.micro_batch_size % mesh.shape["fsdp"]:
         log.warning("sft.micro_batch_size %d is not a multiple of mesh fsdp %d: batches are replicated",
                     cfg.micro_batch_size, mesh.shape["fsdp"])
+
+    def to_global(batch: dict[str, Any]) -> dict[str, Any]:
+        return distributed.global_batch(batch, mesh, layout) if layout else batch
+
     loaded = models.load(config.model, mesh)
     system = system_prompt(config.data)
 
@@ -444,28 +452,28 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
              "".join(f", {split} sha256 {d}" for split, d in source["sha256"].items()))
     train_examples, held_out = data.split_examples(examples, eval_fraction=config.data.eval_fraction,
                                                    seed=config.data.split_seed)
-    local_train, local_batch = host_shard(train_examples, cfg.micro_batch_size)
     train_ds, stats = data.sft_dataset(
-        local_train, loaded.tokenizer, max_length=config.data.max_length, batch_size=local_batch,
+        train_examples, loaded.tokenizer, max_length=config.data.max_length, batch_size=cfg.micro_batch_size,
         seed=config.data.shuffle_seed, epochs=None, policy=config.data.overlength, system_prompt=system)
     stats_dict = stats.as_dict()
-    runs.write_json(run_info.path / DATA_STATS_FILE, {"train": stats_dict})
+    if primary:
+        runs.write_json(run_info.path / DATA_STATS_FILE, {"train": stats_dict})
     log.info("training data: %d examples, %d kept, %d truncated, %d dropped over %d tokens "
              "(mean %.0f, max %d tokens), %d held out for eval",
              stats.total, stats.kept, stats.truncated, stats.dropped, config.data.max_length,
              stats.mean_tokens, stats.max_tokens, len(held_out))
     eval_batches = None
     if held_out:
-        local_eval, _ = host_shard(held_out, cfg.micro_batch_size)
-        if len(local_eval) >= local_batch:
+        if len(held_out) >= cfg.micro_batch_size:
             eval_ds, eval_stats = data.sft_dataset(
-                local_eval, loaded.tokenizer, max_length=config.data.max_length, batch_size=local_batch,
+                held_out, loaded.tokenizer, max_length=config.data.max_length, batch_size=cfg.micro_batch_size,
                 seed=0, epochs=1, shuffle=False, policy=config.data.overlength, system_prompt=system)
-            eval_batches = [eval_ds[i] for i in range(min(len(eval_ds), cfg.eval_batches))]
-            runs.write_json(run_info.path / DATA_STATS_FILE, {"train": stats_dict, "eval": eval_stats.as_dict()})
+            eval_batches = [to_global(eval_ds[i]) for i in range(min(len(eval_ds), cfg.eval_batches))]
+            if primary:
+                runs.write_json(run_info.path / DATA_STATS_FILE, {"train": stats_dict, "eval": eval_stats.as_dict()})
         else:
             log.warning("only %d held-out examples, fewer than one batch of %d: no eval loss",
-                        len(local_eval), local_batch)
+                        len(held_out), cfg.micro_batch_size)
 
     if run_info.resumed:  # the trainer restores the newest step (model and optimizer): check it first
         digests.verify_newest(run_info.checkpoints)
@@ -476,10 +484,11 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
             raise
         raise digests.CheckpointError(f"{run_info.checkpoints}: cannot resume from the newest checkpoint: "
                                       f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+    distributed.watch_preemption(trainer.checkpoint_manager)
     start_step = int(trainer.train_steps)
     if run_info.resumed:
         log.info("restored checkpoint step %d of %d", start_step, cfg.max_steps)
-    counter = _CountingIterable(train_ds)
+    counter = _CountingIterable(train_ds, to_global)
     schedule = learning_rate_schedule(cfg.learning_rate, cfg.max_steps, cfg.warmup_fraction,
                                       cfg.final_lr_fraction)
     hooks = _progress_hooks_class()(
@@ -490,14 +499,23 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
         log.info("SFT steps %d -> %d: compiling the train step%s (first step only)",
                  start_step, cfg.max_steps, " and the eval step" if eval_batches else "")
     t_train = time.perf_counter()
-    try:
-        with mesh:
+    with mesh:
+        try:
             trainer.train(counter, eval_batches)
-    except guards.NonFiniteError as err:  # keep the last good checkpoint as the newest one
-        guards.discard_checkpoints_from(trainer.checkpoint_manager, run_info.checkpoints, err, start_step)
+        except distributed.Preempted:
+            trainer.close()  # the last metrics record, the checkpoint committed, files closed
+            if primary:
+                digests.record_new(run_info.checkpoints)
+            log.warning("SIGTERM: stopped after checkpoint step %d of %d; the same command resumes",
+                        int(trainer.train_steps), cfg.max_steps)
+            raise
+        except guards.NonFiniteError as err:  # keep the last good checkpoint as the newest one
+            if primary:
+                guards.discard_checkpoints_from(trainer.checkpoint_manager, run_info.checkpoints, err, start_step)
+                digests.record_new(run_info.checkpoints)
+            raise
+    if primary:
         digests.record_new(run_info.checkpoints)
-        raise
-    digests.record_new(run_info.checkpoints)
     train_seconds = time.perf_counter() - t_train
     final_step = int(trainer.train_steps)
     rate = hooks.steady_rate()
@@ -507,14 +525,12 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
     samples: list[dict[str, Any]] = []
     samples_file = None
     if cfg.num_samples and held_out:
-        import jax
-
         with mesh:
             samples = sample_and_grade(
                 loaded, held_out[: cfg.num_samples], max_new_tokens=cfg.sample_max_new_tokens,
                 max_prompt_length=config.eval.max_prompt_length, system=system,
                 prefill=config.data.prefill_reasoning, rubric=config.eval.rubric)
-        if jax.process_index() == 0:
+        if primary:
             samples_file = str(run_info.path / SAMPLES_FILE)
             _write_jsonl(samples_file, samples)
         for s in samples:
@@ -529,10 +545,8 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
         total_seconds=round(time.perf_counter() - t0, 3), tokens=hooks.tokens,
         tokens_per_second=round(rate, 1), samples_file=samples_file, sample_mean_total=mean_total,
         samples=tuple(samples))
-    runs.write_json(run_info.path / RESULT_FILE, _result_dict(result))
-    import jax
-
-    if jax.process_index() == 0:
+    if primary:
+        runs.write_json(run_info.path / RESULT_FILE, _result_dict(result))
         write_loss_curve(run_info.metrics, run_info.path / LOSS_CURVE_FILE, title=config.name)
     return result
 

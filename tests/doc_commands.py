@@ -1,10 +1,10 @@
 """The shell commands that README.md, examples/README.md and docs/ show, for the tests that run them.
 
 Commands come from fenced ``bash``/``sh``/``shell`` blocks (one per line, ``\\`` continuations
-joined, ``&&`` chains split, ``# comments`` dropped), from ``text`` blocks as ``$ command`` lines
-followed by the output the page shows, and from inline code spans that are whole commands
-(``python``/``pip`` with arguments). A fenced block whose first line is ``# NAME.ext`` defines a
-file the page's later commands use (``my-run.toml``).
+joined, ``&&`` chains split, ``# comments`` and a trailing ``&`` (run in the background) dropped),
+from ``text`` blocks as ``$ command`` lines followed by the output the page shows, and from inline
+code spans that are whole commands (``python``/``pip`` with arguments). A fenced block whose first
+line is ``# NAME.ext`` defines a file the page's later commands use (``my-run.toml``).
 
 Every command is classified, so a new one cannot slip in untested: ``run`` (the grading CLI and
 the corpus script: run in a scratch folder and, where the page shows output, compared with it;
@@ -38,7 +38,10 @@ SKIP = (
     (re.compile(r"^export "), "sets environment variables"),
     (re.compile(r"^python3? -m (openrlhf|verl)\."), "another framework's trainer (docs/adapters: needs GPUs and that framework)"),
     (re.compile(r"^python3? -c .*kagglehub"), "downloads from Kaggle (network and an account)"),
-    (re.compile(r"^python3? benchmarks/(bench_grading|converter_acceptance|rubric_throughput|bench_grpo|bench_grade_jobs)\.py"),
+    (re.compile(r"^gcloud "), "runs on Google Cloud TPU VMs (an account and a pod slice)"),
+    (re.compile(r"^(sbatch|srun) "), "submits to a Slurm cluster"),
+    (re.compile(r"^wait$"), "waits for the commands started in the background above"),
+    (re.compile(r"^python3? benchmarks/(bench_grading|converter_acceptance|rubric_throughput|bench_grpo|bench_grade_jobs|bench_multihost)\.py"),
      "a benchmark (minutes of CPU; run by hand, results in benchmarks/results/)"),
 )
 
@@ -91,8 +94,11 @@ def _shell_lines(body: str) -> Iterator[tuple[int, str]]:
         text = _strip_comment(pending + line.strip()).strip()
         pending = ""
         for part in text.split(" && "):
-            if part.strip():
-                yield start, part.strip()
+            part = part.strip()
+            if part.endswith(" &"):  # started in the background: the same command
+                part = part[:-2].rstrip()
+            if part:
+                yield start, part
 
 
 def _line_of(text: str, index: int) -> int:

@@ -113,12 +113,10 @@ def test_make_mesh_has_auto_axes():
     assert tuple(mesh.axis_types) == (AxisType.Auto, AxisType.Auto)
 
 
-def test_distributed_requested_from_env():
-    assert not models.distributed_requested({})
-    assert models.distributed_requested({"DSA_CAST_DISTRIBUTED": "1"})
-    assert models.distributed_requested({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"})
-    assert not models.distributed_requested({"DSA_CAST_DISTRIBUTED": "0", "JAX_COORDINATOR_ADDRESS": "x"})
+def test_no_distributed_start_without_a_request():
+    # what asks for one is tested in test_distributed.py
     assert not models.maybe_initialize_distributed({})
+    assert not models.maybe_initialize_distributed({"DSA_CAST_DISTRIBUTED": "0", "JAX_COORDINATOR_ADDRESS": "x"})
 
 
 def test_load_places_params_on_the_mesh():
