@@ -81,11 +81,13 @@ def record_new(root: str | Path, *, before: int | None = None) -> list[int]:
 
 def track(manager: Any, root: str | Path) -> None:
     """Make every ``manager.save(step, ...)`` (a Tunix checkpoint manager) record the digests of
-    the steps orbax has committed by then (those before ``step``)."""
-    save = manager.save
+    the steps orbax has committed by then (those before ``step``).
+
+    The class's ``save`` is looked up at each call, not bound now: a later change of the manager's
+    class (:func:`dsa_cast_train.distributed.watch_preemption`) must still take effect."""
 
     def save_and_record(step: int, *args: Any, **kwargs: Any) -> Any:
-        saved = save(step, *args, **kwargs)
+        saved = type(manager).save(manager, step, *args, **kwargs)
         record_new(root, before=step)
         return saved
 

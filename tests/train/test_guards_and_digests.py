@@ -72,6 +72,29 @@ def test_digests_record_verify_and_name_the_bad_file(tmp_path):
         digests.verify(step)
 
 
+def test_tracked_manager_still_takes_a_later_class_change(tmp_path):
+    """digests.track runs before distributed.watch_preemption swaps the manager's class: the swap
+    must still act (a bound ``save`` captured by track hid it on process 0, whose peer then left
+    it alone in a collective after a SIGTERM)."""
+    calls = []
+
+    class Manager:
+        def save(self, step, *args, **kwargs):
+            calls.append(("base", step))
+            return True
+
+    class Watching(Manager):
+        def save(self, step, *args, **kwargs):
+            calls.append(("watching", step))
+            return super().save(step, *args, **kwargs)
+
+    manager = Manager()
+    digests.track(manager, tmp_path)
+    manager.__class__ = Watching
+    assert manager.save(3) is True
+    assert calls == [("watching", 3), ("base", 3)]
+
+
 def test_sft_resume_truncation_rule(tmp_path):
     from dsa_cast_train import sft
 
