@@ -41,7 +41,7 @@ SKIP = (
     (re.compile(r"^gcloud "), "runs on Google Cloud TPU VMs (an account and a pod slice)"),
     (re.compile(r"^(sbatch|srun) "), "submits to a Slurm cluster"),
     (re.compile(r"^wait$"), "waits for the commands started in the background above"),
-    (re.compile(r"^python3? benchmarks/(bench_grading|converter_acceptance|rubric_throughput|bench_grpo|bench_grade_jobs|bench_multihost)\.py"),
+    (re.compile(r"^python3? benchmarks/(bench_grading|converter_acceptance|rubric_throughput|bench_grpo|bench_grpo_memory|bench_grade_jobs|bench_multihost)\.py"),
      "a benchmark (minutes of CPU; run by hand, results in benchmarks/results/)"),
 )
 
