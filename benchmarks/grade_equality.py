@@ -28,15 +28,48 @@ from corpus import CorpusConfig, build_adversarial, build_corpus  # noqa: E402
 
 
 def _record(g) -> list:
-    return [repr(g.total), {k: repr(v) for k, v in g.components.items()}, g.correct, g.predicted,
-            list(g.issues)]
+    return [repr(g.total), {k: repr(v) for k, v in g.components.items()}, g.correct, g.predicted, list(g.issues)]
 
 
 _FUZZ_PIECES = (
-    "<reasoning>", "</reasoning>", "<answer>", "</answer>", "Plan:", "Reasoning:", "Evidence:",
-    "Sanity_check:", "\n", " ", "CALC: ", " = ", "<<3*4=12>>", "1,234", "-0.5", "3/4", "1e5", "$",
-    "%", "42", "2^10", "sqrt(16)", "(", ")", "*", "+", "\\boxed{7}", "####", "<end_of_turn>", "\u00a0",
-    "\u2212", "\uff14", "x", "The answer is", "..", "10^400", "CALC: 1/0 = 0", "CALC: 2**3**2 = 512",
+    "<reasoning>",
+    "</reasoning>",
+    "<answer>",
+    "</answer>",
+    "Plan:",
+    "Reasoning:",
+    "Evidence:",
+    "Sanity_check:",
+    "\n",
+    " ",
+    "CALC: ",
+    " = ",
+    "<<3*4=12>>",
+    "1,234",
+    "-0.5",
+    "3/4",
+    "1e5",
+    "$",
+    "%",
+    "42",
+    "2^10",
+    "sqrt(16)",
+    "(",
+    ")",
+    "*",
+    "+",
+    "\\boxed{7}",
+    "####",
+    "<end_of_turn>",
+    "\u00a0",
+    "\u2212",
+    "\uff14",
+    "x",
+    "The answer is",
+    "..",
+    "10^400",
+    "CALC: 1/0 = 0",
+    "CALC: 2**3**2 = 512",
 )
 
 
@@ -53,11 +86,11 @@ def fuzz(items: list[tuple[str, str, str, str | None]], n: int, seed: int = 11) 
             if op == 0:  # insert a piece
                 text = text[:at] + rng.choice(_FUZZ_PIECES) + text[at:]
             elif op == 1:  # delete a run
-                text = text[:at] + text[at + rng.randint(1, 40):]
+                text = text[:at] + text[at + rng.randint(1, 40) :]
             elif op == 2:  # splice in part of another item
                 other = items[rng.randrange(len(items))][1]
                 b = rng.randint(0, len(other))
-                text = text[:at] + other[b:b + rng.randint(1, 200)] + text[at:]
+                text = text[:at] + other[b : b + rng.randint(1, 200)] + text[at:]
             else:  # cut
                 text = text[:at]
         out.append((f"fuzz:{k}", text, ref, q))
@@ -69,12 +102,15 @@ def grades(limit: int | None, per_question: int, size: int, n_fuzz: int = 0) -> 
     from dsa_cast.rubrics import RUBRICS
     from dsa_cast.score import grade
 
-    items = [(it.id, it.completion, it.reference, it.question or None)
-             for it in build_corpus(CorpusConfig(per_question=per_question, limit=limit))]
+    items = [
+        (it.id, it.completion, it.reference, it.question or None)
+        for it in build_corpus(CorpusConfig(per_question=per_question, limit=limit))
+    ]
     items += fuzz(items, n_fuzz)
     items += [(f"adversarial:{c.name}", c.completion, c.reference, None) for c in build_adversarial(size)]
-    return {name: {i: _record(grade(text, ref, rubric=name, question=q)) for i, text, ref, q in items}
-            for name in RUBRICS}
+    return {
+        name: {i: _record(grade(text, ref, rubric=name, question=q)) for i, text, ref, q in items} for name in RUBRICS
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

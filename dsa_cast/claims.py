@@ -70,8 +70,7 @@ class Limits:
         # Longest expression the integer fast path (:func:`_fast_value`) takes: no literal can be
         # over max_literal_digits, no token count over max_tokens, and no intermediate result
         # over max_result_bits (each character adds at most 7 bits: a digit 3.4, a '%' 6.7).
-        fast = min(self.max_expr_chars, self.max_literal_digits, self.max_tokens,
-                   (self.max_result_bits - 16) // 7)
+        fast = min(self.max_expr_chars, self.max_literal_digits, self.max_tokens, (self.max_result_bits - 16) // 7)
         object.__setattr__(self, "_fast_len", max(fast, 0))
 
 
@@ -116,8 +115,7 @@ _TIMES_X = r"(?<=[0-9)\]% \t])[xX](?=[ \t]*+[0-9(\[.$€£¥₹\\])"
 _NUM = r"(?P<num>(?:" + _CURRENCY + r"[ ]?)?(?P<mant>" + _NUMBER + r")(?:[eE](?P<exp>[-+]?[0-9]++))?)"
 _TOKEN = re.compile(
     r"(?P<ws>\s++)"
-    r"|" + _NUM +
-    r"|(?P<op>\*\*|[-+*/^×÷·⋅∙\u2212\u2013]|\\times|\\cdot|\\div|" + _TIMES_X + r")"
+    r"|" + _NUM + r"|(?P<op>\*\*|[-+*/^×÷·⋅∙\u2212\u2013]|\\times|\\cdot|\\div|" + _TIMES_X + r")"
     r"|(?P<pct>%|\\%)"
     r"|(?P<open>[(\[])"
     r"|(?P<close>[)\]])"
@@ -128,10 +126,24 @@ _NUM_ONLY = re.compile(_NUM)
 # follows it or a power sign precedes it ("2^1/2" stays (2^1)/2).
 _NO_FUSE_AFTER = re.compile(r"[ \t]*+(?:\^|\*\*|%|\\%)")
 _OPS = {
-    "+": "+", "-": "-", "\u2212": "-", "\u2013": "-",
-    "*": "*", "x": "*", "X": "*", "×": "*", "·": "*", "⋅": "*", "∙": "*", "\\times": "*", "\\cdot": "*",
-    "/": "/", "÷": "/", "\\div": "/",
-    "^": "^", "**": "^",
+    "+": "+",
+    "-": "-",
+    "\u2212": "-",
+    "\u2013": "-",
+    "*": "*",
+    "x": "*",
+    "X": "*",
+    "×": "*",
+    "·": "*",
+    "⋅": "*",
+    "∙": "*",
+    "\\times": "*",
+    "\\cdot": "*",
+    "/": "/",
+    "÷": "/",
+    "\\div": "/",
+    "^": "^",
+    "**": "^",
 }
 _CLOSER = {"(": ")", "[": "]"}
 
@@ -165,7 +177,7 @@ def _tokenize(expr: str, limits: Limits) -> list[Token]:
     while pos < n:
         m = _TOKEN.match(expr, pos)
         if m is None:
-            raise EvalError("bad_token", f"unexpected {expr[pos:pos + 10]!r} at {pos}")
+            raise EvalError("bad_token", f"unexpected {expr[pos : pos + 10]!r} at {pos}")
         pos = m.end()
         kind = m.lastgroup
         if kind == "ws":
@@ -303,10 +315,7 @@ def _parse(expr: str, limits: Limits) -> Node:
 
 
 def _check_size(value: Fraction, limits: Limits) -> Fraction:
-    if (
-        value.numerator.bit_length() > limits.max_result_bits
-        or value.denominator.bit_length() > limits.max_result_bits
-    ):
+    if value.numerator.bit_length() > limits.max_result_bits or value.denominator.bit_length() > limits.max_result_bits:
         raise EvalError("result_too_large", f"intermediate result over {limits.max_result_bits} bits")
     return value
 
@@ -378,9 +387,22 @@ _TIGHT_SLASH = re.compile(r"[0-9]/(?:[0-9.$€£¥₹\\]|US)")
 # Two plain ASCII integers around one ASCII operator: the same value as the token loop below.
 _FAST_PAIR = re.compile(r"([0-9]++)[ ]*+([-+*/])[ ]*+([0-9]++)")
 _FAST_BINARY = {
-    "+": "+", "-": "-", "\u2212": "-", "\u2013": "-",
-    "*": "*", "x": "*", "X": "*", "×": "*", "·": "*", "⋅": "*", "∙": "*", "\\times": "*", "\\cdot": "*",
-    "/": "/", "÷": "/", "\\div": "/",
+    "+": "+",
+    "-": "-",
+    "\u2212": "-",
+    "\u2013": "-",
+    "*": "*",
+    "x": "*",
+    "X": "*",
+    "×": "*",
+    "·": "*",
+    "⋅": "*",
+    "∙": "*",
+    "\\times": "*",
+    "\\cdot": "*",
+    "/": "/",
+    "÷": "/",
+    "\\div": "/",
 }
 _FAST_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "n": 3, "(": 0, "[": 0}
 _FAST_SIGNS = {"+": False, "-": True, "\u2212": True, "\u2013": True}
@@ -595,9 +617,7 @@ _RUN = re.compile(r"(?:" + _RUN_TOKEN + r")(?:[ \t]*+(?:" + _RUN_TOKEN + r"))*+"
 # The first tokens of a run (same tokens, at most _RUN_PROBE_TOKENS of them), and "another
 # token follows" (the probe stopped at its bound, not at the run's end).
 _RUN_PROBE_TOKENS = 4096
-_RUN_PROBE = re.compile(
-    r"(?:" + _RUN_TOKEN + r")(?:[ \t]*+(?:" + _RUN_TOKEN + r")){0,%d}+" % (_RUN_PROBE_TOKENS - 1)
-)
+_RUN_PROBE = re.compile(r"(?:" + _RUN_TOKEN + r")(?:[ \t]*+(?:" + _RUN_TOKEN + r")){0,%d}+" % (_RUN_PROBE_TOKENS - 1))
 _RUN_MORE = re.compile(r"[ \t]*+(?:" + _RUN_TOKEN + r")")
 _EXPLICIT = re.compile(
     r"(?P<calc>(?<![A-Za-z_])(?i:calc)[ \t]*+:(?P<cbody>[^\n]*+))"
@@ -662,8 +682,7 @@ def _syntax_ok(text: str, limits: Limits, memo: dict[str, Analysis]) -> Analysis
     return found if found[0] else None
 
 
-def _oriented(kind: str, a: str, b: str, start: int, end: int, limits: Limits,
-              memo: dict[str, Analysis]) -> ClaimRow:
+def _oriented(kind: str, a: str, b: str, start: int, end: int, limits: Limits, memo: dict[str, Analysis]) -> ClaimRow:
     """``expr`` is the side with the operation: "20 = 4 * 5" states that 4 * 5 is 20."""
     left, right = _syntax_ok(a, limits, memo), _syntax_ok(b, limits, memo)
     if left is not None and right is not None and not left[1] and right[1]:
@@ -672,14 +691,19 @@ def _oriented(kind: str, a: str, b: str, start: int, end: int, limits: Limits,
 
 
 def _explicit_claims(
-    kind: str, body: str, offset: int, claim_start: int, claim_end: int, limits: Limits,
+    kind: str,
+    body: str,
+    offset: int,
+    claim_start: int,
+    claim_end: int,
+    limits: Limits,
     memo: dict[str, Analysis],
 ) -> list[ClaimRow]:
     """Claims of one ``CALC:`` line or ``<<...>>`` annotation, one per adjacent pair of sides."""
     fits = len(body) <= limits.max_expr_chars * (limits.max_claims + 1)
     if fits and body.count("=") == 1:  # the common "expr = result": no split loop
         k = body.find("=")
-        left_raw, right_raw = body[:k], body[k + 1:]
+        left_raw, right_raw = body[:k], body[k + 1 :]
         a, b = left_raw.strip(), right_raw.strip()
         b_s = offset + k + 1 + len(right_raw) - len(right_raw.lstrip())
         if not (b.isdigit() and b.isascii()):  # a bare integer result is its own leading run
@@ -705,8 +729,15 @@ def _explicit_claims(
         (a, a_s, _), (b, _, b_e) = segs[k], segs[k + 1]
         last = k == len(segs) - 2
         claims.append(
-            _oriented(kind, a, b, claim_start if k == 0 else a_s,
-                      claim_end if last and kind == "annotation" else b_e, limits, memo)
+            _oriented(
+                kind,
+                a,
+                b,
+                claim_start if k == 0 else a_s,
+                claim_end if last and kind == "annotation" else b_e,
+                limits,
+                memo,
+            )
         )
         if len(claims) >= limits.max_claims:
             break
@@ -731,8 +762,9 @@ def _unbalanced(text: str, opener: bool) -> bool:
     return opener and depth > 0
 
 
-def _chain_claims(text: str, m: re.Match[str], limits: Limits, max_sides: int,
-                  memo: dict[str, Analysis], cut: bool = False) -> tuple[list[ClaimRow], int]:
+def _chain_claims(
+    text: str, m: re.Match[str], limits: Limits, max_sides: int, memo: dict[str, Analysis], cut: bool = False
+) -> tuple[list[ClaimRow], int]:
     """Claims of one arithmetic run holding ``=``, and the number of sides examined.
 
     A run is cut out of prose, so its outer sides may be fragments of a longer expression
@@ -742,20 +774,22 @@ def _chain_claims(text: str, m: re.Match[str], limits: Limits, max_sides: int,
     last side is dropped when a word is glued to its end or it has an unmatched opening bracket.
     """
     run, rs, re_ = m.group(), m.start(), m.end()
-    before = text[max(0, rs - _LOOKBACK):rs]
+    before = text[max(0, rs - _LOOKBACK) : rs]
     line_before = before.rsplit("\n", 1)[-1]
     at_line_start = not line_before.strip() and (len(before) < _LOOKBACK or "\n" in before or rs < _LOOKBACK)
     if at_line_start and (b := _BULLET.match(run)) is not None:
-        run, rs = run[b.end():], rs + b.end()  # "- 3 * 4 = 12" is a list item, not a negation
+        run, rs = run[b.end() :], rs + b.end()  # "- 3 * 4 = 12" is a list item, not a negation
     prev = line_before.rstrip()[-1:] if line_before.strip() else ""
     # glued to a word, or part of a clock time such as "6:00" / "6:48"
     glued_left = rs > 0 and (
-        text[rs - 1].isalnum() or text[rs - 1] in "_.," or (text[rs - 1] == ":" and text[rs - 2:rs - 1].isdigit())
+        text[rs - 1].isalnum() or text[rs - 1] in "_.," or (text[rs - 1] == ":" and text[rs - 2 : rs - 1].isdigit())
     )
     # ``cut``: m is the start of a longer run holding at least max_sides sides, so its last
     # examined side is not the run's last and nothing is glued to it.
-    glued_right = not cut and re_ < len(text) and (
-        text[re_].isalnum() or text[re_] == "_" or (text[re_] == ":" and text[re_ + 1:re_ + 2].isdigit())
+    glued_right = (
+        not cut
+        and re_ < len(text)
+        and (text[re_].isalnum() or text[re_] == "_" or (text[re_] == ":" and text[re_ + 1 : re_ + 2].isdigit()))
     )
     segs = _segments(run, rs, max_sides)
     used = len(segs)
@@ -828,8 +862,10 @@ def _find(text: str, limits: Limits, memo: dict[str, Analysis]) -> list[ClaimRow
     cutoff = explicit[cap - 1][3] if len(explicit) >= cap else len(text)
     chains: list[ClaimRow] = []
     sides_left = limits.max_chain_sides
-    gaps = [(0, len(text))] if not spans else (
-        [(0, spans[0][0])] + [(a[1], b[0]) for a, b in zip(spans, spans[1:])] + [(spans[-1][1], len(text))]
+    gaps = (
+        [(0, len(text))]
+        if not spans
+        else ([(0, spans[0][0])] + [(a[1], b[0]) for a, b in zip(spans, spans[1:])] + [(spans[-1][1], len(text))])
     )
     for gap_start, gap_end in gaps:  # chains are looked for only outside CALC lines/annotations
         end = min(gap_end, cutoff + 1)
@@ -864,9 +900,7 @@ def _find(text: str, limits: Limits, memo: dict[str, Analysis]) -> list[ClaimRow
     return merged[:cap]
 
 
-_ROUNDED = re.compile(
-    r"[-\u2212]?[ ]?(?:" + _CURRENCY + r"[ ]?)?[0-9,]*\.(?P<frac>[0-9]++)[ ]?(?P<pct>%|\\%)?"
-)
+_ROUNDED = re.compile(r"[-\u2212]?[ ]?(?:" + _CURRENCY + r"[ ]?)?[0-9,]*\.(?P<frac>[0-9]++)[ ]?(?P<pct>%|\\%)?")
 
 
 def _rounding_tolerance(stated: str) -> Fraction | None:

@@ -114,10 +114,22 @@ _BRACE_NUM = r"(?:[0-9]++(?:\.[0-9]++)?)"
 _TEX_WS = r"[ \t]{0,16}+"  # bounded, so the text before a literal's first digit is short
 _TEX_FRAC = (
     r"(?:(?<![0-9])(?P<lw>[0-9]++)" + _TEX_WS + r")?"
-    r"\\[dt]?frac" + _TEX_WS
-    + r"(?:\{" + _TEX_WS + r"(?P<fns>[-\u2212])?(?P<fn>" + _BRACE_NUM + r")" + _TEX_WS
-    + r"\}|(?P<fn1>[0-9]))" + _TEX_WS
-    + r"(?:\{" + _TEX_WS + r"(?P<fds>[-\u2212])?(?P<fd>" + _BRACE_NUM + r")" + _TEX_WS
+    r"\\[dt]?frac"
+    + _TEX_WS
+    + r"(?:\{"
+    + _TEX_WS
+    + r"(?P<fns>[-\u2212])?(?P<fn>"
+    + _BRACE_NUM
+    + r")"
+    + _TEX_WS
+    + r"\}|(?P<fn1>[0-9]))"
+    + _TEX_WS
+    + r"(?:\{"
+    + _TEX_WS
+    + r"(?P<fds>[-\u2212])?(?P<fd>"
+    + _BRACE_NUM
+    + r")"
+    + _TEX_WS
     + r"\}|(?P<fd1>[0-9]))"
 )
 _MIXED = (
@@ -131,12 +143,8 @@ _PREFIX = (
 )
 _PCT = r"(?P<pct>[ \u00a0]?(?:%|\\%)|[ \u00a0](?:percent|per[ ]?cent)\b)?"
 
-_LIT_WITH_MIXED = re.compile(
-    _PREFIX + r"(?:" + _TEX_FRAC + r"|" + _MIXED + r"|" + _FRAC + r"|" + _DEC + r")" + _PCT
-)
-_LIT_NO_MIXED = re.compile(
-    _PREFIX + r"(?:" + _TEX_FRAC + r"|" + _FRAC + r"|" + _DEC + r")" + _PCT
-)
+_LIT_WITH_MIXED = re.compile(_PREFIX + r"(?:" + _TEX_FRAC + r"|" + _MIXED + r"|" + _FRAC + r"|" + _DEC + r")" + _PCT)
+_LIT_NO_MIXED = re.compile(_PREFIX + r"(?:" + _TEX_FRAC + r"|" + _FRAC + r"|" + _DEC + r")" + _PCT)
 _DIGIT_RUN = re.compile(r"[0-9]")
 # Longest text a literal can have before its first digit: sign, "US$", space, sign,
 # "\\dfrac", bounded blanks, "{", bounded blanks, sign (47 chars), rounded up.
@@ -167,11 +175,31 @@ def _digits(s: str) -> str:
 
 
 # Named groups read from a literal match, fetched in one C call per match (itemgetter).
-_PARTS = ("s1", "s2", "pct", "lw", "fn", "fn1", "fns", "fd", "fd1", "fds",
-          "mw", "mn", "md", "fa", "fb", "int", "frac", "frac0", "e1", "e2", "e3")
+_PARTS = (
+    "s1",
+    "s2",
+    "pct",
+    "lw",
+    "fn",
+    "fn1",
+    "fns",
+    "fd",
+    "fd1",
+    "fds",
+    "mw",
+    "mn",
+    "md",
+    "fa",
+    "fb",
+    "int",
+    "frac",
+    "frac0",
+    "e1",
+    "e2",
+    "e3",
+)
 _GETTERS = {
-    p: operator.itemgetter(*(p.groupindex.get(name, 0) for name in _PARTS))
-    for p in (_LIT_WITH_MIXED, _LIT_NO_MIXED)
+    p: operator.itemgetter(*(p.groupindex.get(name, 0) for name in _PARTS)) for p in (_LIT_WITH_MIXED, _LIT_NO_MIXED)
 }
 
 
@@ -387,7 +415,7 @@ def parse_number(text: str, limits: NumberLimits = DEFAULT_NUMBER_LIMITS) -> Fra
     m, lit = found
     if lit.value is None:
         return None
-    if not _is_unit_tail(s[m.end():]):
+    if not _is_unit_tail(s[m.end() :]):
         return None
     return lit.value
 
@@ -416,9 +444,7 @@ class Extraction:
 
 
 _BOX_TOKENS = re.compile(r"\\(?:boxed|fbox)[ \t]*+\{|\{|\}")
-_ANSWER_MARKER = re.compile(
-    r"(?i)(?:\bfinal[ \t]++answer|\banswer)\b(?:[ \t]*+(?:is\b|:|=))?|####"
-)
+_ANSWER_MARKER = re.compile(r"(?i)(?:\bfinal[ \t]++answer|\banswer)\b(?:[ \t]*+(?:is\b|:|=))?|####")
 _GAP_OPERATOR = re.compile(r"[-+*/×÷^·\u2212]|\\(?:times|cdot|div)\b")
 _BEFORE_EXPR = re.compile(
     r"(?:√|\\sqrt|sqrt|±|\\pm|\^|\\log|\blog|\bln)[ \t]*+[{(\[]?[ \t]*+\Z"
@@ -471,8 +497,8 @@ def _answer_regions(body: str, limits: NumberLimits) -> list[tuple[int, int]]:
 
 
 def _is_expression_context(body: str, lit: Literal) -> bool:
-    before = body[max(0, lit.start - _CONTEXT):lit.start]
-    after = body[lit.end:lit.end + _CONTEXT]
+    before = body[max(0, lit.start - _CONTEXT) : lit.start]
+    after = body[lit.end : lit.end + _CONTEXT]
     return _BEFORE_EXPR.search(before) is not None or _AFTER_EXPR.match(after) is not None
 
 
@@ -567,7 +593,7 @@ def extract_reference(ref: object, limits: NumberLimits = DEFAULT_NUMBER_LIMITS)
         s = ref
         cut = s.rfind("####")
         if cut >= 0:
-            s = s[cut + 4:]
+            s = s[cut + 4 :]
         value = parse_number(s, limits)
         if value is not None:
             return value

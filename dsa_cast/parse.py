@@ -166,9 +166,7 @@ class _Findings:
 
     def findings(self) -> tuple[Finding, ...]:
         codes = _CODES
-        return tuple(
-            Finding(codes[c], s, e, name) for c, s, e, name in sorted(self.located, key=_sort_key)
-        )
+        return tuple(Finding(codes[c], s, e, name) for c, s, e, name in sorted(self.located, key=_sort_key))
 
 
 def _sort_key(item: tuple[int, int, int, str | None]) -> tuple[int, int, int]:
@@ -237,10 +235,8 @@ def _scan(text: str, schema: Schema) -> Scan:
     r_spans = [b for b in blocks if not b[0]]
     a_spans = [b for b in blocks if b[0]]
 
-    _block_issues(found, r_spans, Code.MISSING_REASONING, Code.UNCLOSED_REASONING,
-                  Code.DUPLICATE_REASONING, n, cap)
-    _block_issues(found, a_spans, Code.MISSING_ANSWER, Code.UNCLOSED_ANSWER,
-                  Code.DUPLICATE_ANSWER, n, cap)
+    _block_issues(found, r_spans, Code.MISSING_REASONING, Code.UNCLOSED_REASONING, Code.DUPLICATE_REASONING, n, cap)
+    _block_issues(found, a_spans, Code.MISSING_ANSWER, Code.UNCLOSED_ANSWER, Code.DUPLICATE_ANSWER, n, cap)
     a0 = a_spans[0] if a_spans else None
     if a0 is not None and not _text_in(text, a0[3], a0[4]):
         found.add(Code.EMPTY_ANSWER, a0[1], a0[2])
@@ -330,8 +326,12 @@ def _scan(text: str, schema: Schema) -> Scan:
         for m in patterns.headings.finditer(text, hi):
             if outside >= cap:
                 break
-            found.add(Code.HEADING_OUTSIDE_REASONING, m.start(2), m.end(), canonical.get(m[3])
-                      or keys[schema.heading_key(m[3])])
+            found.add(
+                Code.HEADING_OUTSIDE_REASONING,
+                m.start(2),
+                m.end(),
+                canonical.get(m[3]) or keys[schema.heading_key(m[3])],
+            )
             outside += 1
     if prev is not None and not _text_in(text, prev[1], hi):
         if empty < cap:
@@ -380,8 +380,18 @@ def _indices(flags: list[bool], k: int) -> list[int]:
     return out
 
 
-def _heading_tail(text: str, schema: Schema, found: _Findings, current: tuple[int, int, str], hi: int,
-                  highest: int, order: int, empty: int, index: dict[str, int], seen: set[str]) -> int:
+def _heading_tail(
+    text: str,
+    schema: Schema,
+    found: _Findings,
+    current: tuple[int, int, str],
+    hi: int,
+    highest: int,
+    order: int,
+    empty: int,
+    index: dict[str, int],
+    seen: set[str],
+) -> int:
     """The rest of the first reasoning body after ``current`` (``(heading_start, end, name)``, the
     heading just read) up to ``hi``, for a body of hundreds of headings: one ``split`` in C yields
     every heading line and the text between two headings, and list operations find what the
@@ -420,8 +430,9 @@ def _heading_tail(text: str, schema: Schema, found: _Findings, current: tuple[in
         k = len(starts) - 1
         if i > k:
             prefix = [1 if t is None else len(t) for t in tags[k:i]]
-            starts.extend(accumulate(map(add, prefix, map(add, map(len, lines[k:i]), map(len, bodies[k:i]))),
-                                     initial=starts[-1]))
+            starts.extend(
+                accumulate(map(add, prefix, map(add, map(len, lines[k:i]), map(len, bodies[k:i]))), initial=starts[-1])
+            )
             del starts[k + 1]  # accumulate repeats its initial value
         return schema._patterns.headings.match(text, starts[i], hi)  # type: ignore[return-value]
 
@@ -442,7 +453,12 @@ def _heading_tail(text: str, schema: Schema, found: _Findings, current: tuple[in
             events = _indices(list(map(and_, blank, after)), cap - empty)
         for i in events:
             m = at(i)
-            found.add(Code.EMPTY_SECTION, m.start(2), at(i + 1).start() + 1 if i + 1 < n else hi, names[one if idx is None else idx[i]])
+            found.add(
+                Code.EMPTY_SECTION,
+                m.start(2),
+                at(i + 1).start() + 1 if i + 1 < n else hi,
+                names[one if idx is None else idx[i]],
+            )
     if order < cap:
         if idx is None:  # one section throughout: all below the highest before, or none
             events = range(min(n, cap - order)) if one < highest else ()
@@ -457,12 +473,8 @@ def _heading_tail(text: str, schema: Schema, found: _Findings, current: tuple[in
 def _build(text: str, schema: Schema, scan: Scan) -> Completion:
     """The :class:`Completion` of one :func:`_scan`."""
     r_spans, a_spans, inside, hi, found, count = scan
-    reasoning = tuple(
-        [Block(s, e, bs, be, text[bs:be], c) for _, s, e, bs, be, c in r_spans[: schema.max_blocks]]
-    )
-    answers = tuple(
-        [Block(s, e, bs, be, text[bs:be], c) for _, s, e, bs, be, c in a_spans[: schema.max_blocks]]
-    )
+    reasoning = tuple([Block(s, e, bs, be, text[bs:be], c) for _, s, e, bs, be, c in r_spans[: schema.max_blocks]])
+    answers = tuple([Block(s, e, bs, be, text[bs:be], c) for _, s, e, bs, be, c in a_spans[: schema.max_blocks]])
     n_kept = len(inside)
     sections = [
         Section(
@@ -497,7 +509,7 @@ def _first_bodies(text: str, schema: Schema, inside: list, hi: int) -> dict[str,
     n_kept = len(inside)
     for i, (_, _, body_start, name) in enumerate(kept):
         if name not in out:
-            out[name] = text[body_start:inside[i + 1][0] if i + 1 < n_kept else hi].strip()
+            out[name] = text[body_start : inside[i + 1][0] if i + 1 < n_kept else hi].strip()
     return out
 
 
@@ -515,8 +527,15 @@ def _exact_format(schema: Schema, scan: Scan, issues: tuple) -> bool:
     )
 
 
-def _block_issues(found: _Findings, spans: list[tuple[bool, int, int, int, int, bool]],
-                  missing: Code, unclosed: Code, duplicate: Code, n: int, cap: int) -> None:
+def _block_issues(
+    found: _Findings,
+    spans: list[tuple[bool, int, int, int, int, bool]],
+    missing: Code,
+    unclosed: Code,
+    duplicate: Code,
+    n: int,
+    cap: int,
+) -> None:
     """Missing / duplicate / unclosed blocks of one kind (spans as built in :func:`parse`)."""
     if not spans:
         found.add(missing, n, n)

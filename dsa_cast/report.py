@@ -48,9 +48,7 @@ class ReportConfig:
         if self.histogram_bins < 2:
             raise ValueError(f"ReportConfig.histogram_bins must be >= 2, got {self.histogram_bins}")
         if not self.histogram_resolution > 0:
-            raise ValueError(
-                f"ReportConfig.histogram_resolution must be > 0, got {self.histogram_resolution}"
-            )
+            raise ValueError(f"ReportConfig.histogram_resolution must be > 0, got {self.histogram_resolution}")
         if self.max_issue_codes < 1 or self.top_issues < 0:
             raise ValueError("ReportConfig.max_issue_codes must be >= 1 and top_issues >= 0")
 
@@ -271,7 +269,7 @@ def component_ranges(rubric: Any) -> dict[str, tuple[float, float]]:
 def _axis_range(h: BoundedHistogram, known: tuple[float, float] | None) -> tuple[float, float]:
     """The x range of a histogram: the component's possible range when known, else the observed
     one widened to include 0 and to be at least 1 wide (so one value is not a full-width block)."""
-    lo, hi = (known if known is not None else (min(0.0, h.low), max(h.high, 0.0)))
+    lo, hi = known if known is not None else (min(0.0, h.low), max(h.high, 0.0))
     lo, hi = min(lo, h.low), max(hi, h.high)
     if hi - lo < 1.0 and known is None:
         hi = lo + 1.0
@@ -298,13 +296,19 @@ def write_plots(summary: Summary, out_dir: Path, rubric: Any = None) -> list[Pat
     name = getattr(rubric, "name", None)
     hists = {"total": summary.total_hist, **summary.component_hists}
     hists = {k: h for k, h in hists.items() if h is not None and h.count}
-    means = {"total": summary.total_sum / summary.n if summary.n else 0.0,
-             **{k: v / summary.n for k, v in summary.component_sums.items()}} if summary.n else {}
+    means = (
+        {
+            "total": summary.total_sum / summary.n if summary.n else 0.0,
+            **{k: v / summary.n for k, v in summary.component_sums.items()},
+        }
+        if summary.n
+        else {}
+    )
     if hists:
         cols = min(3, len(hists))
         rows = math.ceil(len(hists) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows + 0.6), squeeze=False)
-        for ax in axes.flat[len(hists):]:
+        for ax in axes.flat[len(hists) :]:
             ax.axis("off")
         for ax, (comp, h) in zip(axes.flat, hists.items()):
             lo, hi = _axis_range(h, ranges.get(comp))
@@ -319,8 +323,9 @@ def write_plots(summary: Summary, out_dir: Path, rubric: Any = None) -> list[Pat
             ax.set_title(f"{comp}: mean {means.get(comp, 0.0):.3g}{top}", fontsize=10)
             ax.set_xlabel("score" if comp != "total" else "total score")
             ax.set_ylabel("completions")
-        fig.suptitle(f"Score distributions of {summary.n} completions"
-                     + (f" ({name} rubric)" if name else ""), fontsize=11)
+        fig.suptitle(
+            f"Score distributions of {summary.n} completions" + (f" ({name} rubric)" if name else ""), fontsize=11
+        )
         fig.tight_layout()
         path = out_dir / "components.png"
         fig.savefig(path, dpi=100)

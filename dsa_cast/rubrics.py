@@ -82,8 +82,7 @@ class Detail:
     scores: Mapping[str, float] = field(hash=False)
 
     def __reduce__(self):  # the read-only mapping does not pickle; rebuild it
-        return (_detail, (self.parsed, self.extraction, self.reference, self.verdicts,
-                          dict(self.scores)))
+        return (_detail, (self.parsed, self.extraction, self.reference, self.verdicts, dict(self.scores)))
 
 
 @dataclass(frozen=True)
@@ -112,8 +111,19 @@ class Grade:
     detail: Detail | None = field(default=None, compare=False, hash=False, repr=False)
 
     def __reduce__(self):  # picklable (multiprocessing workers return grades)
-        return (_grade_from, (self.total, dict(self.components), self.correct, self.predicted,
-                              self.issues, self.max_total, self.rubric, self.detail))
+        return (
+            _grade_from,
+            (
+                self.total,
+                dict(self.components),
+                self.correct,
+                self.predicted,
+                self.issues,
+                self.max_total,
+                self.rubric,
+                self.detail,
+            ),
+        )
 
 
 def _detail(parsed, extraction, reference, verdicts, scores) -> Detail:
@@ -121,8 +131,7 @@ def _detail(parsed, extraction, reference, verdicts, scores) -> Detail:
 
 
 def _grade_from(total, components, correct, predicted, issues, max_total, rubric, detail) -> Grade:
-    return Grade(total, MappingProxyType(components), correct, predicted, issues, max_total, rubric,
-                 detail)
+    return Grade(total, MappingProxyType(components), correct, predicted, issues, max_total, rubric, detail)
 
 
 class RubricCode(enum.StrEnum):
@@ -140,8 +149,14 @@ class RubricCode(enum.StrEnum):
     UNREADABLE_REFERENCE = "unreadable_reference"  # an adapter could not read the item's reference
 
 
-def _grade(rubric: Rubric, parts: tuple[tuple[str, float], ...], correct: bool | None,
-           predicted: str | None, issues: Iterable[str], detail: Detail | None) -> Grade:
+def _grade(
+    rubric: Rubric,
+    parts: tuple[tuple[str, float], ...],
+    correct: bool | None,
+    predicted: str | None,
+    issues: Iterable[str],
+    detail: Detail | None,
+) -> Grade:
     total = 0.0
     for _, value in parts:
         total += value
@@ -184,9 +199,7 @@ def _check_share(owner: str, name: str, value: float) -> None:
 
 
 def _check_weight(owner: str, name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value >= 0
-    ):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{owner}.{name} must be a finite number >= 0, got {value!r}")
 
 
@@ -221,8 +234,7 @@ class Rubric:
         """Each component's lowest value (they sum to :attr:`min_total`); 0 unless overridden."""
         return {c: 0.0 for c in self.components}
 
-    def score(self, text: str, answer: object = None, question: str | None = None,
-              detail: bool = False) -> Grade:
+    def score(self, text: str, answer: object = None, question: str | None = None, detail: bool = False) -> Grade:
         """Grade ``text`` against the reference ``answer`` (any form
         :func:`dsa_cast.numbers.extract_reference` reads; None = no reference)."""
         raise NotImplementedError
@@ -282,8 +294,7 @@ class FormatRubric(Rubric):
     def max_total(self) -> float:
         return float(self.weight)
 
-    def score(self, text: str, answer: object = None, question: str | None = None,
-              detail: bool = False) -> Grade:
+    def score(self, text: str, answer: object = None, question: str | None = None, detail: bool = False) -> Grade:
         scan = _scan(text, self.schema)
         issues = scan[4].issues()
         if _exact_format(self.schema, scan, issues):
@@ -292,8 +303,7 @@ class FormatRubric(Rubric):
             f = self.partial if _blocks_ok(scan[0], scan[1]) else 0.0
         info = None
         if detail:
-            info = Detail(_build(text, self.schema, scan), None, None, (),
-                          MappingProxyType({"format": f}))
+            info = Detail(_build(text, self.schema, scan), None, None, (), MappingProxyType({"format": f}))
         return _grade(self, (("format", self.weight * f),), None, None, issues, info)
 
 
@@ -362,8 +372,9 @@ def _mention_pattern(s: str) -> re.Pattern[str]:
     as one pattern: the literal first (so the engine skips to candidates), then lookbehinds over it
     for what may not precede it, then what may not follow it."""
     lit = re.escape(s)
-    return re.compile(rf"{lit}(?<![0-9.]{lit})(?<![0-9],{lit})(?<!(?<![0-9A-Za-z)\]}}])[-\u2212]{lit})"
-                      + _INT_END.pattern)
+    return re.compile(
+        rf"{lit}(?<![0-9.]{lit})(?<![0-9],{lit})(?<!(?<![0-9A-Za-z)\]}}])[-\u2212]{lit})" + _INT_END.pattern
+    )
 
 
 def _mentions_int(body: str, t: int) -> bool:
@@ -393,16 +404,31 @@ def _mentions_int(body: str, t: int) -> bool:
 
 # Number words that ground claims like the digits they stand for ("three eggs" grounds
 # "CALC: 3 + 4 = 7"). Lower-case word -> values (a multiplier word stands for its factor).
-NUMBER_WORDS: Mapping[str, tuple[int | Fraction, ...]] = MappingProxyType({
-    **{w: (i,) for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen twenty".split())},
-    **{w: (10 * i,) for i, w in enumerate(
-        "thirty forty fifty sixty seventy eighty ninety".split(), start=3)},
-    "hundred": (100,), "thousand": (1000,), "million": (1_000_000,), "dozen": (12,),
-    "half": (Fraction(1, 2), 2), "quarter": (Fraction(1, 4), 4), "third": (Fraction(1, 3), 3),
-    "twice": (2,), "double": (2,), "triple": (3,), "thrice": (3,), "once": (1,), "percent": (100,),
-})
+NUMBER_WORDS: Mapping[str, tuple[int | Fraction, ...]] = MappingProxyType(
+    {
+        **{
+            w: (i,)
+            for i, w in enumerate(
+                "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+                "fifteen sixteen seventeen eighteen nineteen twenty".split()
+            )
+        },
+        **{w: (10 * i,) for i, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), start=3)},
+        "hundred": (100,),
+        "thousand": (1000,),
+        "million": (1_000_000,),
+        "dozen": (12,),
+        "half": (Fraction(1, 2), 2),
+        "quarter": (Fraction(1, 4), 4),
+        "third": (Fraction(1, 3), 3),
+        "twice": (2,),
+        "double": (2,),
+        "triple": (3,),
+        "thrice": (3,),
+        "once": (1,),
+        "percent": (100,),
+    }
+)
 
 
 def _word_values(words: Iterable[str]) -> set[int | Fraction]:
@@ -427,8 +453,9 @@ def _operand_value(s: str) -> int | Fraction:
 def _operands(text: str) -> list[int | Fraction]:
     """Unsigned decimal literals in an expression (``1,234`` and ``1.5`` included), in order.
     Plain digit runs (the common case) are converted inline by ``int``."""
-    return [(int(s) if s.isdigit() else _operand_value(s)) for s in _OPERAND.findall(text)
-            if len(s) <= _MAX_OPERAND_CHARS]
+    return [
+        (int(s) if s.isdigit() else _operand_value(s)) for s in _OPERAND.findall(text) if len(s) <= _MAX_OPERAND_CHARS
+    ]
 
 
 def _operand_set(*texts: str) -> set[int | Fraction]:
@@ -438,15 +465,23 @@ def _operand_set(*texts: str) -> set[int | Fraction]:
     for text in texts:
         spelled.update(_SKIP_TO_OPERAND.findall(text))
     spelled.discard("")
-    return {(int(s) if s.isdigit() else _operand_value(s)) for s in spelled
-            if len(s) <= _MAX_OPERAND_CHARS}
+    return {(int(s) if s.isdigit() else _operand_value(s)) for s in spelled if len(s) <= _MAX_OPERAND_CHARS}
 
 
-_UNSOUND = frozenset({
-    Code.MISSING_REASONING, Code.UNCLOSED_REASONING, Code.MISSING_ANSWER, Code.UNCLOSED_ANSWER,
-    Code.DUPLICATE_ANSWER, Code.ANSWER_BEFORE_REASONING, Code.NESTED_TAG, Code.TRUNCATED,
-    Code.DUPLICATE_SECTION, Code.SECTION_OUT_OF_ORDER,
-})
+_UNSOUND = frozenset(
+    {
+        Code.MISSING_REASONING,
+        Code.UNCLOSED_REASONING,
+        Code.MISSING_ANSWER,
+        Code.UNCLOSED_ANSWER,
+        Code.DUPLICATE_ANSWER,
+        Code.ANSWER_BEFORE_REASONING,
+        Code.NESTED_TAG,
+        Code.TRUNCATED,
+        Code.DUPLICATE_SECTION,
+        Code.SECTION_OUT_OF_ORDER,
+    }
+)
 _STRUCTURE_VOID = frozenset({Code.DUPLICATE_SECTION, Code.NESTED_TAG})
 _ANSWER_DISQUALIFIERS = frozenset({Code.MISSING_ANSWER, Code.UNCLOSED_ANSWER, Code.DUPLICATE_ANSWER})
 
@@ -516,8 +551,7 @@ class DsaCastRubric(Rubric):
         if isinstance(self.weights, Mapping):
             object.__setattr__(self, "weights", DsaCastWeights(**self.weights))
         if not isinstance(self.weights, DsaCastWeights):
-            raise TypeError(f"{own}.weights must be DsaCastWeights or a mapping, "
-                            f"got {type(self.weights).__name__}")
+            raise TypeError(f"{own}.weights must be DsaCastWeights or a mapping, got {type(self.weights).__name__}")
         if not isinstance(self.schema, Schema):
             raise TypeError(f"{own}.schema must be a Schema, got {type(self.schema).__name__}")
         if self.percent not in PERCENT_POLICIES:
@@ -528,17 +562,27 @@ class DsaCastRubric(Rubric):
         if isinstance(tol, bool) or not isinstance(tol, (int, float, Fraction)) or not 0 <= tol < 1:
             raise ValueError(f"{own}.near_tolerance must be in [0, 1), got {tol!r}")
         object.__setattr__(self, "near_tolerance", Fraction(tol))
-        for name in ("near_share", "malformed_share", "format_partial", "out_of_order_factor",
-                     "unsound_factor", "support_share"):
+        for name in (
+            "near_share",
+            "malformed_share",
+            "format_partial",
+            "out_of_order_factor",
+            "unsound_factor",
+            "support_share",
+        ):
             _check_share(own, name, getattr(self, name))
         if self.near_share > self.malformed_share:
-            raise ValueError(f"{own}.near_share ({self.near_share}) must not exceed malformed_share "
-                             f"({self.malformed_share}): a wrong answer must never earn more than a "
-                             "malformed correct one")
+            raise ValueError(
+                f"{own}.near_share ({self.near_share}) must not exceed malformed_share "
+                f"({self.malformed_share}): a wrong answer must never earn more than a "
+                "malformed correct one"
+            )
         w = self.weights
         if w.correctness * (1.0 - self.near_share) <= w.coherence:
-            raise ValueError(f"{own}: weights.correctness * (1 - near_share) must exceed "
-                             "weights.coherence, or turning a right answer wrong could raise the total")
+            raise ValueError(
+                f"{own}: weights.correctness * (1 - near_share) must exceed "
+                "weights.coherence, or turning a right answer wrong could raise the total"
+            )
         for name in ("min_section_words", "min_novel_words", "section_scan_chars"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -547,13 +591,15 @@ class DsaCastRubric(Rubric):
             object.__setattr__(self, name, frozenset(getattr(self, name)))
         for name in ("evidence_section", "reasoning_section", "sanity_section"):
             if getattr(self, name) not in self.schema.sections:
-                raise ValueError(f"{own}.{name} {getattr(self, name)!r} is not one of the schema's "
-                                 f"sections {self.schema.sections}")
+                raise ValueError(
+                    f"{own}.{name} {getattr(self, name)!r} is not one of the schema's sections {self.schema.sections}"
+                )
         object.__setattr__(self, "grounding_sections", tuple(self.grounding_sections))
         for s in self.grounding_sections:
             if s not in self.schema.sections:
-                raise ValueError(f"{own}.grounding_sections: {s!r} is not one of the schema's "
-                                 f"sections {self.schema.sections}")
+                raise ValueError(
+                    f"{own}.grounding_sections: {s!r} is not one of the schema's sections {self.schema.sections}"
+                )
         if not isinstance(self.limits, Limits):
             raise TypeError(f"{own}.limits must be a claims.Limits, got {type(self.limits).__name__}")
 
@@ -614,8 +660,7 @@ class DsaCastRubric(Rubric):
             return RubricCode.BOILERPLATE_SECTION
         return RubricCode.COPIED_QUESTION
 
-    def _grounding(self, first: Mapping[str, str], question: str | None,
-                   question_words: frozenset[str] | None) -> set:
+    def _grounding(self, first: Mapping[str, str], question: str | None, question_words: frozenset[str] | None) -> set:
         """Numbers a claim may start from: the question's (digits and number words), or without
         a question the decimal literals of the ``grounding_sections``."""
         if question is not None:
@@ -653,14 +698,15 @@ class DsaCastRubric(Rubric):
             shown = _shown(answer)
             if isinstance(answer, str):
                 raise ValueError(f"answer {shown} has no single numeric value to grade against")
-            raise ValueError(f"answer {shown} is not a finite number of at most "
-                             f"{self.number_limits.max_value_bits} bits (numerator and denominator)")
+            raise ValueError(
+                f"answer {shown} is not a finite number of at most "
+                f"{self.number_limits.max_value_bits} bits (numerator and denominator)"
+            )
         return ref
 
     # -- scoring -----------------------------------------------------------------------
 
-    def score(self, text: str, answer: object = None, question: str | None = None,
-              detail: bool = False) -> Grade:
+    def score(self, text: str, answer: object = None, question: str | None = None, detail: bool = False) -> Grade:
         ref = self.reference_value(answer)
         w = self.weights
         schema = self.schema
@@ -680,7 +726,7 @@ class DsaCastRubric(Rubric):
         gate = 1.0 if sound else self.unsound_factor
 
         # answer and correctness
-        ex = extract_answer(text[a[3]:a[4]], self.number_limits) if a is not None else None
+        ex = extract_answer(text[a[3] : a[4]], self.number_limits) if a is not None else None
         if ex is not None and ex.issue is not None:
             issues.append(ex.issue)
         value = ex.value if ex is not None and ex.issue is None else None
@@ -788,13 +834,21 @@ class DsaCastRubric(Rubric):
         info = None
         if detail:
             scores = {
-                "format": fmt, "structure": struct, "correctness": corr, "evidence": evid,
-                "coherence": coh, "sound": float(sound), "sections_ok": float(ok_sections),
-                "claims": float(n_claims), "claims_credited": float(credited),
-                "supported": float(supported), "sanity_refers": float(refers),
+                "format": fmt,
+                "structure": struct,
+                "correctness": corr,
+                "evidence": evid,
+                "coherence": coh,
+                "sound": float(sound),
+                "sections_ok": float(ok_sections),
+                "claims": float(n_claims),
+                "claims_credited": float(credited),
+                "supported": float(supported),
+                "sanity_refers": float(refers),
             }
-            info = Detail(_build(text, schema, scan), ex, ref, tuple(map(_verdict, distinct.values())),
-                          MappingProxyType(scores))
+            info = Detail(
+                _build(text, schema, scan), ex, ref, tuple(map(_verdict, distinct.values())), MappingProxyType(scores)
+            )
         return _grade(self, parts, correct, predicted, issues, info)
 
 
@@ -823,6 +877,8 @@ class CastTerms:
     raw: str | None  # the answer number as written
     gold: float | None  # the reference as the notebook read it
     calc_rows: tuple[tuple[str, str, bool], ...]  # (left, right, equal) per CALC line
+
+
 # The notebook's "####" number and "first number" patterns, applied at one position each.
 _HASH_NUMBER = re.compile(r"[-+]?+([\d,]*+)(\.\d++)?+")
 _FIRST_NUMBER = re.compile(r"[-+]?+\d[\d,]*+(?:\.\d++)?+")
@@ -882,21 +938,30 @@ class SeedRubric(Rubric):
         own = "SeedRubric"
         if not isinstance(self.schema, Schema):
             raise TypeError(f"{own}.schema must be a Schema, got {type(self.schema).__name__}")
-        for name in ("exact_format", "tag_pair", "heading", "heading_order", "w_accuracy",
-                     "w_completeness", "w_format_bonus", "w_calc"):
+        for name in (
+            "exact_format",
+            "tag_pair",
+            "heading",
+            "heading_order",
+            "w_accuracy",
+            "w_completeness",
+            "w_format_bonus",
+            "w_calc",
+        ):
             _check_weight(own, name, getattr(self, name))
         for name in ("near_band", "far_band"):
             band = tuple(getattr(self, name))
-            if len(band) != 2 or not all(isinstance(x, (int, float)) and math.isfinite(x)
-                                         for x in band) or band[0] > band[1]:
-                raise ValueError(f"{own}.{name} must be a pair lo <= hi of finite numbers, "
-                                 f"got {getattr(self, name)!r}")
+            if (
+                len(band) != 2
+                or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in band)
+                or band[0] > band[1]
+            ):
+                raise ValueError(f"{own}.{name} must be a pair lo <= hi of finite numbers, got {getattr(self, name)!r}")
             object.__setattr__(self, name, band)
         for name in ("near_credit", "far_credit", "tags_only_bonus"):
             _check_share(own, name, getattr(self, name))
         if not isinstance(self.length_target_chars, int) or self.length_target_chars < 1:
-            raise ValueError(f"{own}.length_target_chars must be an int >= 1, "
-                             f"got {self.length_target_chars!r}")
+            raise ValueError(f"{own}.length_target_chars must be an int >= 1, got {self.length_target_chars!r}")
         if not isinstance(self.calc_marker, str) or not self.calc_marker:
             raise ValueError(f"{own}.calc_marker must be a non-empty str, got {self.calc_marker!r}")
         for name in ("max_predicted_chars", "max_calc_lines"):
@@ -962,7 +1027,7 @@ class SeedRubric(Rubric):
         if i < 0:
             return None
         j = text.find(close_tag, i + len(open_tag))
-        return None if j < 0 else text[i + len(open_tag):j]
+        return None if j < 0 else text[i + len(open_tag) : j]
 
     def format_exact_ok(self, text: str) -> bool:
         """Whether ``^\\s*<reasoning>\\s*Plan:.*?Reasoning:.*?Evidence:.*?Sanity_check:.*?
@@ -1002,10 +1067,8 @@ class SeedRubric(Rubric):
 
     def format_soft_score(self, text: str) -> float:
         """reward_format_soft: tag pairs, headings and (all present) their order."""
-        score = self.tag_pair if self._block(text, self._r_open, self._r_close) is not None \
-            else -self.tag_pair
-        score += self.tag_pair if self._block(text, self._a_open, self._a_close) is not None \
-            else -self.tag_pair
+        score = self.tag_pair if self._block(text, self._r_open, self._r_close) is not None else -self.tag_pair
+        score += self.tag_pair if self._block(text, self._a_open, self._a_close) is not None else -self.tag_pair
         pos = self._positions(text)
         for p in pos:
             score += self.heading if p >= 0 else -self.heading
@@ -1139,17 +1202,34 @@ class SeedRubric(Rubric):
         gold = self._gold(answer)
         acc = self.accuracy(pred, gold)
         rows, calc = self._calc_verdicts(text)
-        cast = (self.w_accuracy * acc + self.w_completeness * completeness
-                + self.w_format_bonus * bonus + self.w_calc * calc)
-        return CastTerms(cast, acc, completeness, present, in_order, length, bonus, calc,
-                         tuple(pos), body is not None, has_answer, raw, gold, tuple(rows))
+        cast = (
+            self.w_accuracy * acc
+            + self.w_completeness * completeness
+            + self.w_format_bonus * bonus
+            + self.w_calc * calc
+        )
+        return CastTerms(
+            cast,
+            acc,
+            completeness,
+            present,
+            in_order,
+            length,
+            bonus,
+            calc,
+            tuple(pos),
+            body is not None,
+            has_answer,
+            raw,
+            gold,
+            tuple(rows),
+        )
 
     def cast_score(self, text: str, answer: object = None) -> float:
         """reward_cast_math_and_completeness for one completion."""
         return self.cast_terms(text, answer).cast
 
-    def score(self, text: str, answer: object = None, question: str | None = None,
-              detail: bool = False) -> Grade:
+    def score(self, text: str, answer: object = None, question: str | None = None, detail: bool = False) -> Grade:
         exact = self.exact_format if self.format_exact_ok(text) else 0.0
         soft = self.format_soft_score(text)
         t = self.cast_terms(text, answer)
@@ -1177,10 +1257,14 @@ class SeedRubric(Rubric):
         info = None
         if detail:
             scores = {
-                "accuracy": t.accuracy, "completeness": t.completeness,
-                "headings_present": t.headings_present, "headings_in_order": t.headings_in_order,
-                "length": t.length, "format_bonus": t.format_bonus,
-                "calc_consistency": t.calc_consistency, "calc_lines": float(len(t.calc_rows)),
+                "accuracy": t.accuracy,
+                "completeness": t.completeness,
+                "headings_present": t.headings_present,
+                "headings_in_order": t.headings_in_order,
+                "length": t.length,
+                "format_bonus": t.format_bonus,
+                "calc_consistency": t.calc_consistency,
+                "calc_lines": float(len(t.calc_rows)),
             }
             ref = Fraction(gold) if gold is not None and math.isfinite(gold) else None
             info = Detail(None, None, ref, (), MappingProxyType(scores))
@@ -1193,11 +1277,13 @@ class SeedRubric(Rubric):
 # --------------------------------------------------------------------------------------
 
 DEFAULT_RUBRIC = "dsa-cast"
-RUBRICS: Mapping[str, Rubric] = MappingProxyType({
-    "dsa-cast": DsaCastRubric(),
-    "seed": SeedRubric(),
-    "format": FormatRubric(),
-})
+RUBRICS: Mapping[str, Rubric] = MappingProxyType(
+    {
+        "dsa-cast": DsaCastRubric(),
+        "seed": SeedRubric(),
+        "format": FormatRubric(),
+    }
+)
 """The registered rubrics by name (read-only), each with its documented defaults."""
 
 
@@ -1212,8 +1298,10 @@ def get_rubric(name: str = DEFAULT_RUBRIC, **options: object) -> Rubric:
     known = {f.name for f in dataclasses.fields(base)}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ValueError(f"rubric {name!r} has no option {', '.join(map(repr, unknown))}; "
-                         f"options: {', '.join(sorted(known - {'name'}))}")
+        raise ValueError(
+            f"rubric {name!r} has no option {', '.join(map(repr, unknown))}; "
+            f"options: {', '.join(sorted(known - {'name'}))}"
+        )
     return dataclasses.replace(base, **options)  # type: ignore[arg-type]
 
 

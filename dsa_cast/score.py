@@ -45,8 +45,14 @@ def _check_question(question: object, where: str) -> str | None:
     raise TypeError(f"{where} must be str or None, got {type(question).__name__}")
 
 
-def grade(completion: str, answer: object = None, *, rubric: str | Rubric = DEFAULT_RUBRIC,
-          question: str | None = None, detail: bool = False) -> Grade:
+def grade(
+    completion: str,
+    answer: object = None,
+    *,
+    rubric: str | Rubric = DEFAULT_RUBRIC,
+    question: str | None = None,
+    detail: bool = False,
+) -> Grade:
     """Grade one completion.
 
     Args:
@@ -68,22 +74,27 @@ def grade(completion: str, answer: object = None, *, rubric: str | Rubric = DEFA
     return resolve_rubric(rubric).score(completion, answer, question, detail)
 
 
-def explain(completion: str, answer: object = None, *, rubric: str | Rubric = DEFAULT_RUBRIC,
-            question: str | None = None) -> Grade:
+def explain(
+    completion: str, answer: object = None, *, rubric: str | Rubric = DEFAULT_RUBRIC, question: str | None = None
+) -> Grade:
     """``grade(..., detail=True)``: the grade plus the parse, the extraction and the verdicts."""
     return grade(completion, answer, rubric=rubric, question=question, detail=True)
 
 
-def grade_batch(completions: Sequence[str], answers: Sequence[object] | None = None, *,
-                rubric: str | Rubric = DEFAULT_RUBRIC, questions: Sequence[str] | None = None,
-                detail: bool = False) -> list[Grade]:
+def grade_batch(
+    completions: Sequence[str],
+    answers: Sequence[object] | None = None,
+    *,
+    rubric: str | Rubric = DEFAULT_RUBRIC,
+    questions: Sequence[str] | None = None,
+    detail: bool = False,
+) -> list[Grade]:
     """Grade a list of completions (``answers`` / ``questions`` line up with it, or are None).
 
     Every completion is type-checked before any is graded; errors name the index.
     """
     if isinstance(completions, (str, bytes, Mapping, Set)):
-        raise TypeError(f"grade_batch(): completions must be a sequence of str, got one "
-                        f"{type(completions).__name__}")
+        raise TypeError(f"grade_batch(): completions must be a sequence of str, got one {type(completions).__name__}")
     completions = list(completions)
     n = len(completions)
     for i, c in enumerate(completions):
@@ -139,8 +150,9 @@ def _plain(value: object) -> object:
         try:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ValueError(f"bytes that are not UTF-8 text (invalid byte 0x{value[err.start]:02x} "
-                             f"at offset {err.start})") from None
+            raise ValueError(
+                f"bytes that are not UTF-8 text (invalid byte 0x{value[err.start]:02x} at offset {err.start})"
+            ) from None
     if value is None or isinstance(value, (str, int, float)):
         return value
     item = getattr(value, "item", None)
@@ -174,8 +186,7 @@ def _texts(completions: Sequence[str], fn: str) -> list[str]:
 
 def reward_format_exact(prompts, completions, **kwargs) -> list[float]:
     """The seed's exact-format reward: 3.0 for the exact layout, else 0.0."""
-    return [_SEED.exact_format if _SEED.format_exact_ok(c) else 0.0
-            for c in _texts(completions, "reward_format_exact")]
+    return [_SEED.exact_format if _SEED.format_exact_ok(c) else 0.0 for c in _texts(completions, "reward_format_exact")]
 
 
 def reward_format_soft(prompts, completions, **kwargs) -> list[float]:

@@ -151,8 +151,10 @@ Natalia sold 48/2 = <<48/2=24>>24 clips (48/2=24). 5 = 5. 7-2=6
 
 
 def _summary(text: str) -> list[tuple]:
-    return [(v.claim.kind, v.claim.expr, v.claim.stated, text[v.claim.start:v.claim.end], v.ok, v.reason)
-            for v in check_claims(text)]
+    return [
+        (v.claim.kind, v.claim.expr, v.claim.stated, text[v.claim.start : v.claim.end], v.ok, v.reason)
+        for v in check_claims(text)
+    ]
 
 
 def test_claim_examples() -> None:
@@ -202,7 +204,10 @@ def test_rounding_and_calc_rules(line: str, ok: bool | None, reason: str | None)
 def test_calc_line_with_several_equals_gives_one_claim_per_pair() -> None:
     verdicts = check_claims("CALC: 12 + 8 = 20 = 4 * 5 = 21")
     assert [(v.claim.expr, v.claim.stated, v.ok) for v in verdicts] == [
-        ("12 + 8", "20", True), ("4 * 5", "20", True), ("4 * 5", "21", False)]
+        ("12 + 8", "20", True),
+        ("4 * 5", "20", True),
+        ("4 * 5", "21", False),
+    ]
 
 
 CHAIN_CONTEXT = [
@@ -238,7 +243,7 @@ def test_claim_spans_and_order() -> None:
     claims = find_claims(text)
     assert [c.kind for c in claims] == ["chain", "annotation", "calc", "chain"]
     assert [c.start for c in claims] == sorted(c.start for c in claims)
-    assert [text[c.start:c.end] for c in claims] == ["1+1=2", "<<2*3=6>>", "CALC: 3-1 = 2", "4/2 = 2"]
+    assert [text[c.start : c.end] for c in claims] == ["1+1=2", "<<2*3=6>>", "CALC: 3-1 = 2", "4/2 = 2"]
 
 
 def test_find_claims_rejects_non_str() -> None:
@@ -496,13 +501,45 @@ def test_true_claims_hold_and_perturbed_ones_fail(tree, data, template: str, del
 # soups of the common grammar, precedence and tight fractions included.
 # ---------------------------------------------------------------------------------------
 
-SOUP_TOKENS = ["1", "2", "3", "12", "0", "2.5", "0.50", "$4", "1,200", ".5", "+", "-", "−", "–",
-               "*", "x", "×", "·", "/", "÷", "\\div", "%", "(", ")", "[", "]", "^", "**", " ", "1e2"]
+SOUP_TOKENS = [
+    "1",
+    "2",
+    "3",
+    "12",
+    "0",
+    "2.5",
+    "0.50",
+    "$4",
+    "1,200",
+    ".5",
+    "+",
+    "-",
+    "−",
+    "–",
+    "*",
+    "x",
+    "×",
+    "·",
+    "/",
+    "÷",
+    "\\div",
+    "%",
+    "(",
+    ")",
+    "[",
+    "]",
+    "^",
+    "**",
+    " ",
+    "1e2",
+]
 
 
 @settings(deadline=None, max_examples=400)
-@given(parts=st.lists(st.sampled_from(SOUP_TOKENS), min_size=1, max_size=14),
-       spaces=st.lists(st.sampled_from(["", " "]), min_size=14, max_size=14))
+@given(
+    parts=st.lists(st.sampled_from(SOUP_TOKENS), min_size=1, max_size=14),
+    spaces=st.lists(st.sampled_from(["", " "]), min_size=14, max_size=14),
+)
 def test_fast_path_agrees_with_full_parser(parts: list[str], spaces: list[str]) -> None:
     from dsa_cast.claims import _analyze, _eval, _has_operation, _parse
 

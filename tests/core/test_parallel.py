@@ -29,7 +29,7 @@ def test_results_come_back_in_input_order(jobs):
 
 
 @settings(max_examples=8, deadline=None)
-@given(st.lists(st.lists(st.integers(-10**6, 10**6), max_size=20), max_size=12), st.integers(1, 3))
+@given(st.lists(st.lists(st.integers(-(10**6), 10**6), max_size=20), max_size=12), st.integers(1, 3))
 def test_property_same_as_map(chunks, jobs):
     assert list(ordered_map(sum, chunks, jobs=jobs, window=jobs)) == list(map(sum, chunks))
 

@@ -29,8 +29,10 @@ SEED = SeedRubric()
 
 
 def dsa(plan="p", reasoning="r", evidence="e", sanity="s", answer="42", gap="\n"):
-    return (f"<reasoning>{gap}Plan: {plan}{gap}Reasoning: {reasoning}{gap}Evidence: {evidence}"
-            f"{gap}Sanity_check: {sanity}{gap}</reasoning>{gap}<answer>{answer}</answer>")
+    return (
+        f"<reasoning>{gap}Plan: {plan}{gap}Reasoning: {reasoning}{gap}Evidence: {evidence}"
+        f"{gap}Sanity_check: {sanity}{gap}</reasoning>{gap}<answer>{answer}</answer>"
+    )
 
 
 def body_len(text: str) -> int:
@@ -94,9 +96,7 @@ def test_accuracy_terms_by_hand(written, ref, accuracy):
     text = dsa(answer=written, evidence="none")
     n = body_len(text)
     expected = 3 * accuracy + 2 * ((1 + 1 + n / 300) / 3) + 1 + 0
-    assert reward_cast_math_and_completeness(None, [text], answer=[ref]) == [
-        pytest.approx(expected, abs=1e-12)
-    ]
+    assert reward_cast_math_and_completeness(None, [text], answer=[ref]) == [pytest.approx(expected, abs=1e-12)]
     assert grade(text, ref, rubric="seed").correct is (accuracy == 1.0)
 
 
@@ -155,8 +155,16 @@ def test_seed_reference_types():
     for bad in ({"a": 1}, [1], [10**5000], (2.5,), b"2.5", True):
         with pytest.raises(TypeError, match="reference must be a number or str"):
             grade(text, bad, rubric="seed")
-    for bad in ("nan", "inf", "#### -Infinity", "1" * 5000, 10**5000, float("nan"), Decimal("1e100000000"),
-                Fraction(10**5000, 3)):
+    for bad in (
+        "nan",
+        "inf",
+        "#### -Infinity",
+        "1" * 5000,
+        10**5000,
+        float("nan"),
+        Decimal("1e100000000"),
+        Fraction(10**5000, 3),
+    ):
         with pytest.raises(ValueError, match="is not a finite number"):
             grade(text, bad, rubric="seed")
     with pytest.raises(ValueError, match=r"answer\[1\]"):  # the reward function names the item
@@ -246,8 +254,9 @@ def oracle(text: str, ref: str) -> tuple[float, float, float]:
         elif gold != 0:
             ratio = pred / gold
             acc = 0.5 if 0.9 <= ratio <= 1.1 else 0.25 if 0.8 <= ratio <= 1.2 else 0.0
-    comp = (sum(p >= 0 for p in pos) / 4 + (1.0 if order else 0.0)
-            + (min(len(r.group(1)) / 300, 1.0) if r else 0.0)) / 3
+    comp = (
+        sum(p >= 0 for p in pos) / 4 + (1.0 if order else 0.0) + (min(len(r.group(1)) / 300, 1.0) if r else 0.0)
+    ) / 3
     tags = bool(r) and bool(a)
     bonus = 1.0 if tags and order else 0.5 if tags else 0.0
     total = ok = 0
@@ -261,12 +270,40 @@ def oracle(text: str, ref: str) -> tuple[float, float, float]:
     return exact, soft, 3 * acc + 2 * comp + bonus + calc
 
 
-TOKENS = st.sampled_from([
-    "<reasoning>", "</reasoning>", "<answer>", "</answer>", "Plan:", "Reasoning:", "Evidence:",
-    "Sanity_check:", " ", "\n", "\t", "\u00a0", "\x1c", "\u2028", "x", "####", "#", "12", "3.5",
-    "1,000", "-", "+", ",", ".", "7", "٣", "\nCALC: 2+3 = 5\n", "\nCALC: 2*3 = 7\n",
-    "\nCALC: 12 / 4 = 3", "CALC: 1,000 + 7 = 1007 apples",
-])
+TOKENS = st.sampled_from(
+    [
+        "<reasoning>",
+        "</reasoning>",
+        "<answer>",
+        "</answer>",
+        "Plan:",
+        "Reasoning:",
+        "Evidence:",
+        "Sanity_check:",
+        " ",
+        "\n",
+        "\t",
+        "\u00a0",
+        "\x1c",
+        "\u2028",
+        "x",
+        "####",
+        "#",
+        "12",
+        "3.5",
+        "1,000",
+        "-",
+        "+",
+        ",",
+        ".",
+        "7",
+        "٣",
+        "\nCALC: 2+3 = 5\n",
+        "\nCALC: 2*3 = 7\n",
+        "\nCALC: 12 / 4 = 3",
+        "CALC: 1,000 + 7 = 1007 apples",
+    ]
+)
 
 
 @settings(max_examples=400, deadline=None)
