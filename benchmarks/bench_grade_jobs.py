@@ -5,7 +5,8 @@ malformed, every record with its reference; nothing is read from outside the rep
 times the CLI on it in a fresh process per run: ``--jobs 1`` (grading in the main process),
 ``--jobs 2`` and ``--jobs <all cores>``, ``--runs`` times each, and reports the median wall time,
 records per second, the speed-up over ``--jobs 1``, and the peak RSS of the main process and of
-the largest worker (sampled every 50 ms with psutil, from the ``[bench]`` extra). Also checks that every run wrote the same ``results.jsonl``.
+the largest worker (sampled every 50 ms with psutil, from the ``[bench]`` extra). Also checks that
+every run wrote the same ``results.jsonl``.
 
     python benchmarks/bench_grade_jobs.py              # 20,000 records, 3 runs per setting
     python benchmarks/bench_grade_jobs.py --quick      # 3,000 records, 1 run: a smoke test

@@ -24,6 +24,7 @@ its throughput target, a function-level profile says where the time goes. Result
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import gc
 import json
@@ -168,9 +169,9 @@ def throughput(name: str, fn: Scorer, items: list[Item], runs: int) -> dict:
     agreement = None
     by_kind: dict[str, list[int]] = {}
     if name != "dsa_cast_format":  # the format rubric does not judge correctness
-        hits = [f == it.expected_correct for f, it in zip(flags, items)]
+        hits = [f == it.expected_correct for f, it in zip(flags, items, strict=True)]
         agreement = sum(hits) / len(hits)
-        for h, it in zip(hits, items):
+        for h, it in zip(hits, items, strict=True):
             k = by_kind.setdefault(it.kind, [0, 0])
             k[0] += h
             k[1] += 1
@@ -183,7 +184,7 @@ def throughput(name: str, fn: Scorer, items: list[Item], runs: int) -> dict:
         "agreement": agreement,
         "agreement_by_kind": {k: v[0] / v[1] for k, v in sorted(by_kind.items())},
         "disagreements": [
-            it.id for f, it in zip(flags, items) if name != "dsa_cast_format" and f != it.expected_correct
+            it.id for f, it in zip(flags, items, strict=True) if name != "dsa_cast_format" and f != it.expected_correct
         ][:20],
     }
 
@@ -259,7 +260,7 @@ def profile(items: list[Item], rows: int) -> dict:
     stats = _profiled(items)
     total = stats.total_tt
     table = []
-    for (file, line, func), (cc, nc, tt, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
+    for (file, line, func), (_cc, nc, tt, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
         table.append(
             {
                 "function": f"{Path(file).name}:{line}({func})",
@@ -346,10 +347,8 @@ class _Worker:
             self.proc.join()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, OSError):
             self.parent.send(None)
-        except (BrokenPipeError, OSError):
-            pass
         self.proc.join(10)
         if self.proc.is_alive():
             self.kill()

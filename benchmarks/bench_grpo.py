@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -104,14 +105,14 @@ class Clock:
         return out
 
     def step_times(self, warmup: int) -> list[float]:
-        return [b - a for a, b in zip(self.stamps, self.stamps[1:])][warmup:]
+        return [b - a for a, b in pairwise(self.stamps)][warmup:]
 
     def step_cpu_times(self, warmup: int) -> list[float]:
-        return [b - a for a, b in zip(self.cpu_stamps, self.cpu_stamps[1:])][warmup:]
+        return [b - a for a, b in pairwise(self.cpu_stamps)][warmup:]
 
     def reward_shares(self, warmup: int) -> list[float]:
         steps = self.step_times(warmup)
-        return [r / s for r, s in zip(self.inside[warmup:], steps)]
+        return [r / s for r, s in zip(self.inside[warmup:], steps, strict=False)]
 
 
 def make_config(bc: BenchConfig):
@@ -237,9 +238,10 @@ def run_bare(cfg, workdir: Path) -> Clock:
 
 def real_text_reward_seconds(bc: BenchConfig, batches: int = 200) -> float:
     """Median seconds the reward functions take for one batch of real DSA completions."""
+    import numpy as np
+
     from dsa_cast import score
     from dsa_cast_train import data
-    import numpy as np
 
     n = bc.batch_size * bc.num_generations
     exs = [data.gsm8k_to_dsa(r) for r in data.load_gsm8k(None, "train", limit=n * batches)]

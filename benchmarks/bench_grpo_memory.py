@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -156,7 +157,7 @@ def measure(
         stamps, toks = data["stamps"], data["tokens_per_step"]
         # interval i = stamps[i+1] - stamps[i]: the update of batch i + the rollout of batch i+1;
         # the first interval holds the update's compilation
-        intervals = [b - a for a, b in zip(stamps, stamps[1:])][1:]
+        intervals = [b - a for a, b in pairwise(stamps)][1:]
         timed_tokens = sum(toks[2:])
         res.update(
             status="ok",

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -138,7 +139,7 @@ def _grpo(run_dir: Path) -> dict:
     times = [r["time"] for r in _records(run_dir / "metrics.jsonl") if r.get("mode") == "train"]
     logs = [run_dir / "run.log", *sorted(run_dir.glob("run.process-*.log"))]
     losses = [re.findall(r"actor loss per update: (.+)", p.read_text()) for p in logs]
-    intervals = [b - a for a, b in zip(times, times[1:])]  # the first holds the update's compilation
+    intervals = [b - a for a, b in pairwise(times)]  # the first holds the update's compilation
     return {
         "step_seconds_median": _median_after_first(intervals),
         "step_seconds": [round(x, 4) for x in intervals],
@@ -150,7 +151,7 @@ def _grpo(run_dir: Path) -> dict:
 def _max_diff(a: list[float] | None, b: list[float] | None) -> float | None:
     if not a or not b or len(a) != len(b):
         return None
-    return max(abs(x - y) for x, y in zip(a, b))
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
 
 def main(argv=None) -> int:

@@ -34,7 +34,7 @@ def _grade_all(records: list[dict[str, Any]], responses: list[str], with_questio
     at_max = 0
     correct = 0
     t0 = time.perf_counter()
-    for rec, response in zip(records, responses):
+    for rec, response in zip(records, responses, strict=True):
         g = grade(response, rec["answer"], question=rec["question"] if with_question else None)
         correct += bool(g.correct)
         if g.total == g.max_total and not g.issues:

@@ -29,8 +29,8 @@ from corpus import CorpusConfig, build_adversarial, build_corpus  # noqa: E402
 from dsa_cast.claims import _check_rows, check_claims  # noqa: E402
 from dsa_cast.numbers import extract_answer, extract_reference  # noqa: E402
 from dsa_cast.parse import _scan, parse  # noqa: E402
-from dsa_cast.schema import DSA  # noqa: E402
 from dsa_cast.rubrics import RUBRICS  # noqa: E402
+from dsa_cast.schema import DSA  # noqa: E402
 from dsa_cast.score import grade, grade_batch  # noqa: E402
 
 TARGET_PER_S = 50_000  # the later issue's goal for full dsa-cast grading in one process
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     graded = grade_batch(texts, refs)
-    agree = sum(g.correct == it.expected_correct for g, it in zip(graded, items))
+    agree = sum(g.correct == it.expected_correct for g, it in zip(graded, items, strict=True))
     result["agreement_with_labels"] = agree / n
     result["target_met"] = result["rubrics"]["dsa-cast"]["per_s"] >= TARGET_PER_S
     print(f"  dsa-cast correctness agrees with the corpus labels on {agree}/{n}")

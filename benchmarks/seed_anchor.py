@@ -197,7 +197,10 @@ def reward_cast_math_and_completeness(prompts, completions, **kwargs) -> list[fl
 
 
 def _self_check() -> None:
-    ok = "<reasoning>\nPlan: p\nReasoning: r\nEvidence:\nCALC: 2*3 = 6\nSanity_check: s\n</reasoning>\n<answer>6</answer>"
+    ok = (
+        "<reasoning>\nPlan: p\nReasoning: r\nEvidence:\nCALC: 2*3 = 6\nSanity_check: s\n</reasoning>\n"
+        "<answer>6</answer>"
+    )
     assert seed_correct(ok, "6") and not seed_correct(ok, "7")
     assert reward_format_exact(None, [ok]) == [3.0]
     assert _calc_consistency(ok) == 1.0

@@ -267,7 +267,7 @@ def _score_all(
     values: dict[str, object] = {}
     minimum: Grade | None = None
     out = []
-    for i, (t, a, q) in enumerate(zip(texts, refs, questions)):
+    for i, (t, a, q) in enumerate(zip(texts, refs, questions, strict=True)):
         try:
             if isinstance(a, _Unreadable):
                 raise ValueError(a.reason)
@@ -472,7 +472,7 @@ class TRLReward(ComponentReward):
         ):
             _trl_log(grades, scored, log_extra, log_metric)
         c = self.component
-        return [g.components[c] if s else None for g, s in zip(grades, scored)]
+        return [g.components[c] if s else None for g, s in zip(grades, scored, strict=True)]
 
 
 def _trl_log(grades: Sequence[Grade], scored: Sequence[bool], log_extra: object, log_metric: object) -> None:
@@ -488,7 +488,7 @@ def _trl_log(grades: Sequence[Grade], scored: Sequence[bool], log_extra: object,
         if judged:
             log_metric("dsa_cast/accuracy", sum(judged) / len(judged))
         log_metric("dsa_cast/clean_rate", sum(not g.issues for g in grades) / len(grades))
-        totals = [g.total for g, s in zip(grades, scored) if s]
+        totals = [g.total for g, s in zip(grades, scored, strict=True) if s]
         if totals:
             log_metric("dsa_cast/total", sum(totals) / len(totals))
 
@@ -688,7 +688,7 @@ def reward_func(
     r = _named_rubric(rubric, rubric_options)
     markers = check_end_markers(end_markers)
     texts = []
-    for i, (q, p) in enumerate(zip(qs, ps)):
+    for i, (q, p) in enumerate(zip(qs, ps, strict=True)):
         try:
             texts.append(strip_end_markers(strip_prompt(completion_text(q), p if isinstance(p, str) else ""), markers))
         except (TypeError, ValueError) as err:

@@ -21,7 +21,8 @@ import operator
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Union
+from itertools import pairwise
+from typing import TypeAlias
 
 __all__ = [
     "Limits",
@@ -222,7 +223,7 @@ def _tokenize(expr: str, limits: Limits) -> list[Token]:
 # Only brackets recurse, and their depth is capped by the tokenizer.
 # --------------------------------------------------------------------------------------
 
-Node = Union[tuple[str, Fraction], tuple[str, "Node"], tuple[str, str, "Node", "Node"]]
+Node: TypeAlias = tuple[str, Fraction] | tuple[str, "Node"] | tuple[str, str, "Node", "Node"]
 
 
 class _Parser:
@@ -617,7 +618,7 @@ _RUN = re.compile(r"(?:" + _RUN_TOKEN + r")(?:[ \t]*+(?:" + _RUN_TOKEN + r"))*+"
 # The first tokens of a run (same tokens, at most _RUN_PROBE_TOKENS of them), and "another
 # token follows" (the probe stopped at its bound, not at the run's end).
 _RUN_PROBE_TOKENS = 4096
-_RUN_PROBE = re.compile(r"(?:" + _RUN_TOKEN + r")(?:[ \t]*+(?:" + _RUN_TOKEN + r")){0,%d}+" % (_RUN_PROBE_TOKENS - 1))
+_RUN_PROBE = re.compile(r"(?:" + _RUN_TOKEN + r")(?:[ \t]*+(?:" + _RUN_TOKEN + rf")){{0,{_RUN_PROBE_TOKENS - 1}}}+")
 _RUN_MORE = re.compile(r"[ \t]*+(?:" + _RUN_TOKEN + r")")
 _EXPLICIT = re.compile(
     r"(?P<calc>(?<![A-Za-z_])(?i:calc)[ \t]*+:(?P<cbody>[^\n]*+))"
@@ -865,7 +866,7 @@ def _find(text: str, limits: Limits, memo: dict[str, Analysis]) -> list[ClaimRow
     gaps = (
         [(0, len(text))]
         if not spans
-        else ([(0, spans[0][0])] + [(a[1], b[0]) for a, b in zip(spans, spans[1:])] + [(spans[-1][1], len(text))])
+        else ([(0, spans[0][0])] + [(a[1], b[0]) for a, b in pairwise(spans)] + [(spans[-1][1], len(text))])
     )
     for gap_start, gap_end in gaps:  # chains are looked for only outside CALC lines/annotations
         end = min(gap_end, cutoff + 1)

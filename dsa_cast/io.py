@@ -5,8 +5,8 @@ config files): every way a line can be bad becomes an :class:`InputError` whose 
 ``FILE:LINE: reason`` (invalid UTF-8, a NUL byte, invalid JSON, a 5,000-digit integer, arrays
 nested 100,000 deep, a line longer than the limit, a value that is not an object where objects are
 required), never a ``UnicodeDecodeError``, ``ValueError`` or ``RecursionError`` traceback. A UTF-8
-byte-order mark at the start of a file (or of a line: files joined with ``cat``) is skipped. Every line and file is read within
-:class:`JsonLimits` (memory) and in time linear in its size.
+byte-order mark at the start of a file (or of a line: files joined with ``cat``) is skipped. Every
+line and file is read within :class:`JsonLimits` (memory) and in time linear in its size.
 
 One writer: :func:`atomic_output` (and the ``atomic_write_*`` helpers) write to a temporary name
 in the destination's directory, flush and ``fsync`` it, then ``os.replace`` it over the

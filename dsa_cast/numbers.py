@@ -487,8 +487,8 @@ def _answer_regions(body: str, limits: NumberLimits) -> list[tuple[int, int]]:
     if boxes:
         return boxes
     last = None
-    for last in _ANSWER_MARKER.finditer(body):
-        pass
+    for m in _ANSWER_MARKER.finditer(body):
+        last = m
     if last is not None:
         after = (last.end(), len(body))
         if next(scan_literals(body, after[0], after[1], limits), None) is not None:

@@ -12,9 +12,9 @@ import enum
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 from itertools import accumulate, chain, repeat
 from operator import add, and_, is_, lt, not_
+from typing import Any
 
 from dsa_cast.schema import DSA, Schema
 

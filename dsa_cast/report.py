@@ -251,13 +251,12 @@ def format_table(summary: Summary) -> str:
 def component_ranges(rubric: Any) -> dict[str, tuple[float, float]]:
     """``name -> (lowest, highest)`` possible value of the total and of each component whose
     range the rubric states (a ``weights`` dataclass or a single ``weight``), for plot axes."""
+    import contextlib
     import dataclasses
 
     out: dict[str, tuple[float, float]] = {}
-    try:
+    with contextlib.suppress(AttributeError, NotImplementedError):
         out["total"] = (float(rubric.min_total), float(rubric.max_total))
-    except (AttributeError, NotImplementedError):
-        pass
     weights = getattr(rubric, "weights", None)
     if dataclasses.is_dataclass(weights):
         out.update({f.name: (0.0, float(getattr(weights, f.name))) for f in dataclasses.fields(weights)})
@@ -310,7 +309,7 @@ def write_plots(summary: Summary, out_dir: Path, rubric: Any = None) -> list[Pat
         fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows + 0.6), squeeze=False)
         for ax in axes.flat[len(hists) :]:
             ax.axis("off")
-        for ax, (comp, h) in zip(axes.flat, hists.items()):
+        for ax, (comp, h) in zip(axes.flat, hists.items(), strict=False):  # more axes than histograms
             lo, hi = _axis_range(h, ranges.get(comp))
             width, bins = h.display_bins(summary.config.plot_bins)
             bar = max(width * 0.9, (hi - lo) / 60)  # a single value stays a visible, narrow bar

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
+from itertools import pairwise
 from types import MappingProxyType
 
 from dsa_cast.claims import EvalError, Limits, Verdict, _check_rows, _verdict, evaluate
@@ -38,7 +39,7 @@ from dsa_cast.numbers import (
     format_value,
     numbers_in,
 )
-from dsa_cast.parse import Code, Completion, _build, _exact_format, _first_bodies, _scan, parse
+from dsa_cast.parse import Code, Completion, _build, _exact_format, _first_bodies, _scan
 from dsa_cast.schema import DSA, Schema
 
 __all__ = [
@@ -1051,7 +1052,7 @@ class SeedRubric(Rubric):
             return False
         r_close, a_open = self._r_close, self._a_open
         k = text.find(r_close, p)
-        while 0 <= k:  # earliest "</reasoning>\s*<answer>" after the headings
+        while k >= 0:  # earliest "</reasoning>\s*<answer>" after the headings
             j = _WS_RUN.match(text, k + len(r_close)).end()  # type: ignore[union-attr]
             if text.startswith(a_open, j):
                 return j + len(a_open) <= last
@@ -1063,7 +1064,7 @@ class SeedRubric(Rubric):
 
     @staticmethod
     def _in_order(pos: list[int]) -> bool:
-        return all(p >= 0 for p in pos) and all(a < b for a, b in zip(pos, pos[1:]))
+        return all(p >= 0 for p in pos) and all(a < b for a, b in pairwise(pos))
 
     def format_soft_score(self, text: str) -> float:
         """reward_format_soft: tag pairs, headings and (all present) their order."""

@@ -200,7 +200,7 @@ def reward_cast_math_and_completeness(prompts, completions, **kwargs) -> list[fl
     texts = _texts(completions, "reward_cast_math_and_completeness")
     refs = _column(kwargs.get("answer"), len(texts), "reward_cast_math_and_completeness(): answer")
     out = []
-    for i, (c, r) in enumerate(zip(texts, refs)):
+    for i, (c, r) in enumerate(zip(texts, refs, strict=True)):
         try:
             out.append(_SEED.cast_score(c, r))
         except (TypeError, ValueError) as err:

@@ -152,7 +152,7 @@ def test_tunix_numpy_like_columns_repeated_per_generation_and_extra_params():
         )
         for f in fns
     ]
-    correctness = dict(zip([f.__name__ for f in fns], out))["dsa_cast_correctness"]
+    correctness = dict(zip([f.__name__ for f in fns], out, strict=True))["dsa_cast_correctness"]
     assert correctness == [5.0, 0.0, 0.0, 0.0]
     assert all(len(col) == 4 and None not in col for col in out)
 

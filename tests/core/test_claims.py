@@ -385,7 +385,7 @@ def test_precedence_and_left_associativity(case) -> None:  # type: ignore[no-unt
     nums, ops = case
     # reference: fold * and / first, left to right, then + and -
     terms, signs = [nums[0]], []
-    for op, n in zip(ops, nums[1:]):
+    for op, n in zip(ops, nums[1:], strict=True):
         if op in "*/":
             if op == "/" and n == 0:
                 terms = None  # type: ignore[assignment]
@@ -394,13 +394,13 @@ def test_precedence_and_left_associativity(case) -> None:  # type: ignore[no-unt
         else:
             terms.append(n)
             signs.append(op)
-    text = _leaf_text(nums[0]) + "".join(f" {op} {_leaf_text(n)}" for op, n in zip(ops, nums[1:]))
+    text = _leaf_text(nums[0]) + "".join(f" {op} {_leaf_text(n)}" for op, n in zip(ops, nums[1:], strict=True))
     if terms is None:
         with pytest.raises(EvalError):
             evaluate(text, BIG)
         return
     expected = terms[0]
-    for sign, t in zip(signs, terms[1:]):
+    for sign, t in zip(signs, terms[1:], strict=True):
         expected = expected + t if sign == "+" else expected - t
     assert evaluate(text, BIG) == expected
 
@@ -543,7 +543,7 @@ SOUP_TOKENS = [
 def test_fast_path_agrees_with_full_parser(parts: list[str], spaces: list[str]) -> None:
     from dsa_cast.claims import _analyze, _eval, _has_operation, _parse
 
-    expr = "".join(p + s for p, s in zip(parts, spaces))
+    expr = "".join(p + s for p, s in zip(parts, spaces, strict=False))
     try:
         tree = _parse(expr, DEFAULT_LIMITS)
     except EvalError as err:

@@ -432,7 +432,9 @@ def test_grade_the_labelled_benchmark_corpus_end_to_end(tmp_path, monkeypatch):
     code, out, err = run("grade", str(src), "--answer-field", "reference", "--out", str(tmp_path / "r"), "--no-plots")
     assert code == 0, err
     results = read_jsonl(tmp_path / "r" / "results.jsonl")
-    wrong = [(it.id, it.kind, it.style) for it, r in zip(items, results) if r["correct"] != it.expected_correct]
+    wrong = [
+        (it.id, it.kind, it.style) for it, r in zip(items, results, strict=True) if r["correct"] != it.expected_correct
+    ]
     assert not wrong
     expected = sum(it.expected_correct for it in items)
     assert f"({expected}/{len(items)} with a reference)" in out

@@ -148,10 +148,9 @@ def test_atomic_output_replaces_only_when_done(tmp_path):
     p = tmp_path / "out.txt"
     p.write_text("old")
     p.chmod(0o640)
-    with pytest.raises(RuntimeError):
-        with io.atomic_output(p) as fh:
-            fh.write("half")
-            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError), io.atomic_output(p) as fh:
+        fh.write("half")
+        raise RuntimeError("crash")
     assert p.read_text() == "old" and sorted(x.name for x in tmp_path.iterdir()) == ["out.txt"]
     io.atomic_write_text(p, "new\n")
     assert p.read_text() == "new\n" and stat.S_IMODE(p.stat().st_mode) == 0o640

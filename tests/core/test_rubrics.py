@@ -121,7 +121,7 @@ def cases(draw, answer_kind=None):
     keep = draw(st.lists(st.booleans(), min_size=4, max_size=4))
     if draw(st.integers(0, 3)) > 0:
         keep = [True] * 4
-    sections = tuple((n, bodies[n]) for n, k in zip(names, keep) if k)
+    sections = tuple((n, bodies[n]) for n, k in zip(names, keep, strict=True) if k)
     kind = answer_kind or draw(st.sampled_from(["right", "wrong", "styled", "several", "empty"]))
     answer = {
         "right": str(ref),
@@ -230,7 +230,9 @@ def test_grade_batch_matches_grade():
     texts = [render([(s, "words and more") for s in SECTIONS], str(i)) for i in range(5)]
     refs = ["1", 2, None, Fraction(3), "#### 4"]
     qs = ["q one", None, "q three", None, None]
-    assert grade_batch(texts, refs, questions=qs) == [grade(t, r, question=q) for t, r, q in zip(texts, refs, qs)]
+    assert grade_batch(texts, refs, questions=qs) == [
+        grade(t, r, question=q) for t, r, q in zip(texts, refs, qs, strict=True)
+    ]
     assert grade_batch(texts, None, rubric="seed") == [grade(t, rubric="seed") for t in texts]
     assert grade_batch([], None) == []
 

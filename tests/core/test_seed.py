@@ -7,6 +7,7 @@ implementation must agree with on generated text, and the Tunix calling conventi
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from fractions import Fraction
@@ -262,10 +263,8 @@ def oracle(text: str, ref: str) -> tuple[float, float, float]:
     total = ok = 0
     for m in _CALC.finditer(text):
         total += 1
-        try:
+        with contextlib.suppress(EvalError):
             ok += evaluate(m.group(1)) == evaluate(m.group(2).strip())
-        except EvalError:
-            pass
     calc = ok / total if total else 0.0
     return exact, soft, 3 * acc + 2 * comp + bonus + calc
 
@@ -361,7 +360,7 @@ def test_reward_functions_sum_to_the_seed_total():
         reward_format_soft(["p"] * 4, texts, **kwargs),
         reward_cast_math_and_completeness(["p"] * 4, texts, **kwargs),
     ]
-    totals = [sum(col) for col in zip(*parts)]
+    totals = [sum(col) for col in zip(*parts, strict=True)]
     assert totals == [g.total for g in grade_batch(texts, refs, rubric="seed")]
     assert all(isinstance(x, float) for p in parts for x in p)
 
