@@ -104,7 +104,7 @@ class AdapterConfig:
 def _check_on_error(on_error: object) -> str:
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(map(repr, ON_ERROR))}, got {on_error!r}")
-    return on_error  # type: ignore[return-value]
+    return on_error
 
 
 class _Unreadable:
@@ -151,7 +151,7 @@ def _sequence(values: object, name: str) -> list[object]:
             f"array), got one {type(values).__name__}"
         )
     tolist = getattr(values, "tolist", None)  # numpy: native Python values in one call
-    return list(tolist() if callable(tolist) else values)  # type: ignore[call-overload]
+    return list(tolist() if callable(tolist) else values)
 
 
 def _column(values: object, n: int, name: str, *, unreadable_ok: bool = False) -> list[object]:
@@ -275,7 +275,7 @@ def _score_all(
                 if a not in values:
                     values[a] = read(a)
                 a = values[a]
-            out.append(score(t, a, q))  # type: ignore[arg-type]
+            out.append(score(t, a, q))
         except (TypeError, ValueError) as err:
             if on_error == "raise":
                 raise type(err)(f"{where}[{i}]: {err}") from err
@@ -325,9 +325,9 @@ class BatchGrader:
         return {"rubric": self.rubric, "config": self.config, "uses_reference": self.uses_reference}
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        self.rubric = state["rubric"]  # type: ignore[assignment]
-        self.config = state["config"]  # type: ignore[assignment]
-        self.uses_reference = state["uses_reference"]  # type: ignore[assignment]
+        self.rubric = state["rubric"]
+        self.config = state["config"]
+        self.uses_reference = state["uses_reference"]
         self._lock = threading.Lock()
         self._cache = OrderedDict()
         self._round = (None, set())
@@ -517,7 +517,7 @@ def tunix_rewards(
     **options)``), e.g. ``partial_credit=True``. ``end_markers``: see :class:`AdapterConfig`;
     ``on_error``: see :data:`ON_ERROR`.
     """
-    config = AdapterConfig(answer_field, question_field, cache_batches, end_markers, on_error)  # type: ignore[arg-type]  # checked in __post_init__
+    config = AdapterConfig(answer_field, question_field, cache_batches, end_markers, on_error)  # checked in __post_init__
     return _component_rewards(TunixReward, rubric, config, options)
 
 
@@ -537,7 +537,7 @@ def trl_rewards(
     is ``answer_field`` (``"answer"``; TRL's math datasets use ``"solution"``). Picklable.
     ``end_markers``: see :class:`AdapterConfig`; ``on_error``: see :data:`ON_ERROR`.
     """
-    config = AdapterConfig(answer_field, question_field, cache_batches, end_markers, on_error)  # type: ignore[arg-type]  # checked in __post_init__
+    config = AdapterConfig(answer_field, question_field, cache_batches, end_markers, on_error)  # checked in __post_init__
     return _component_rewards(TRLReward, rubric, config, options)
 
 

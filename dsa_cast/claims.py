@@ -21,8 +21,9 @@ import operator
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from itertools import pairwise
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 __all__ = [
     "Limits",
@@ -67,12 +68,13 @@ class Limits:
     max_claims: int = 64
     max_chain_sides: int = 256
 
-    def __post_init__(self) -> None:
-        # Longest expression the integer fast path (:func:`_fast_value`) takes: no literal can be
-        # over max_literal_digits, no token count over max_tokens, and no intermediate result
-        # over max_result_bits (each character adds at most 7 bits: a digit 3.4, a '%' 6.7).
+    @cached_property
+    def fast_len(self) -> int:
+        """Longest expression the integer fast path (:func:`_fast_value`) takes: no literal can be
+        over max_literal_digits, no token count over max_tokens, and no intermediate result over
+        max_result_bits (each character adds at most 7 bits: a digit 3.4, a '%' 6.7)."""
         fast = min(self.max_expr_chars, self.max_literal_digits, self.max_tokens, (self.max_result_bits - 16) // 7)
-        object.__setattr__(self, "_fast_len", max(fast, 0))
+        return max(fast, 0)
 
 
 DEFAULT_LIMITS = Limits()
@@ -150,7 +152,12 @@ _CLOSER = {"(": ")", "[": "]"}
 
 # Token kinds: ("num", Fraction) ("frac", (Fraction, Fraction)) ("op", "+-*/^") ("pct", None)
 # ("open", ch) ("close", ch)
-Token = tuple[str, object]
+Token: TypeAlias = (
+    tuple[Literal["num"], Fraction]
+    | tuple[Literal["frac"], tuple[Fraction, Fraction]]
+    | tuple[Literal["op", "open", "close"], str]
+    | tuple[Literal["pct"], None]
+)
 
 
 def _number_value(m: re.Match[str], limits: Limits) -> Fraction:
@@ -185,13 +192,15 @@ def _tokenize(expr: str, limits: Limits) -> list[Token]:
             continue
         if kind == "num":
             value = _number_value(m, limits)
-            if pos < n and expr[pos] == "/" and not (tokens and tokens[-1] == ("op", "^")):
-                d = _NUM_ONLY.match(expr, pos + 1)
-                if d is not None and not _NO_FUSE_AFTER.match(expr, d.end()):
-                    tokens.append(("frac", (value, _number_value(d, limits))))
-                    pos = d.end()
-                    value = None
-            if value is not None:
+            d = (
+                _NUM_ONLY.match(expr, pos + 1)
+                if pos < n and expr[pos] == "/" and not (tokens and tokens[-1] == ("op", "^"))
+                else None
+            )
+            if d is not None and not _NO_FUSE_AFTER.match(expr, d.end()):
+                tokens.append(("frac", (value, _number_value(d, limits))))
+                pos = d.end()
+            else:
                 tokens.append(("num", value))
         elif kind == "op":
             tokens.append(("op", _OPS[m.group("op")]))
@@ -223,7 +232,9 @@ def _tokenize(expr: str, limits: Limits) -> list[Token]:
 # Only brackets recurse, and their depth is capped by the tokenizer.
 # --------------------------------------------------------------------------------------
 
-Node: TypeAlias = tuple[str, Fraction] | tuple[str, "Node"] | tuple[str, str, "Node", "Node"]
+Node: TypeAlias = (
+    tuple[Literal["num"], Fraction] | tuple[Literal["neg", "pct"], "Node"] | tuple[Literal["bin"], str, "Node", "Node"]
+)
 
 
 class _Parser:
@@ -238,7 +249,7 @@ class _Parser:
         tok = self.peek()
         if tok is not None and tok[0] == "op" and tok[1] in ops:
             self.i += 1
-            return tok[1]  # type: ignore[return-value]
+            return tok[1]
         return None
 
     def parse(self) -> Node:
@@ -297,14 +308,14 @@ class _Parser:
             raise EvalError("syntax", "expression ends early")
         self.i += 1
         if tok[0] == "num":
-            return ("num", tok[1])  # type: ignore[return-value]
+            return ("num", tok[1])
         if tok[0] == "frac":  # a tight a/b binds like a number
-            num, den = tok[1]  # type: ignore[misc]
+            num, den = tok[1]
             return ("bin", "/", ("num", num), ("num", den))
         if tok[0] == "open":
             node = self.expr()
             close = self.peek()
-            if close is None or close[0] != "close" or close[1] != _CLOSER[tok[1]]:  # type: ignore[index]
+            if close is None or close[0] != "close" or close[1] != _CLOSER[tok[1]]:
                 raise EvalError("syntax", f"unbalanced {tok[1]!r}")
             self.i += 1
             return node
@@ -332,18 +343,17 @@ def _power(base: Fraction, exponent: Fraction, limits: Limits) -> Fraction:
     bits = max(base.numerator.bit_length(), base.denominator.bit_length())
     if bits > 1 and bits * abs(k) > limits.max_result_bits:
         raise EvalError("result_too_large", f"power would exceed {limits.max_result_bits} bits")
-    return base**k  # type: ignore[return-value]
+    return base**k
 
 
 def _eval(node: Node, limits: Limits) -> Fraction:
-    kind = node[0]
-    if kind == "num":
-        return node[1]  # type: ignore[return-value]
-    if kind == "neg":
-        return -_eval(node[1], limits)  # type: ignore[arg-type]
-    if kind == "pct":
-        return _check_size(_eval(node[1], limits) / 100, limits)  # type: ignore[arg-type]
-    _, op, left_n, right_n = node  # type: ignore[misc]
+    if node[0] == "num":
+        return node[1]
+    if node[0] == "neg":
+        return -_eval(node[1], limits)
+    if node[0] == "pct":
+        return _check_size(_eval(node[1], limits) / 100, limits)
+    _, op, left_n, right_n = node
     left = _eval(left_n, limits)
     right = _eval(right_n, limits)
     if op == "+":
@@ -363,8 +373,8 @@ def _eval(node: Node, limits: Limits) -> Fraction:
 
 def _has_operation(node: Node) -> bool:
     """True when the tree holds a binary operation or a percent (not just a signed number)."""
-    while node[0] in ("neg",):
-        node = node[1]  # type: ignore[assignment]
+    while node[0] == "neg":
+        node = node[1]
     return node[0] in ("bin", "pct")
 
 
@@ -422,7 +432,7 @@ def _fast_literal(tok: str) -> int | Fraction:
     return Fraction(int(whole + frac), 10 ** len(frac))
 
 
-def _apply(vals: list, op: str) -> bool:
+def _apply(vals: list[int | Fraction], op: str) -> bool:
     """Reduce the top of ``vals`` by ``op`` ("+", "-", "*", "/", "n" negate); False on a
     division by zero."""
     if op == "n":
@@ -448,7 +458,7 @@ def _apply(vals: list, op: str) -> bool:
 
 def _fast_value(expr: str, limits: Limits) -> tuple[int | Fraction, bool] | None:
     """``(value, has_operation)`` of a plain expression, or None: use the full parser."""
-    if len(expr) > limits._fast_len:  # type: ignore[attr-defined]
+    if len(expr) > limits.fast_len:
         return None
     if expr.isdigit() and expr.isascii():  # a bare integer (most stated results): one token
         return int(expr), False
@@ -468,7 +478,7 @@ def _fast_value(expr: str, limits: Limits) -> tuple[int | Fraction, bool] | None
         return None
     if expr.count("/") + expr.count("÷") + expr.count("\\div") > 1 and _TIGHT_SLASH.search(expr):
         return None
-    vals: list = []
+    vals: list[int | Fraction] = []
     ops: list[str] = []  # pending "+" "-" "*" "/", "n" (negate), "(" / "[" (open brackets)
     expect = True
     has_op = False
@@ -778,8 +788,8 @@ def _chain_claims(
     before = text[max(0, rs - _LOOKBACK) : rs]
     line_before = before.rsplit("\n", 1)[-1]
     at_line_start = not line_before.strip() and (len(before) < _LOOKBACK or "\n" in before or rs < _LOOKBACK)
-    if at_line_start and (b := _BULLET.match(run)) is not None:
-        run, rs = run[b.end() :], rs + b.end()  # "- 3 * 4 = 12" is a list item, not a negation
+    if at_line_start and (bullet := _BULLET.match(run)) is not None:
+        run, rs = run[bullet.end() :], rs + bullet.end()  # "- 3 * 4 = 12" is a list item, not a negation
     prev = line_before.rstrip()[-1:] if line_before.strip() else ""
     # glued to a word, or part of a clock time such as "6:00" / "6:48"
     glued_left = rs > 0 and (
@@ -848,15 +858,15 @@ def _find(text: str, limits: Limits, memo: dict[str, Analysis]) -> list[ClaimRow
     spans: list[tuple[int, int]] = []
     # str.find is much faster than a regex scan: start where an explicit claim could begin.
     firsts = [i for i in (text.find("<<"), text.lower().find("calc")) if i >= 0]
-    for m in _EXPLICIT.finditer(text, min(firsts) if firsts else len(text)):
-        if m.group("calc") is not None:
-            body, kind = m.group("cbody"), "calc"
-            end = m.start("cbody") + len(body.rstrip())
+    for x in _EXPLICIT.finditer(text, min(firsts) if firsts else len(text)):
+        if x.group("calc") is not None:
+            body, kind = x.group("cbody"), "calc"
+            end = x.start("cbody") + len(body.rstrip())
         else:
-            body, kind, end = m.group("abody"), "annotation", m.end()
-        found = _explicit_claims(kind, body, m.start(kind[0] + "body"), m.start(), end, limits, memo)
+            body, kind, end = x.group("abody"), "annotation", x.end()
+        found = _explicit_claims(kind, body, x.start(kind[0] + "body"), x.start(), end, limits, memo)
         explicit.extend(found)
-        spans.append((m.start(), m.end()))
+        spans.append((x.start(), x.end()))
         if len(explicit) >= cap:
             break
     # Anything starting after the cap-th explicit claim would be cut anyway.
@@ -889,11 +899,13 @@ def _find(text: str, limits: Limits, memo: dict[str, Analysis]) -> list[ClaimRow
                     if len(_EQUALS.findall(m.group())) >= sides_left:
                         cut = True
                     else:
-                        m = _RUN.match(text, m.start(), line_end)  # the whole run
-                pos = m.end()  # type: ignore[union-attr]
-                if "=" not in m.group():  # type: ignore[union-attr]
+                        whole = _RUN.match(text, m.start(), line_end)  # the whole run
+                        assert whole is not None  # it starts with the probe's match
+                        m = whole
+                pos = m.end()
+                if "=" not in m.group():
                     continue
-                found, used = _chain_claims(text, m, limits, sides_left, memo, cut)  # type: ignore[arg-type]
+                found, used = _chain_claims(text, m, limits, sides_left, memo, cut)
                 chains.extend(found)
                 sides_left -= used
             k = text.find("=", line_end, end)
@@ -930,7 +942,7 @@ def _check(claim: ClaimRow, limits: Limits, memo: dict[str, Analysis]) -> Verdic
     if value == stated_value:
         return claim, True, value, stated_value, None
     tol = _rounding_tolerance(stated)
-    if tol is not None and abs(value - stated_value) <= tol:
+    if tol is not None and -tol <= value - stated_value <= tol:
         return claim, True, value, stated_value, "rounded"
     return claim, False, value, stated_value, "mismatch"
 

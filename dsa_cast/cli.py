@@ -256,10 +256,10 @@ def _binary(stdin: IO[str] | IO[bytes] | None) -> BinaryIO:
     if buffer is not None:
         return buffer
     if isinstance(stream.read(0), bytes):
-        return stream  # type: ignore[return-value]
+        return stream
     import io as _stdio
 
-    return _stdio.BytesIO(stream.read().encode("utf-8", "surrogateescape"))  # type: ignore[arg-type]
+    return _stdio.BytesIO(stream.read().encode("utf-8", "surrogateescape"))
 
 
 def _regular_size(path: str) -> int | None:

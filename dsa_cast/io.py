@@ -149,7 +149,7 @@ def decode_json(data: bytes | str, *, limits: JsonLimits = DEFAULT_LIMITS) -> tu
         except UnicodeDecodeError as err:
             return None, f"not UTF-8: invalid byte 0x{raw[err.start]:02x} at column {err.start + 1}", None
     else:
-        text = data  # type: ignore[assignment]
+        text = data
         if text.startswith("\ufeff"):
             text = text[1:]
         if "\x00" in text:

@@ -314,7 +314,7 @@ def _literal_at(
         return m, Literal(None, start, end, literal_text, percent, True)
     if raw is None:
         return m, Literal(None, start, end, literal_text, percent, False)
-    val: Fraction = raw  # type: ignore[assignment]
+    val: Fraction = raw
     if (s1 is not None and s1 != "+") ^ (s2 is not None):
         val = -val
     if percent:

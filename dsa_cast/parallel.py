@@ -56,12 +56,12 @@ def ordered_map(fn: Callable[[T], R], chunks: Iterable[T], *, jobs: int, window:
         return
     second = next(it, _END) if jobs > 1 else _END
     if second is _END:
-        yield fn(first)  # type: ignore[arg-type]
+        yield fn(first)
         yield from map(fn, it)
         return
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_context())
     try:
-        pending: deque[Future] = deque([pool.submit(fn, first), pool.submit(fn, second)])  # type: ignore[arg-type]
+        pending: deque[Future] = deque([pool.submit(fn, first), pool.submit(fn, second)])
         for chunk in it:
             while len(pending) >= window:
                 yield pending.popleft().result()

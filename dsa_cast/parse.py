@@ -215,8 +215,8 @@ def _scan(text: str, schema: Schema) -> Scan:
     for m in patterns.tags.finditer(text):
         kind = m.lastindex  # 1 <r>, 2 <a>, 3 </r>, 4 </a>
         if open_kind == 0:
-            if kind <= 2:  # type: ignore[operator]
-                open_kind, open_start, open_body = kind, m.start(), m.end()  # type: ignore[assignment]
+            if kind <= 2:
+                open_kind, open_start, open_body = kind, m.start(), m.end()
             else:
                 if stray < cap:
                     found.add(Code.STRAY_CLOSING_TAG, m.start(), m.end())
@@ -434,7 +434,7 @@ def _heading_tail(
                 accumulate(map(add, prefix, map(add, map(len, lines[k:i]), map(len, bodies[k:i]))), initial=starts[-1])
             )
             del starts[k + 1]  # accumulate repeats its initial value
-        return schema._patterns.headings.match(text, starts[i], hi)  # type: ignore[return-value]
+        return schema._patterns.headings.match(text, starts[i], hi)
 
     if empty < cap:
         # A body is empty when the text up to the next heading is whitespace and that heading
@@ -442,7 +442,7 @@ def _heading_tail(
         all_blank, blank = _mapped(bodies, lambda b: not b.strip(), lambda bs: list(map(not_, map(str.strip, bs))))
         by_newline = set(tags) == {None}
         newline = None if by_newline else list(map(is_, tags, repeat(None)))
-        if (by_newline or newline[0]) and not pre.strip():  # type: ignore[index]
+        if (by_newline or newline[0]) and not pre.strip():
             found.add(Code.EMPTY_SECTION, head, starts[0] + 1, name)
             empty += 1
         if blank is None and by_newline:

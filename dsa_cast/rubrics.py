@@ -653,7 +653,7 @@ class DsaCastRubric(Rubric):
             seen.add(w)
             if not outside_filler and w not in filler:
                 outside_filler = True
-            if novel < need_novel and w not in question_words:  # type: ignore[operator]
+            if novel < need_novel and w not in question_words:
                 novel += 1
             if outside_filler and novel >= need_novel and len(seen) >= need_words:
                 return None
@@ -743,7 +743,7 @@ class DsaCastRubric(Rubric):
                 if match:
                     corr = self.malformed_share
                 elif answer_ok and value is not None and ref != 0:
-                    cands = (value, value * 100) if ex.percent else (value,)  # type: ignore[union-attr]
+                    cands = (value, value * 100) if ex.percent else (value,)
                     if any(abs(v - ref) <= self.near_tolerance * abs(ref) for v in cands):
                         corr = self.near_share
 
@@ -812,7 +812,7 @@ class DsaCastRubric(Rubric):
         supported = refers = False
         if value is not None and reasoning is not None:
             v = value.numerator if value.denominator == 1 else value  # int: cheaper to hash
-            targets = (v, v * 100) if ex.percent else (v,)  # type: ignore[union-attr]
+            targets = (v, v * 100) if ex.percent else (v,)
             supported = any(t in results for t in targets)
             if not supported:
                 rs = first.get(self.reasoning_section)
@@ -1034,10 +1034,10 @@ class SeedRubric(Rubric):
         """Whether ``^\\s*<reasoning>\\s*Plan:.*?Reasoning:.*?Evidence:.*?Sanity_check:.*?
         </reasoning>\\s*<answer>.*?</answer>\\s*$`` (DOTALL) matches, decided in linear time."""
         heads = self._headings
-        p = _WS_RUN.match(text).end()  # type: ignore[union-attr]
+        p = _WS_RUN.match(text).end()
         if not text.startswith(self._r_open, p):
             return False
-        p = _WS_RUN.match(text, p + len(self._r_open)).end()  # type: ignore[union-attr]
+        p = _WS_RUN.match(text, p + len(self._r_open)).end()
         if not text.startswith(heads[0], p):
             return False
         p += len(heads[0])
@@ -1053,7 +1053,7 @@ class SeedRubric(Rubric):
         r_close, a_open = self._r_close, self._a_open
         k = text.find(r_close, p)
         while k >= 0:  # earliest "</reasoning>\s*<answer>" after the headings
-            j = _WS_RUN.match(text, k + len(r_close)).end()  # type: ignore[union-attr]
+            j = _WS_RUN.match(text, k + len(r_close)).end()
             if text.startswith(a_open, j):
                 return j + len(a_open) <= last
             k = text.find(r_close, k + 1)
@@ -1096,7 +1096,7 @@ class SeedRubric(Rubric):
             e = k + 4
             while e < len(body) and body[e] == "#":
                 e += 1
-            s = _WS_RUN.match(body, e).end()  # type: ignore[union-attr]
+            s = _WS_RUN.match(body, e).end()
             m = _HASH_NUMBER.match(body, s)
             if m is not None:
                 run, frac = m.group(1), m.group(2)
@@ -1303,7 +1303,7 @@ def get_rubric(name: str = DEFAULT_RUBRIC, **options: object) -> Rubric:
             f"rubric {name!r} has no option {', '.join(map(repr, unknown))}; "
             f"options: {', '.join(sorted(known - {'name'}))}"
         )
-    return dataclasses.replace(base, **options)  # type: ignore[arg-type]
+    return dataclasses.replace(base, **options)
 
 
 def resolve_rubric(rubric: str | Rubric) -> Rubric:

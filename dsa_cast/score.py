@@ -181,7 +181,7 @@ def _texts(completions: Sequence[str], fn: str) -> list[str]:
     for i, c in enumerate(out):
         if not isinstance(c, str):
             raise TypeError(f"{fn}(): completions[{i}] must be str, got {type(c).__name__}")
-    return out  # type: ignore[return-value]
+    return out
 
 
 def reward_format_exact(prompts, completions, **kwargs) -> list[float]:
