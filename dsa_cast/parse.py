@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import accumulate, chain, repeat
 from operator import add, and_, is_, lt, not_
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from dsa_cast.schema import DSA, Schema
 
@@ -191,12 +191,37 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
     return _build(text, schema, _scan(text, schema))
 
 
-# What one scan finds, as plain lists (the rubrics read this directly; :func:`parse` turns it
-# into a :class:`Completion`): reasoning spans, answer spans, each a list of
-# ``(is_answer, start, end, body_start, body_end, closed)``; the headings kept inside the first
-# reasoning body as ``(line_start, heading_start, body_start, name)``; that body's end (``hi``);
-# the findings; the true number of sections.
-Scan = tuple[list, list, list, int, "_Findings", int]
+class Span(NamedTuple):
+    """One tag block as a scan finds it: plain offsets, no text copied (see :class:`Block`)."""
+
+    is_answer: bool
+    start: int
+    end: int
+    body_start: int
+    body_end: int
+    closed: bool
+
+
+class Heading(NamedTuple):
+    """One heading kept inside the first reasoning body: where its line starts, where the
+    heading itself starts, where its body starts (the heading's end), its canonical name."""
+
+    line_start: int
+    head: int
+    body_start: int
+    name: str
+
+
+class Scan(NamedTuple):
+    """What one scan finds (the rubrics read this directly; :func:`parse` turns it into a
+    :class:`Completion`)."""
+
+    reasoning: list[Span]
+    answers: list[Span]
+    headings: list[Heading]  # the kept ones (at most max_sections + 1)
+    hi: int  # the end of the first reasoning body (len(text) + 1 when there is none)
+    found: _Findings
+    n_sections: int  # the true number of sections
 
 
 def _scan(text: str, schema: Schema) -> Scan:
@@ -208,28 +233,29 @@ def _scan(text: str, schema: Schema) -> Scan:
 
     # --- Pass 1: tags -> blocks. No nesting: inside a block only its own closing tag counts; every
     # other tag there is nested_tag. A block is (is_answer, start, end, body_start, body_end, closed).
-    blocks: list[tuple[bool, int, int, int, int, bool]] = []
+    blocks: list[Span] = []
     open_kind = 0  # 0 = outside; 1 = inside reasoning; 2 = inside answer
     open_start = open_body = 0
     stray = nested = 0
-    for m in patterns.tags.finditer(text):
-        kind = m.lastindex  # 1 <r>, 2 <a>, 3 </r>, 4 </a>
+    for tag in patterns.tags.finditer(text):
+        kind = tag.lastindex  # 1 <r>, 2 <a>, 3 </r>, 4 </a>
+        assert kind is not None  # every alternative of the tag pattern is a group
         if open_kind == 0:
             if kind <= 2:
-                open_kind, open_start, open_body = kind, m.start(), m.end()
+                open_kind, open_start, open_body = kind, tag.start(), tag.end()
             else:
                 if stray < cap:
-                    found.add(Code.STRAY_CLOSING_TAG, m.start(), m.end())
+                    found.add(Code.STRAY_CLOSING_TAG, tag.start(), tag.end())
                 stray += 1
         elif kind == open_kind + 2:
-            blocks.append((open_kind == 2, open_start, m.end(), open_body, m.start(), True))
+            blocks.append(Span(open_kind == 2, open_start, tag.end(), open_body, tag.start(), True))
             open_kind = 0
         else:
             if nested < cap:
-                found.add(Code.NESTED_TAG, m.start(), m.end())
+                found.add(Code.NESTED_TAG, tag.start(), tag.end())
             nested += 1
     if open_kind:
-        blocks.append((open_kind == 2, open_start, n, open_body, n, False))
+        blocks.append(Span(open_kind == 2, open_start, n, open_body, n, False))
         found.add(Code.TRUNCATED, n, n)
 
     r_spans = [b for b in blocks if not b[0]]
@@ -248,17 +274,17 @@ def _scan(text: str, schema: Schema) -> Scan:
     between = 0
     for i, (_, s, e, _, _, _) in enumerate(blocks):
         if s > prev_end:
-            m = _NONSPACE.search(text, prev_end, s)
-            if m:
+            t = _NONSPACE.search(text, prev_end, s)
+            if t:
                 if i == 0:
-                    found.add(Code.TEXT_BEFORE, m.start(), s)
+                    found.add(Code.TEXT_BEFORE, t.start(), s)
                 elif between < cap:
-                    found.add(Code.TEXT_BETWEEN, m.start(), s)
+                    found.add(Code.TEXT_BETWEEN, t.start(), s)
                     between += 1
         prev_end = e
-    m = _text_in(text, prev_end, n)
-    if m:
-        found.add(Code.TEXT_AFTER if blocks else Code.TEXT_BEFORE, m.start(), n)
+    t = _text_in(text, prev_end, n)
+    if t:
+        found.add(Code.TEXT_AFTER if blocks else Code.TEXT_BEFORE, t.start(), n)
 
     # --- Pass 2: headings. Those inside the first reasoning body make the sections; the section
     # issues (duplicate, out of order, empty) are decided in the same loop, each body when the next
@@ -267,7 +293,7 @@ def _scan(text: str, schema: Schema) -> Scan:
     lo, hi = (first[3], first[4]) if first else (n + 1, n + 1)
     keys = patterns.heading_keys
     canonical = dict(patterns.spelled)  # heading text as written -> canonical name (memo per call)
-    inside: list[tuple[int, int, int, str]] = []  # (line_start, heading_start, heading_end, name)
+    inside: list[Heading] = []
     keep = schema.max_sections + 1  # a kept section's body ends at the next heading's line
     index = {name: i for i, name in enumerate(schema.sections)}
     seen: set[str] = set()
@@ -277,6 +303,7 @@ def _scan(text: str, schema: Schema) -> Scan:
     at_start = patterns.heading_at.match(text)  # the scan pattern needs a newline or tag before
     matches = patterns.headings.finditer(text)
     # Numbered groups (1 line, 2 head, 3 name; see schema._Patterns) are cheaper than named ones.
+    m: re.Match[str] | None
     for m in chain((at_start,), matches) if at_start else matches:
         written = m[3]
         name = canonical.get(written)
@@ -304,7 +331,7 @@ def _scan(text: str, schema: Schema) -> Scan:
                 highest = i
             count += 1
             if count <= keep:
-                inside.append((line_start, head, end, name))
+                inside.append(Heading(line_start, head, end, name))
             prev = (head, end, name)
             if count >= keep and dup >= cap:
                 # The kept sections are known and every duplicate is located: the rest of the body
@@ -339,24 +366,30 @@ def _scan(text: str, schema: Schema) -> Scan:
         empty += 1
 
     if first:
-        m = _text_in(text, lo, inside[0][0] if inside else hi)
-        if m:
-            found.add(Code.TEXT_BEFORE_SECTIONS, m.start(), inside[0][1] if inside else hi)
+        t = _text_in(text, lo, inside[0][0] if inside else hi)
+        if t:
+            found.add(Code.TEXT_BEFORE_SECTIONS, t.start(), inside[0][1] if inside else hi)
     at = first[4] if first else n
     for name in schema.sections:
         if name not in seen:
             found.add(Code.MISSING_SECTION, at, at, name)
-    return r_spans, a_spans, inside, hi, found, count
+    return Scan(r_spans, a_spans, inside, hi, found, count)
 
 
 _FEW = 64  # distinct heading lines or bodies handled one by one in _heading_tail; more: in C
 
 
-def _mapped(items: list, fn: Callable[[Any], Any], c_level: Callable[[list], list]) -> tuple[Any, list | None]:
+_T = TypeVar("_T")
+
+
+def _mapped(
+    items: list[str], fn: Callable[[str], _T], c_level: Callable[[list[str]], list[_T]]
+) -> tuple[Any, list[_T] | None]:
     """``fn`` of every item: ``(value, None)`` when it is the same for all (hostile text repeats
     itself), else ``(None, values)``. Computed once per distinct item when there are few, else by
     ``c_level(items)`` (maps over builtins: no Python step per item)."""
     distinct = set(items)
+    out: list[_T] | None
     if len(distinct) > _FEW:
         out = c_level(items)
         one = set(out)
@@ -416,7 +449,7 @@ def _heading_tail(
     def section(written: str) -> int:
         return index[keys[schema.heading_key(written.strip(chars))]]
 
-    def by_name(items: list) -> list:  # many distinct lines: strip them in C, then per name
+    def by_name(items: list[str]) -> list[int]:  # many distinct lines: strip them in C, then per name
         v, out = _mapped(list(map(str.strip, items, repeat(chars))), section, lambda ws: list(map(section, ws)))
         return [v] * len(items) if out is None else out
 
@@ -434,7 +467,9 @@ def _heading_tail(
                 accumulate(map(add, prefix, map(add, map(len, lines[k:i]), map(len, bodies[k:i]))), initial=starts[-1])
             )
             del starts[k + 1]  # accumulate repeats its initial value
-        return schema._patterns.headings.match(text, starts[i], hi)
+        m = schema._patterns.headings.match(text, starts[i], hi)
+        assert m is not None  # starts[i] is where the heading loop matched it
+        return m
 
     if empty < cap:
         # A body is empty when the text up to the next heading is whitespace and that heading
@@ -442,7 +477,7 @@ def _heading_tail(
         all_blank, blank = _mapped(bodies, lambda b: not b.strip(), lambda bs: list(map(not_, map(str.strip, bs))))
         by_newline = set(tags) == {None}
         newline = None if by_newline else list(map(is_, tags, repeat(None)))
-        if (by_newline or newline[0]) and not pre.strip():
+        if (newline is None or newline[0]) and not pre.strip():
             found.add(Code.EMPTY_SECTION, head, starts[0] + 1, name)
             empty += 1
         if blank is None and by_newline:
@@ -501,7 +536,7 @@ def _build(text: str, schema: Schema, scan: Scan) -> Completion:
     )
 
 
-def _first_bodies(text: str, schema: Schema, inside: list, hi: int) -> dict[str, str]:
+def _first_bodies(text: str, schema: Schema, inside: list[Heading], hi: int) -> dict[str, str]:
     """Stripped body of the first kept section of each name (what ``Completion.sections``
     would hold for it), straight from a :func:`_scan`."""
     out: dict[str, str] = {}
@@ -513,7 +548,7 @@ def _first_bodies(text: str, schema: Schema, inside: list, hi: int) -> dict[str,
     return out
 
 
-def _exact_format(schema: Schema, scan: Scan, issues: tuple) -> bool:
+def _exact_format(schema: Schema, scan: Scan, issues: tuple[Code, ...]) -> bool:
     """:attr:`Completion.exact_format` of one :func:`_scan` (``issues``: its findings' codes)."""
     r_spans, a_spans, inside, _, _, _ = scan
     return (
@@ -529,7 +564,7 @@ def _exact_format(schema: Schema, scan: Scan, issues: tuple) -> bool:
 
 def _block_issues(
     found: _Findings,
-    spans: list[tuple[bool, int, int, int, int, bool]],
+    spans: list[Span],
     missing: Code,
     unclosed: Code,
     duplicate: Code,
