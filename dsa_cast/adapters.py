@@ -31,7 +31,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from dsa_cast.markers import END_MARKERS, check_end_markers, strip_end_markers
 from dsa_cast.rubrics import Grade, Rubric, RubricCode, get_rubric, resolve_rubric
@@ -102,7 +102,7 @@ class AdapterConfig:
 
 
 def _check_on_error(on_error: object) -> str:
-    if on_error not in ON_ERROR:
+    if not isinstance(on_error, str) or on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(map(repr, ON_ERROR))}, got {on_error!r}")
     return on_error
 
@@ -142,7 +142,7 @@ def _plain(value: object) -> object:
     return value
 
 
-def _sequence(values: object, name: str) -> list[object]:
+def _sequence(values: Any, name: str) -> list[object]:  # any column type: checked here
     """The entries of a list, tuple or numpy array column (one str, bytes, dict or set is an
     error: iterating it would grade its characters or keys)."""
     if isinstance(values, (str, bytes, bytearray, Mapping, Set)):
@@ -237,6 +237,10 @@ def _uses_reference(rubric: Rubric) -> bool:
     return probe.correct is not None
 
 
+# A batch as a cache key: its texts, its references (made hashable) and its questions.
+_BatchKey = tuple[tuple[str, ...], tuple[object, ...], tuple[str | None, ...]]
+
+
 def _hashable(value: object) -> object:
     try:
         hash(value)
@@ -254,7 +258,7 @@ def _score_all(
     rubric: Rubric,
     texts: Sequence[str],
     refs: Sequence[object],
-    questions: Sequence[object],
+    questions: Sequence[str | None],
     where: str,
     on_error: str = "raise",
 ) -> list[Grade]:
@@ -317,14 +321,14 @@ class BatchGrader:
         self.config = config
         self.uses_reference = _uses_reference(rubric)
         self._lock = threading.Lock()
-        self._cache: OrderedDict[tuple, tuple[Grade, ...]] = OrderedDict()
-        self._round: tuple[tuple | None, set[str]] = (None, set())  # (batch key, components called)
+        self._cache: OrderedDict[_BatchKey, tuple[Grade, ...]] = OrderedDict()
+        self._round: tuple[_BatchKey | None, set[str]] = (None, set())  # (batch key, components called)
         self.graded_batches = 0  # batches graded (not served from the cache): for tests/metrics
 
     def __getstate__(self) -> dict[str, object]:
         return {"rubric": self.rubric, "config": self.config, "uses_reference": self.uses_reference}
 
-    def __setstate__(self, state: dict[str, object]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.rubric = state["rubric"]
         self.config = state["config"]
         self.uses_reference = state["uses_reference"]
@@ -335,7 +339,7 @@ class BatchGrader:
 
     def read_batch(
         self, who: str, completions: object, kwargs: Mapping[str, object]
-    ) -> tuple[list[str], list[object], list[object]]:
+    ) -> tuple[list[str], list[object], list[str | None]]:
         """Texts, references and questions of a batch, validated, one per completion."""
         if completions is None:
             raise TypeError(f"{who}: missing 'completions'")
@@ -364,16 +368,18 @@ class BatchGrader:
         else:
             answers = [None] * n
         qf = self.config.question_field
-        questions: list[object] = [None] * n
+        questions: list[str | None] = [None] * n
         if qf is not None and kwargs.get(qf) is not None:
             questions = [q if isinstance(q, str) else None for q in _column(kwargs[qf], n, qf, unreadable_ok=True)]
         return texts, answers, questions
 
     @staticmethod
-    def _key(texts: list[str], answers: list[object], questions: list[object]) -> tuple:
+    def _key(texts: list[str], answers: list[object], questions: list[str | None]) -> _BatchKey:
         return (tuple(texts), tuple(map(_hashable, answers)), tuple(questions))
 
-    def starts_round(self, texts: list[str], answers: list[object], questions: list[object], component: str) -> bool:
+    def starts_round(
+        self, texts: list[str], answers: list[object], questions: list[str | None], component: str
+    ) -> bool:
         """Whether this call of ``component`` on this batch opens a new round.
 
         A round is the sequence of component calls a trainer makes on one batch. It opens when
@@ -390,7 +396,7 @@ class BatchGrader:
             return False
 
     def grades(
-        self, texts: list[str], answers: list[object], questions: list[object], who: str = "reward"
+        self, texts: list[str], answers: list[object], questions: list[str | None], who: str = "reward"
     ) -> tuple[tuple[Grade, ...], bool]:
         """The batch's grades and whether they were computed now (False: from the cache)."""
         key = self._key(texts, answers, questions)
@@ -493,9 +499,12 @@ def _trl_log(grades: Sequence[Grade], scored: Sequence[bool], log_extra: object,
             log_metric("dsa_cast/total", sum(totals) / len(totals))
 
 
+_Reward = TypeVar("_Reward", bound="ComponentReward")
+
+
 def _component_rewards(
-    cls: type[ComponentReward], rubric: str | Rubric, config: AdapterConfig, options: Mapping[str, object]
-) -> list:
+    cls: type[_Reward], rubric: str | Rubric, config: AdapterConfig, options: Mapping[str, object]
+) -> list[_Reward]:
     grader = BatchGrader(_rubric(rubric, options), config)
     return [cls(grader, c) for c in grader.rubric.components]
 
@@ -517,7 +526,7 @@ def tunix_rewards(
     **options)``), e.g. ``partial_credit=True``. ``end_markers``: see :class:`AdapterConfig`;
     ``on_error``: see :data:`ON_ERROR`.
     """
-    config = AdapterConfig(answer_field, question_field, cache_batches, end_markers, on_error)  # checked in __post_init__
+    config = AdapterConfig(answer_field, question_field, cache_batches, check_end_markers(end_markers), on_error)
     return _component_rewards(TunixReward, rubric, config, options)
 
 
@@ -537,7 +546,7 @@ def trl_rewards(
     is ``answer_field`` (``"answer"``; TRL's math datasets use ``"solution"``). Picklable.
     ``end_markers``: see :class:`AdapterConfig`; ``on_error``: see :data:`ON_ERROR`.
     """
-    config = AdapterConfig(answer_field, question_field, cache_batches, end_markers, on_error)  # checked in __post_init__
+    config = AdapterConfig(answer_field, question_field, cache_batches, check_end_markers(end_markers), on_error)
     return _component_rewards(TRLReward, rubric, config, options)
 
 

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast, overload
 
 from dsa_cast import io
 from dsa_cast.adapters import completion_text
@@ -131,7 +131,7 @@ class References:
     def _checked(self, line: io.JsonLine) -> dict[str, Any]:
         if line.error is not None:
             raise line.error
-        rec = line.value
+        rec: dict[str, Any] = line.value
         if self.answer_field not in rec:
             raise InputError(
                 f"no {self.answer_field!r} field (fields: {', '.join(rec) or 'none'}); use --ref-answer-field",
@@ -252,14 +252,14 @@ class _Progress:
 def _binary(stdin: IO[str] | IO[bytes] | None) -> BinaryIO:
     """Standard input as bytes (its buffer, or the stream itself when it already reads bytes)."""
     stream = stdin if stdin is not None else sys.stdin
-    buffer = getattr(stream, "buffer", None)
+    buffer: BinaryIO | None = getattr(stream, "buffer", None)
     if buffer is not None:
         return buffer
     if isinstance(stream.read(0), bytes):
-        return stream
+        return cast(BinaryIO, stream)  # it reads bytes
     import io as _stdio
 
-    return _stdio.BytesIO(stream.read().encode("utf-8", "surrogateescape"))
+    return _stdio.BytesIO(cast(IO[str], stream).read().encode("utf-8", "surrogateescape"))  # it reads str
 
 
 def _regular_size(path: str) -> int | None:
@@ -521,7 +521,7 @@ def _explain_text(g: Grade, text: str, rubric: Rubric) -> str:
         )
     if g.issues:
         lines.append("issues:")
-        located = {}
+        located: dict[str, list[str]] = {}
         for f in c.findings:
             located.setdefault(str(f.code), []).append(f"{f.start}-{f.end}" + (f" ({f.section})" if f.section else ""))
         for code in g.issues:
@@ -584,6 +584,10 @@ def _utf8(raw: bytes, where: str) -> str:
         raise InputError(f"not UTF-8: invalid byte 0x{raw[e.start]:02x} at offset {e.start}", where) from None
 
 
+@overload
+def _argument(value: str, where: str) -> str: ...
+@overload
+def _argument(value: None, where: str) -> None: ...
 def _argument(value: str | None, where: str) -> str | None:
     """A command-line argument as text; bytes that are not UTF-8 (kept by Python as surrogate
     escapes) are an input error, not a crash when printed."""
@@ -604,7 +608,7 @@ def _emit(out: IO[str], text: str) -> None:
     print(text, file=out)
 
 
-def _explain_command(a: argparse.Namespace, stdin: IO[str], out: IO[str], err: IO[str]) -> int:
+def _explain_command(a: argparse.Namespace, stdin: IO[str] | None, out: IO[str], err: IO[str]) -> int:
     if a.completion in (None, io.STDIN):
         text = _utf8(_binary(stdin).read(), "standard input")
     else:

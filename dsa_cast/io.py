@@ -137,8 +137,8 @@ def decode_json(data: bytes | str, *, limits: JsonLimits = DEFAULT_LIMITS) -> tu
     """``(value, None, None)``, or ``(None, reason, line)`` when ``data`` is not usable JSON
     (``line`` is the 1-based line of a syntax error within ``data``, else None). ``bytes`` must
     be UTF-8 (a leading byte-order mark is skipped)."""
-    raw = data if isinstance(data, bytes) else None
-    if raw is not None:
+    if isinstance(data, bytes):
+        raw = data
         if raw.startswith(_BOM):
             raw = raw[len(_BOM) :]
         nul = raw.find(b"\x00")
@@ -471,7 +471,7 @@ def atomic_output(
         raise OutputError(f"cannot write {target}: it is a directory")
     fd, tmp = _temp_beside(target)
     try:
-        with open(fd, mode, **({} if mode == "wb" else {"encoding": encoding, "newline": ""})) as fh:
+        with open(fd, "wb") if mode == "wb" else open(fd, mode, encoding=encoding, newline="") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

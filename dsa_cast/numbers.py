@@ -20,6 +20,7 @@ Public API (see ``docs/answers_and_claims.md`` for the exact accepted forms):
 
 from __future__ import annotations
 
+import enum
 import math
 import numbers as _abc
 import operator
@@ -28,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+from typing import Final
 
 __all__ = [
     "NumberLimits",
@@ -167,7 +169,13 @@ class Literal:
     oversize: bool
 
 
-_OVERSIZE = object()
+class _Oversize(enum.Enum):
+    """The type of the ``_OVERSIZE`` marker (an enum member, so ``x is _OVERSIZE`` narrows a type)."""
+
+    OVERSIZE = "oversize"
+
+
+_OVERSIZE: Final = _Oversize.OVERSIZE
 
 
 def _digits(s: str) -> str:
@@ -204,10 +212,11 @@ _GETTERS = {
 
 
 def _parts(m: re.Match[str]) -> tuple[str | None, ...]:
-    return _GETTERS[m.re]((None,) + m.groups())  # index 0 (a missing group) reads None
+    parts: tuple[str | None, ...] = _GETTERS[m.re]((None,) + m.groups())  # index 0 (a missing group) reads None
+    return parts
 
 
-def _exp_value(raw: str | None, limits: NumberLimits) -> int | object:
+def _exp_value(raw: str | None, limits: NumberLimits) -> int | _Oversize:
     if raw is None:
         return 0
     neg = raw[0] in _MINUS_CHARS
@@ -225,7 +234,7 @@ def _dec_value(intpart: str, frac: str) -> Fraction:
     return Fraction(int(intpart + frac or "0"), 10 ** len(frac))
 
 
-def _literal_value(parts: tuple[str | None, ...], limits: NumberLimits) -> Fraction | None | object:
+def _literal_value(parts: tuple[str | None, ...], limits: NumberLimits) -> Fraction | None | _Oversize:
     """Value of a matched literal (sign and percent not applied); ``_OVERSIZE`` or ``None``."""
     (_, _, _, lw, fn, fn1, fns, fd, fd1, fds, mw, mn, md, fa, fb, intpart, frac, frac0, e1, e2, e3) = parts
     if intpart is not None or frac0 is not None:  # decimal, the common case
@@ -314,7 +323,7 @@ def _literal_at(
         return m, Literal(None, start, end, literal_text, percent, True)
     if raw is None:
         return m, Literal(None, start, end, literal_text, percent, False)
-    val: Fraction = raw
+    val = raw
     if (s1 is not None and s1 != "+") ^ (s2 is not None):
         val = -val
     if percent:

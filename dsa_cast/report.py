@@ -293,8 +293,8 @@ def write_plots(summary: Summary, out_dir: Path, rubric: Any = None) -> list[Pat
     written: list[Path] = []
     ranges = component_ranges(rubric) if rubric is not None else {}
     name = getattr(rubric, "name", None)
-    hists = {"total": summary.total_hist, **summary.component_hists}
-    hists = {k: h for k, h in hists.items() if h is not None and h.count}
+    every = {"total": summary.total_hist, **summary.component_hists}
+    hists = {k: h for k, h in every.items() if h is not None and h.count}
     means = (
         {
             "total": summary.total_sum / summary.n if summary.n else 0.0,
@@ -318,8 +318,8 @@ def write_plots(summary: Summary, out_dir: Path, rubric: Any = None) -> list[Pat
             pad = (hi - lo) * 0.04
             ax.set_xlim(lo - pad, hi + pad)
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-            top = f" of {hi:g}" if comp in ranges else ""
-            ax.set_title(f"{comp}: mean {means.get(comp, 0.0):.3g}{top}", fontsize=10)
+            of = f" of {hi:g}" if comp in ranges else ""
+            ax.set_title(f"{comp}: mean {means.get(comp, 0.0):.3g}{of}", fontsize=10)
             ax.set_xlabel("score" if comp != "total" else "total score")
             ax.set_ylabel("completions")
         fig.suptitle(

@@ -26,8 +26,9 @@ from decimal import Decimal
 from fractions import Fraction
 from itertools import pairwise
 from types import MappingProxyType
+from typing import Any, Protocol, cast
 
-from dsa_cast.claims import EvalError, Limits, Verdict, _check_rows, _verdict, evaluate
+from dsa_cast.claims import EvalError, Limits, Verdict, VerdictRow, _check_rows, _verdict, evaluate
 from dsa_cast.numbers import (
     DEFAULT_NUMBER_LIMITS,
     PERCENT_POLICIES,
@@ -39,7 +40,7 @@ from dsa_cast.numbers import (
     format_value,
     numbers_in,
 )
-from dsa_cast.parse import Code, Completion, _build, _exact_format, _first_bodies, _scan
+from dsa_cast.parse import Code, Completion, Span, _build, _exact_format, _first_bodies, _scan
 from dsa_cast.schema import DSA, Schema
 
 __all__ = [
@@ -82,7 +83,7 @@ class Detail:
     verdicts: tuple[Verdict, ...]
     scores: Mapping[str, float] = field(hash=False)
 
-    def __reduce__(self):  # the read-only mapping does not pickle; rebuild it
+    def __reduce__(self) -> tuple[Any, ...]:  # the read-only mapping does not pickle; rebuild it
         return (_detail, (self.parsed, self.extraction, self.reference, self.verdicts, dict(self.scores)))
 
 
@@ -111,7 +112,7 @@ class Grade:
     rubric: str = "dsa-cast"
     detail: Detail | None = field(default=None, compare=False, hash=False, repr=False)
 
-    def __reduce__(self):  # picklable (multiprocessing workers return grades)
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (multiprocessing workers return grades)
         return (
             _grade_from,
             (
@@ -127,11 +128,26 @@ class Grade:
         )
 
 
-def _detail(parsed, extraction, reference, verdicts, scores) -> Detail:
+def _detail(
+    parsed: Completion | None,
+    extraction: Extraction | None,
+    reference: Fraction | None,
+    verdicts: tuple[Verdict, ...],
+    scores: dict[str, float],
+) -> Detail:
     return Detail(parsed, extraction, reference, verdicts, MappingProxyType(scores))
 
 
-def _grade_from(total, components, correct, predicted, issues, max_total, rubric, detail) -> Grade:
+def _grade_from(
+    total: float,
+    components: dict[str, float],
+    correct: bool | None,
+    predicted: str | None,
+    issues: tuple[str, ...],
+    max_total: float,
+    rubric: str,
+    detail: Detail | None,
+) -> Grade:
     return Grade(total, MappingProxyType(components), correct, predicted, issues, max_total, rubric, detail)
 
 
@@ -252,13 +268,13 @@ class Rubric:
 # --------------------------------------------------------------------------------------
 
 
-def _blocks_ok(r_spans: list, a_spans: list) -> bool:
+def _blocks_ok(r_spans: list[Span], a_spans: list[Span]) -> bool:
     """First reasoning block and first answer block both present, closed, in that order
     (spans as :func:`dsa_cast.parse._scan` lists them)."""
     if not r_spans or not a_spans:
         return False
     r, a = r_spans[0], a_spans[0]
-    return r[5] and a[5] and r[2] <= a[1]
+    return r.closed and a.closed and r.end <= a.start
 
 
 @dataclass(frozen=True)
@@ -629,6 +645,7 @@ class DsaCastRubric(Rubric):
         outside_filler = False
         novel = 0
         need_novel = 0 if question_words is None else self.min_novel_words
+        qwords = question_words or frozenset()  # read only while novel < need_novel: never when None
         filler = self.filler_words
         need_words = self.min_section_words
         # Only the first section_scan_chars characters are read, and never a word cut there.
@@ -653,7 +670,7 @@ class DsaCastRubric(Rubric):
             seen.add(w)
             if not outside_filler and w not in filler:
                 outside_filler = True
-            if novel < need_novel and w not in question_words:
+            if novel < need_novel and w not in qwords:
                 novel += 1
             if outside_filler and novel >= need_novel and len(seen) >= need_words:
                 return None
@@ -661,7 +678,9 @@ class DsaCastRubric(Rubric):
             return RubricCode.BOILERPLATE_SECTION
         return RubricCode.COPIED_QUESTION
 
-    def _grounding(self, first: Mapping[str, str], question: str | None, question_words: frozenset[str] | None) -> set:
+    def _grounding(
+        self, first: Mapping[str, str], question: str | None, question_words: frozenset[str] | None
+    ) -> set[int | Fraction]:
         """Numbers a claim may start from: the question's (digits and number words), or without
         a question the decimal literals of the ``grounding_sections``."""
         if question is not None:
@@ -731,6 +750,7 @@ class DsaCastRubric(Rubric):
         if ex is not None and ex.issue is not None:
             issues.append(ex.issue)
         value = ex.value if ex is not None and ex.issue is None else None
+        percent = ex is not None and ex.percent
         predicted = format_value(value, self.number_limits) if value is not None else None
         answer_ok = a is not None and codes.isdisjoint(self.answer_disqualifiers)
         if ref is None:
@@ -743,7 +763,7 @@ class DsaCastRubric(Rubric):
                 if match:
                     corr = self.malformed_share
                 elif answer_ok and value is not None and ref != 0:
-                    cands = (value, value * 100) if ex.percent else (value,)
+                    cands = (value, value * 100) if percent else (value,)
                     if any(abs(v - ref) <= self.near_tolerance * abs(ref) for v in cands):
                         corr = self.near_share
 
@@ -772,15 +792,15 @@ class DsaCastRubric(Rubric):
         # Internal rows (claim, ok, value, stated_value, reason), claim = (kind, expr, stated,
         # start, end): the same checks as check_claims, without a dataclass per claim.
         rows = _check_rows(ev_body, self.limits) if ev_body else ()
-        distinct: dict[tuple[str, str], tuple] = {}
+        distinct: dict[tuple[str, str], VerdictRow] = {}
         for row in rows:
             claim = row[0]
             distinct.setdefault(("".join(claim[1].split()), "".join(claim[2].split())), row)
         n_claims = len(distinct)
         credited = 0
-        results: set = set()  # results of credited claims (they support the answer)
+        results: set[int | Fraction] = set()  # results of credited claims (they support the answer)
         if n_claims:
-            allowed: set[Fraction] | None = None
+            allowed: set[int | Fraction] | None = None
             for claim, ok, _, sv, _ in distinct.values():
                 if ok is True:
                     ops = _operands(claim[1])
@@ -796,7 +816,7 @@ class DsaCastRubric(Rubric):
                     credited += 1
                     if sv is not None:
                         sv = sv.numerator if sv.denominator == 1 else sv  # int: cheaper to hash
-                        allowed.add(abs(sv))
+                        allowed.add(sv if sv >= 0 else -sv)  # abs(), typed
                         results.add(sv)
                 elif ok is False:
                     issues.append(RubricCode.FALSE_CLAIM)
@@ -812,7 +832,7 @@ class DsaCastRubric(Rubric):
         supported = refers = False
         if value is not None and reasoning is not None:
             v = value.numerator if value.denominator == 1 else value  # int: cheaper to hash
-            targets = (v, v * 100) if ex.percent else (v,)
+            targets = (v, v * 100) if percent else (v,)
             supported = any(t in results for t in targets)
             if not supported:
                 rs = first.get(self.reasoning_section)
@@ -857,7 +877,14 @@ class DsaCastRubric(Rubric):
 # seed: the original notebook's reward, reproduced (linear time, safe evaluator).
 # --------------------------------------------------------------------------------------
 
-_WS_RUN = re.compile(r"\s*+")
+
+class _AlwaysMatches(Protocol):
+    """A pattern that matches (maybe empty) at every position: ``match`` never returns None."""
+
+    def match(self, string: str, pos: int = ..., endpos: int = ...) -> re.Match[str]: ...
+
+
+_WS_RUN = cast(_AlwaysMatches, re.compile(r"\s*+"))
 
 
 @dataclass(frozen=True)
@@ -1288,7 +1315,7 @@ RUBRICS: Mapping[str, Rubric] = MappingProxyType(
 """The registered rubrics by name (read-only), each with its documented defaults."""
 
 
-def get_rubric(name: str = DEFAULT_RUBRIC, **options: object) -> Rubric:
+def get_rubric(name: str = DEFAULT_RUBRIC, **options: Any) -> Rubric:
     """The rubric registered as ``name``, with ``options`` replacing its fields, e.g.
     ``get_rubric("dsa-cast", partial_credit=True, percent="number")``."""
     if name not in RUBRICS:

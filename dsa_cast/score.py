@@ -11,6 +11,7 @@ numpy is never imported here). Formulas: ``docs/rewards.md``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
+from typing import Any, cast
 
 from dsa_cast.rubrics import (
     DEFAULT_RUBRIC,
@@ -101,9 +102,10 @@ def grade_batch(
         if not isinstance(c, str):
             raise TypeError(f"grade_batch(): completions[{i}] must be str, got {type(c).__name__}")
     refs = _column(answers, n, "grade_batch(): answers")
-    qs = _column(questions, n, "grade_batch(): questions")
-    for i, q in enumerate(qs):
+    qs = [
         _check_question(q, f"grade_batch(): questions[{i}]")
+        for i, q in enumerate(_column(questions, n, "grade_batch(): questions"))
+    ]
     r = resolve_rubric(rubric)
     if isinstance(r, DsaCastRubric):  # read each distinct reference once (G completions share one)
         memo: dict[object, object] = {}
@@ -126,7 +128,7 @@ def grade_batch(
     return out
 
 
-def _column(values: Sequence[object] | None, n: int, name: str) -> list:
+def _column(values: Sequence[object] | None, n: int, name: str) -> list[object]:
     """One plain value per completion (None everywhere when ``values`` is None)."""
     if values is None:
         return [None] * n
@@ -165,36 +167,38 @@ def _plain(value: object) -> object:
 # The seed notebook's reward functions (Tunix signature), backed by the "seed" rubric.
 # --------------------------------------------------------------------------------------
 
-_SEED = RUBRICS["seed"]
+_seed = RUBRICS["seed"]
+assert isinstance(_seed, SeedRubric)
+_SEED: SeedRubric = _seed
 assert isinstance(_SEED, SeedRubric)
 
 
 def _texts(completions: Sequence[str], fn: str) -> list[str]:
     if isinstance(completions, (str, bytes, Mapping, Set)):
         raise TypeError(f"{fn}(): completions must be a sequence of str, got one {type(completions).__name__}")
-    out = []
+    out: list[object] = []
     for i, c in enumerate(completions):
         try:
             out.append(_plain(c))
         except ValueError as err:
             raise ValueError(f"{fn}(): completions[{i}]: {err}") from None
-    for i, c in enumerate(out):
-        if not isinstance(c, str):
-            raise TypeError(f"{fn}(): completions[{i}] must be str, got {type(c).__name__}")
-    return out
+    for i, v in enumerate(out):
+        if not isinstance(v, str):
+            raise TypeError(f"{fn}(): completions[{i}] must be str, got {type(v).__name__}")
+    return cast(list[str], out)  # every entry checked just above
 
 
-def reward_format_exact(prompts, completions, **kwargs) -> list[float]:
+def reward_format_exact(prompts: object, completions: Sequence[str], **kwargs: Any) -> list[float]:
     """The seed's exact-format reward: 3.0 for the exact layout, else 0.0."""
     return [_SEED.exact_format if _SEED.format_exact_ok(c) else 0.0 for c in _texts(completions, "reward_format_exact")]
 
 
-def reward_format_soft(prompts, completions, **kwargs) -> list[float]:
+def reward_format_soft(prompts: object, completions: Sequence[str], **kwargs: Any) -> list[float]:
     """The seed's soft-format reward: +/- for tag pairs, headings and their order (-5 .. +6)."""
     return [_SEED.format_soft_score(c) for c in _texts(completions, "reward_format_soft")]
 
 
-def reward_cast_math_and_completeness(prompts, completions, **kwargs) -> list[float]:
+def reward_cast_math_and_completeness(prompts: object, completions: Sequence[str], **kwargs: Any) -> list[float]:
     """The seed's CAST reward: 3 x accuracy + 2 x completeness + 1 x format bonus + 1 x CALC
     consistency, against ``kwargs["answer"]`` (one reference per completion)."""
     texts = _texts(completions, "reward_cast_math_and_completeness")
