@@ -17,7 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from dsa_cast import adapters
@@ -115,7 +115,6 @@ def test_tunix_components_sum_to_grade_total(name):
         assert math.fsum(values) == pytest.approx(g.total, abs=1e-12)
 
 
-@settings(max_examples=60, deadline=None)
 @given(
     texts=st.lists(
         st.text(alphabet=st.sampled_from(list("<>/reasoninganswrPlRmEvdcSy_k:= 0123456789*+\n")), max_size=120),

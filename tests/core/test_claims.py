@@ -6,7 +6,7 @@ import operator
 from fractions import Fraction
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dsa_cast.claims import (
@@ -357,7 +357,6 @@ def _render(tree, draw) -> str:  # type: ignore[no-untyped-def]
 BIG = Limits(max_expr_chars=4096, max_tokens=4096, max_depth=256, max_result_bits=1 << 16)
 
 
-@settings(deadline=None)
 @given(tree=_trees(), data=st.data())
 def test_evaluator_agrees_with_fraction_arithmetic(tree, data: st.DataObject) -> None:  # type: ignore[no-untyped-def]
     text = _render(tree, data.draw)
@@ -443,7 +442,6 @@ CLAIMISH = st.lists(
 ).map("".join)
 
 
-@settings(deadline=None)
 @given(st.one_of(st.text(max_size=300), CLAIMISH), st.integers(0, 8))
 def test_find_and_check_never_raise_and_are_capped(text: str, cap: int) -> None:
     limits = Limits(max_claims=cap)
@@ -464,7 +462,6 @@ def _has_binary(tree) -> bool:  # type: ignore[no-untyped-def]
     return tree[0] in ("bin", "pow") or (tree[0] == "neg" and _has_binary(tree[1]))
 
 
-@settings(deadline=None)
 @given(
     tree=_trees(max_leaves=6),
     data=st.data(),
@@ -535,7 +532,6 @@ SOUP_TOKENS = [
 ]
 
 
-@settings(deadline=None, max_examples=400)
 @given(
     parts=st.lists(st.sampled_from(SOUP_TOKENS), min_size=1, max_size=14),
     spaces=st.lists(st.sampled_from(["", " "]), min_size=14, max_size=14),

@@ -640,9 +640,7 @@ _LINE_KINDS = st.one_of(
 )
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
-)
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.lists(_LINE_KINDS, min_size=1, max_size=8))
 def test_fuzz_grade_cli_hostile_lines(tmp_path, lines):
     """Any mix of hostile and good lines: exit 2 naming FILE:LINE of the first bad line (or 0 when

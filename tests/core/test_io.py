@@ -124,7 +124,7 @@ def test_load_json_locates_syntax_errors_and_caps_size(tmp_path):
         io.load_json(p, limits=JsonLimits(max_file_bytes=100))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.one_of(st.binary(max_size=40), st.sampled_from(list(HOSTILE.values())), st.just(b'{"ok": true}')),

@@ -9,7 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dsa_cast.numbers import (
@@ -377,7 +377,6 @@ def _renderings(v: Fraction, draw) -> list[str]:  # type: ignore[no-untyped-def]
     return out
 
 
-@settings(deadline=None)
 @given(v=values, data=st.data())
 def test_every_rendering_parses_back(v: Fraction, data: st.DataObject) -> None:
     for text in _renderings(v, data.draw):

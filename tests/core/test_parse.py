@@ -473,7 +473,7 @@ def render(schema: Schema, order: list[int], body_list: list[str], answer: str, 
     return "".join(parts)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(structured(), st.data())
 def test_round_trip(case, data: st.DataObject) -> None:
     schema, order, body_list, answer = case
@@ -487,7 +487,7 @@ def test_round_trip(case, data: st.DataObject) -> None:
     assert c.reasoning is not None and c.reasoning.end <= c.answer.start
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(structured(), st.data())
 def test_permuted_sections_are_out_of_order(case, data: st.DataObject) -> None:
     schema, order, body_list, answer = case
@@ -502,7 +502,7 @@ def test_permuted_sections_are_out_of_order(case, data: st.DataObject) -> None:
     assert not c.exact_format
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(structured(), st.data())
 def test_removed_section_is_missing(case, data: st.DataObject) -> None:
     schema, order, body_list, answer = case
@@ -515,7 +515,7 @@ def test_removed_section_is_missing(case, data: st.DataObject) -> None:
     assert [f.section for f in c.findings] == [schema.sections[drop]]
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(structured(), st.data())
 def test_repeated_or_emptied_section(case, data: st.DataObject) -> None:
     schema, order, body_list, answer = case
@@ -623,13 +623,13 @@ def check_invariants(c: Completion, text: str, schema: Schema) -> None:
     assert (C.EMPTY_SECTION in c.issues) == any(not s.body for s in c.sections)
 
 
-@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(), st.sampled_from([DSA, THINK, Schema(case_sensitive_tags=True, markdown_headings=False)]))
 def test_never_raises_on_any_text(text: str, schema: Schema) -> None:
     check_invariants(parse(text, schema), text, schema)
 
 
-@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(soups, st.sampled_from([DSA, THINK]))
 def test_never_raises_on_tag_and_heading_soup(text: str, schema: Schema) -> None:
     c = parse(text, schema)
@@ -637,7 +637,7 @@ def test_never_raises_on_tag_and_heading_soup(text: str, schema: Schema) -> None
     assert parse(text, schema) == c  # deterministic
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(soups, soups)
 def test_appending_text_after_a_clean_completion_is_never_clean(prefix: str, suffix: str) -> None:
     assume(suffix.strip())
@@ -730,7 +730,7 @@ def _capped(c: Completion, cap: int) -> tuple:
     return c.issues, tuple(findings), c.n_sections
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(_PIECES), min_size=8, max_size=150), st.booleans())
 def test_heading_tail_reports_what_the_heading_loop_reports(pieces, wrap):
     small = Schema(max_findings_per_code=2, max_sections=3)
