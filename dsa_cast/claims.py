@@ -970,6 +970,11 @@ def check_claims(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Verdict, .
     right when it is within half a unit of its last digit of the exact value
     (``10/3 = 3.33`` and ``2/3 = 0.67`` hold, ``2/3 = 0.66`` does not); integers and
     fractions must be exact.
+
+    >>> [(v.claim.expr, v.claim.stated, v.ok, v.reason) for v in check_claims("CALC: 6*7 = 42\\nCALC: 2 + 2 = 5")]
+    [('6*7', '42', True, None), ('2 + 2', '5', False, 'mismatch')]
+    >>> check_claims("CALC: 10/3 = 3.33")[0].reason
+    'rounded'
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")

@@ -522,6 +522,13 @@ def extract_answer(body: str, limits: NumberLimits = DEFAULT_NUMBER_LIMITS) -> E
     ``no_number``, ``multiple_candidates`` (two different values, or an operator between
     repeats), ``expression`` (one literal under a function or power), ``oversize`` (a literal
     over ``limits.max_digits``/``max_exponent``, or a body over ``limits.max_answer_chars``).
+
+    >>> extract_answer("The answer is $1,234.50")
+    Extraction(value=Fraction(2469, 2), text='$1,234.50', percent=False, issue=None)
+    >>> extract_answer("\\\\boxed{3/4}").value
+    Fraction(3, 4)
+    >>> extract_answer("12 or 13").issue
+    'multiple_candidates'
     """
     if not isinstance(body, str):
         raise TypeError(f"body must be str, got {type(body).__name__}")
@@ -658,6 +665,9 @@ def format_value(v: Fraction, limits: NumberLimits = DEFAULT_NUMBER_LIMITS) -> s
 
     ``parse_number(format_value(v)) == v`` for every ``v`` whose digits fit
     ``limits.max_digits``.
+
+    >>> format_value(Fraction(2469, 2)), format_value(Fraction(84, 2)), format_value(Fraction(1, 3))
+    ('1234.5', '42', '1/3')
     """
     if isinstance(v, bool) or not isinstance(v, _abc.Rational):
         raise TypeError(f"v must be a Fraction or int, got {type(v).__name__}")

@@ -184,6 +184,13 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
     """Parse ``text`` against ``schema`` in time linear in ``len(text)``.
 
     Never raises for a ``str``; raises TypeError for any other ``text`` or a non-Schema ``schema``.
+
+    >>> c = parse("<reasoning>\\nPlan:\\nAdd.\\nReasoning:\\n2 + 2.\\nEvidence:\\nCALC: 2 + 2 = 4\\n"
+    ...           "Sanity_check:\\nSmall.\\n</reasoning>\\n<answer>4</answer>")
+    >>> c.exact_format, [s.name for s in c.sections], c.answer_blocks[0].body
+    (True, ['Plan', 'Reasoning', 'Evidence', 'Sanity_check'], '4')
+    >>> [str(code) for code in parse("<reasoning>Plan: x</reasoning>").issues]
+    ['missing_answer', 'missing_section']
     """
     if not isinstance(text, str):
         raise TypeError(f"parse(): argument 'text' must be str, got {type(text).__name__}")

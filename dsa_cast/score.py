@@ -68,6 +68,17 @@ def grade(
     Raises:
       TypeError: ``completion`` (or ``question``) is not a str, or ``answer`` has an unsupported type.
       ValueError: ``answer`` holds no single number, or ``rubric`` is unknown.
+
+    Example:
+      >>> text = ("<reasoning>\\nPlan:\\nMultiply.\\nReasoning:\\nSix sevens.\\nEvidence:\\n"
+      ...         "CALC: 6*7 = 42\\nSanity_check:\\n42 / 7 = 6.\\n</reasoning>\\n<answer>42</answer>")
+      >>> g = grade(text, "42")
+      >>> g.correct, g.predicted, g.total, g.max_total
+      (True, '42', 7.25, 10.0)
+      >>> dict(g.components)
+      {'format': 1.0, 'structure': 0.75, 'correctness': 5.0, 'evidence': 0.0, 'coherence': 0.5}
+      >>> grade("<answer>41</answer>", "#### 42").issues
+      ('missing_reasoning', 'missing_section')
     """
     if not isinstance(completion, str):
         raise TypeError(f"grade(): completion must be str, got {type(completion).__name__}")
