@@ -107,11 +107,11 @@ def _seed_anchor() -> Scorer:
 def _seed_anchor_regex() -> Scorer:
     """The notebook's regex work alone (both format rewards and the answer check, no CALC
     evaluation): comparable with the "notebook-style regex scorers" figure of the issue."""
-    from seed_anchor import SEED, _format_exact, _format_soft, math_accuracy
+    from seed_anchor import SEED, format_exact_score, format_soft_score, math_accuracy
 
     def score(completion: str, reference: str, question: str) -> bool:
-        _format_exact(completion, SEED)
-        _format_soft(completion, SEED)
+        format_exact_score(completion, SEED)
+        format_soft_score(completion, SEED)
         return math_accuracy(completion, reference, SEED) == 1.0
 
     return score

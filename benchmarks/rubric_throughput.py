@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import CorpusConfig, build_adversarial, build_corpus  # noqa: E402
 
-from dsa_cast.claims import _check_rows, check_claims  # noqa: E402
+from dsa_cast.claims import check_claim_rows, check_claims  # noqa: E402
 from dsa_cast.numbers import extract_answer, extract_reference  # noqa: E402
-from dsa_cast.parse import _scan, parse  # noqa: E402
+from dsa_cast.parse import parse, scan  # noqa: E402
 from dsa_cast.rubrics import RUBRICS  # noqa: E402
 from dsa_cast.schema import DSA  # noqa: E402
 from dsa_cast.score import grade, grade_batch  # noqa: E402
@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     # dataclasses) are timed after, outside the sum.
     stages = {
         "reference": lambda: [extract_reference(r) for r in refs],
-        "parse(_scan)": lambda: [_scan(t, DSA) for t in texts],
+        "parse(scan)": lambda: [scan(t, DSA) for t in texts],
         "extract_answer": lambda: [extract_answer(b) for b in bodies],
-        "check_claims(evidence rows)": lambda: [_check_rows(b) for b in evid],
+        "check_claims(evidence rows)": lambda: [check_claim_rows(b) for b in evid],
     }
     public = {
         "parse() public": lambda: [parse(t) for t in texts],

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import cached_property
+from functools import cached_property, partial
 from itertools import pairwise
-from typing import Literal, TypeAlias
+from typing import Literal, NamedTuple, TypeAlias
 
 __all__ = [
     "Limits",
@@ -612,10 +613,33 @@ class Verdict:
     reason: str | None
 
 
-# Internal rows (the hot path builds no dataclass per claim): a claim as
-# ``(kind, expr, stated, start, end)`` and a check as ``(claim, ok, value, stated_value, reason)``.
-ClaimRow = tuple[str, str, str, int, int]
-VerdictRow = tuple[ClaimRow, "bool | None", "int | Fraction | None", "int | Fraction | None", "str | None"]
+class ClaimRow(NamedTuple):
+    """A claim as the hot path carries it (no dataclass per claim): the fields of :class:`Claim`."""
+
+    kind: str
+    expr: str
+    stated: str
+    start: int
+    end: int
+
+
+class VerdictRow(NamedTuple):
+    """A check as the hot path carries it: the fields of :class:`Verdict`, with values kept as
+    ``int`` where exact (a :class:`Verdict` holds them as Fractions: equal, same hash)."""
+
+    claim: ClaimRow
+    ok: bool | None
+    value: int | Fraction | None
+    stated_value: int | Fraction | None
+    reason: str | None
+
+
+# A NamedTuple's generated __new__ is a Python function; the hot path builds the same tuples
+# with the C-level tuple.__new__ (a third of the cost of ClaimRow(...) / VerdictRow(...)).
+_claim_row: Callable[[tuple[str, str, str, int, int]], ClaimRow] = partial(tuple.__new__, ClaimRow)
+_verdict_row: Callable[
+    [tuple[ClaimRow, bool | None, int | Fraction | None, int | Fraction | None, str | None]], VerdictRow
+] = partial(tuple.__new__, VerdictRow)
 _SPAN = operator.itemgetter(3, 4)
 
 _RUN_TOKEN = (
@@ -697,8 +721,8 @@ def _oriented(kind: str, a: str, b: str, start: int, end: int, limits: Limits, m
     """``expr`` is the side with the operation: "20 = 4 * 5" states that 4 * 5 is 20."""
     left, right = _syntax_ok(a, limits, memo), _syntax_ok(b, limits, memo)
     if left is not None and right is not None and not left[1] and right[1]:
-        return (kind, b, a, start, end)
-    return (kind, a, b, start, end)
+        return _claim_row((kind, b, a, start, end))
+    return _claim_row((kind, a, b, start, end))
 
 
 def _explicit_claims(
@@ -727,12 +751,12 @@ def _explicit_claims(
             if left[0] and not left[1]:
                 right = memo.get(b) or _analyze(b, limits, memo)
                 if right[0] and right[1]:
-                    return [(kind, b, a, claim_start, end)]
-        return [(kind, a, b, claim_start, end)]
+                    return [_claim_row((kind, b, a, claim_start, end))]
+        return [_claim_row((kind, a, b, claim_start, end))]
     segs = _segments(body, offset) if fits else []
     if len(segs) < 2:
         text = body.strip()
-        return [(kind, text, "", claim_start, claim_end)]
+        return [_claim_row((kind, text, "", claim_start, claim_end))]
     last_text, last_s, _ = segs[-1]
     segs[-1] = _trim_result(last_text, last_s)
     claims = []
@@ -827,9 +851,9 @@ def _chain_claims(
             continue
         (a, a_s, _), (b, _, b_e) = segs[k], segs[k + 1]
         if left[1]:
-            claims.append(("chain", a, b, a_s, b_e))
+            claims.append(_claim_row(("chain", a, b, a_s, b_e)))
         elif right[1]:
-            claims.append(("chain", b, a, a_s, b_e))  # "20 = 4 * 5": the result is 20
+            claims.append(_claim_row(("chain", b, a, a_s, b_e)))  # "20 = 4 * 5": the result is 20
         if len(claims) >= limits.max_claims:
             break
     return claims, used
@@ -926,38 +950,37 @@ def _rounding_tolerance(stated: str) -> Fraction | None:
 
 
 def _check(claim: ClaimRow, limits: Limits, memo: dict[str, Analysis]) -> VerdictRow:
-    """One claim's check as ``(claim, ok, value, stated_value, reason)``; values stay ``int``
-    where exact (a :class:`Verdict` holds them as Fractions: equal, same hash)."""
-    stated = claim[2]
-    _, expr_op, value, reason = memo.get(claim[1]) or _analyze(claim[1], limits, memo)
+    """One claim's check."""
+    stated = claim.stated
+    _, expr_op, value, reason = memo.get(claim.expr) or _analyze(claim.expr, limits, memo)
     if value is None:
-        return claim, None, None, None, reason
+        return _verdict_row((claim, None, None, None, reason))
     if not stated:
-        return claim, None, value, None, "empty"
+        return _verdict_row((claim, None, value, None, "empty"))
     _, stated_op, stated_value, reason = memo.get(stated) or _analyze(stated, limits, memo)
     if stated_value is None:
-        return claim, None, value, None, reason
+        return _verdict_row((claim, None, value, None, reason))
     if not expr_op and not stated_op:
-        return claim, None, value, stated_value, "no_operation"
+        return _verdict_row((claim, None, value, stated_value, "no_operation"))
     if value == stated_value:
-        return claim, True, value, stated_value, None
+        return _verdict_row((claim, True, value, stated_value, None))
     tol = _rounding_tolerance(stated)
     if tol is not None and -tol <= value - stated_value <= tol:
-        return claim, True, value, stated_value, "rounded"
-    return claim, False, value, stated_value, "mismatch"
+        return _verdict_row((claim, True, value, stated_value, "rounded"))
+    return _verdict_row((claim, False, value, stated_value, "mismatch"))
 
 
 def _frac(value: int | Fraction | None) -> Fraction | None:
     return None if value is None else Fraction(value)
 
 
-def _verdict(row: VerdictRow) -> Verdict:
+def verdict_from_row(row: VerdictRow) -> Verdict:
     """The public :class:`Verdict` of an internal row."""
     claim, ok, value, stated_value, reason = row
     return Verdict(Claim(*claim), ok, _frac(value), _frac(stated_value), reason)
 
 
-def _check_rows(text: str, limits: Limits = DEFAULT_LIMITS) -> list[VerdictRow]:
+def check_claim_rows(text: str, limits: Limits = DEFAULT_LIMITS) -> list[VerdictRow]:
     """:func:`check_claims` as plain rows (the rubrics' path: no dataclass per claim)."""
     memo: dict[str, Analysis] = {}
     return [_check(c, limits, memo) for c in _find(text, limits, memo)]
@@ -978,4 +1001,4 @@ def check_claims(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[Verdict, .
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
-    return tuple([_verdict(row) for row in _check_rows(text, limits)])
+    return tuple([verdict_from_row(row) for row in check_claim_rows(text, limits)])

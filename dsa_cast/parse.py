@@ -196,7 +196,7 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
         raise TypeError(f"parse(): argument 'text' must be str, got {type(text).__name__}")
     if not isinstance(schema, Schema):
         raise TypeError(f"parse(): argument 'schema' must be a Schema, got {type(schema).__name__}")
-    return _build(text, schema, _scan(text, schema))
+    return completion_from_scan(text, schema, scan(text, schema))
 
 
 class Span(NamedTuple):
@@ -238,7 +238,7 @@ class Scan(NamedTuple):
     n_sections: int  # the true number of sections
 
 
-def _scan(text: str, schema: Schema) -> Scan:
+def scan(text: str, schema: Schema) -> Scan:
     """Both passes of :func:`parse` over ``text`` (already type-checked), no dataclass built."""
     patterns = schema._patterns
     n = len(text)
@@ -442,7 +442,7 @@ def _heading_tail(
     """The rest of the first reasoning body after ``current`` (``(heading_start, end, name)``, the
     heading just read) up to ``hi``, for a body of hundreds of headings: one ``split`` in C yields
     every heading line and the text between two headings, and list operations find what the
-    heading loop of :func:`_scan` would still report (empty and out-of-order sections, until
+    heading loop of :func:`scan` would still report (empty and out-of-order sections, until
     located ``max_findings_per_code`` times) with no Python step per heading. ``highest``,
     ``order`` and ``empty`` are the loop's state. Adds the names seen; returns the headings read."""
     cap = schema.max_findings_per_code
@@ -519,9 +519,9 @@ def _heading_tail(
     return n
 
 
-def _build(text: str, schema: Schema, scan: Scan) -> Completion:
-    """The :class:`Completion` of one :func:`_scan`."""
-    r_spans, a_spans, inside, hi, found, count = scan
+def completion_from_scan(text: str, schema: Schema, scanned: Scan) -> Completion:
+    """The :class:`Completion` of one :func:`scan`."""
+    r_spans, a_spans, inside, hi, found, count = scanned
     reasoning = tuple([Block(s, e, bs, be, text[bs:be], c) for _, s, e, bs, be, c in r_spans[: schema.max_blocks]])
     answers = tuple([Block(s, e, bs, be, text[bs:be], c) for _, s, e, bs, be, c in a_spans[: schema.max_blocks]])
     n_kept = len(inside)
@@ -550,9 +550,9 @@ def _build(text: str, schema: Schema, scan: Scan) -> Completion:
     )
 
 
-def _first_bodies(text: str, schema: Schema, inside: list[Heading], hi: int) -> dict[str, str]:
+def first_section_bodies(text: str, schema: Schema, inside: list[Heading], hi: int) -> dict[str, str]:
     """Stripped body of the first kept section of each name (what ``Completion.sections``
-    would hold for it), straight from a :func:`_scan`."""
+    would hold for it), straight from a :func:`scan`."""
     out: dict[str, str] = {}
     kept = inside[: schema.max_sections]
     n_kept = len(inside)
@@ -562,9 +562,9 @@ def _first_bodies(text: str, schema: Schema, inside: list[Heading], hi: int) -> 
     return out
 
 
-def _exact_format(schema: Schema, scan: Scan, issues: tuple[Code, ...]) -> bool:
-    """:attr:`Completion.exact_format` of one :func:`_scan` (``issues``: its findings' codes)."""
-    r_spans, a_spans, inside, _, _, _ = scan
+def scan_is_exact(schema: Schema, scanned: Scan, issues: tuple[Code, ...]) -> bool:
+    """:attr:`Completion.exact_format` of one :func:`scan` (``issues``: its findings' codes)."""
+    r_spans, a_spans, inside, _, _, _ = scanned
     return (
         not issues
         and len(r_spans) == 1

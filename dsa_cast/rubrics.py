@@ -28,7 +28,7 @@ from itertools import pairwise
 from types import MappingProxyType
 from typing import Any, Protocol, cast
 
-from dsa_cast.claims import EvalError, Limits, Verdict, VerdictRow, _check_rows, _verdict, evaluate
+from dsa_cast.claims import EvalError, Limits, Verdict, VerdictRow, check_claim_rows, evaluate, verdict_from_row
 from dsa_cast.numbers import (
     DEFAULT_NUMBER_LIMITS,
     PERCENT_POLICIES,
@@ -40,7 +40,15 @@ from dsa_cast.numbers import (
     format_value,
     numbers_in,
 )
-from dsa_cast.parse import Code, Completion, Span, _build, _exact_format, _first_bodies, _scan
+from dsa_cast.parse import (
+    Code,
+    Completion,
+    Span,
+    completion_from_scan,
+    first_section_bodies,
+    scan,
+    scan_is_exact,
+)
 from dsa_cast.schema import DSA, Schema
 
 __all__ = [
@@ -177,10 +185,7 @@ def _grade(
     total = 0.0
     for _, value in parts:
         total += value
-    # The frozen dataclass's __init__ sets each field through object.__setattr__; filling the
-    # new instance's __dict__ in one update gives the same object at a fraction of the cost.
-    grade = _new_grade(Grade)
-    grade.__dict__.update(
+    return Grade(
         total=total,
         components=MappingProxyType(dict(parts)),
         correct=correct,
@@ -190,10 +195,6 @@ def _grade(
         rubric=rubric.name,
         detail=detail,
     )
-    return grade
-
-
-_new_grade = object.__new__
 
 
 def _shown(value: object, width: int = 80) -> str:
@@ -270,7 +271,7 @@ class Rubric:
 
 def _blocks_ok(r_spans: list[Span], a_spans: list[Span]) -> bool:
     """First reasoning block and first answer block both present, closed, in that order
-    (spans as :func:`dsa_cast.parse._scan` lists them)."""
+    (spans as :func:`dsa_cast.parse.scan` lists them)."""
     if not r_spans or not a_spans:
         return False
     r, a = r_spans[0], a_spans[0]
@@ -312,15 +313,17 @@ class FormatRubric(Rubric):
         return float(self.weight)
 
     def score(self, text: str, answer: object = None, question: str | None = None, detail: bool = False) -> Grade:
-        scan = _scan(text, self.schema)
-        issues = scan[4].issues()
-        if _exact_format(self.schema, scan, issues):
+        scanned = scan(text, self.schema)
+        issues = scanned.found.issues()
+        if scan_is_exact(self.schema, scanned, issues):
             f = 1.0
         else:
-            f = self.partial if _blocks_ok(scan[0], scan[1]) else 0.0
+            f = self.partial if _blocks_ok(scanned.reasoning, scanned.answers) else 0.0
         info = None
         if detail:
-            info = Detail(_build(text, self.schema, scan), None, None, (), MappingProxyType({"format": f}))
+            info = Detail(
+                completion_from_scan(text, self.schema, scanned), None, None, (), MappingProxyType({"format": f})
+            )
         return _grade(self, (("format", self.weight * f),), None, None, issues, info)
 
 
@@ -730,8 +733,8 @@ class DsaCastRubric(Rubric):
         ref = self.reference_value(answer)
         w = self.weights
         schema = self.schema
-        scan = _scan(text, schema)  # plain spans and lists; a Completion only for detail
-        r_spans, a_spans, inside, hi, found, _ = scan
+        scanned = scan(text, schema)  # plain spans and lists; a Completion only for detail
+        r_spans, a_spans, inside, hi, found, _ = scanned
         parse_issues = found.issues()
         issues: list[str] = list(parse_issues)
         codes = frozenset(parse_issues)
@@ -740,7 +743,7 @@ class DsaCastRubric(Rubric):
 
         # format
         blocks_ok = _blocks_ok(r_spans, a_spans)
-        exact = _exact_format(schema, scan, parse_issues)
+        exact = scan_is_exact(schema, scanned, parse_issues)
         fmt = 1.0 if exact else (self.format_partial if blocks_ok else 0.0)
         sound = blocks_ok and codes.isdisjoint(self.unsound_codes)
         gate = 1.0 if sound else self.unsound_factor
@@ -768,7 +771,7 @@ class DsaCastRubric(Rubric):
                         corr = self.near_share
 
         # structure
-        first = _first_bodies(text, schema, inside, hi)  # name -> body of its first section
+        first = first_section_bodies(text, schema, inside, hi)  # name -> body of its first section
         qwords = frozenset(_WORD.findall(question.lower())) if question is not None else None
         ok_sections = 0
         if reasoning is not None and codes.isdisjoint(self.structure_void_codes):
@@ -791,7 +794,7 @@ class DsaCastRubric(Rubric):
         ev_body = first.get(self.evidence_section, "")
         # Internal rows (claim, ok, value, stated_value, reason), claim = (kind, expr, stated,
         # start, end): the same checks as check_claims, without a dataclass per claim.
-        rows = _check_rows(ev_body, self.limits) if ev_body else ()
+        rows = check_claim_rows(ev_body, self.limits) if ev_body else ()
         distinct: dict[tuple[str, str], VerdictRow] = {}
         for row in rows:
             claim = row[0]
@@ -868,7 +871,11 @@ class DsaCastRubric(Rubric):
                 "sanity_refers": float(refers),
             }
             info = Detail(
-                _build(text, schema, scan), ex, ref, tuple(map(_verdict, distinct.values())), MappingProxyType(scores)
+                completion_from_scan(text, schema, scanned),
+                ex,
+                ref,
+                tuple(map(verdict_from_row, distinct.values())),
+                MappingProxyType(scores),
             )
         return _grade(self, parts, correct, predicted, issues, info)
 
