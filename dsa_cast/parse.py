@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from itertools import accumulate, chain, repeat
 from operator import add, and_, is_, lt, not_
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 from dsa_cast.schema import DSA, Schema
 
@@ -199,31 +199,18 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
     return completion_from_scan(text, schema, scan(text, schema))
 
 
-class Span(NamedTuple):
-    """One tag block as a scan finds it: plain offsets, no text copied (see :class:`Block`)."""
+# Spans and headings are plain tuples, not NamedTuples: a tuple subclass costs about 2.5 % of
+# dsa-cast grading (its allocation, unspecialised indexing and deallocation; valgrind instruction
+# counts, benchmarks/grade_equality.py corpus), and the hot path unpacks them.
 
-    is_answer: bool
-    start: int
-    end: int
-    body_start: int
-    body_end: int
-    closed: bool
+Span: TypeAlias = tuple[bool, int, int, int, int, bool]
+"""One tag block as a scan finds it, ``(is_answer, start, end, body_start, body_end, closed)``:
+plain offsets, no text copied (see :class:`Block`)."""
 
-
-class Heading(NamedTuple):
-    """One heading kept inside the first reasoning body: where its line starts, where the
-    heading itself starts, where its body starts (the heading's end), its canonical name."""
-
-    line_start: int
-    head: int
-    body_start: int
-    name: str
-
-
-# A NamedTuple's generated __new__ is a Python function; in the scan's loops the same tuples are
-# built by the C-level tuple.__new__ instead (a third of the cost of Span(...) / Heading(...)).
-_new_span: Callable[[tuple[bool, int, int, int, int, bool]], Span] = partial(tuple.__new__, Span)
-_new_heading: Callable[[tuple[int, int, int, str]], Heading] = partial(tuple.__new__, Heading)
+Heading: TypeAlias = tuple[int, int, int, str]
+"""One heading kept inside the first reasoning body, ``(line_start, head, body_start, name)``:
+where its line starts, where the heading itself starts, where its body starts (the heading's
+end), its canonical name."""
 
 
 class Scan(NamedTuple):
@@ -236,6 +223,11 @@ class Scan(NamedTuple):
     hi: int  # the end of the first reasoning body (len(text) + 1 when there is none)
     found: _Findings
     n_sections: int  # the true number of sections
+
+
+_new_scan: Callable[[tuple[list[Span], list[Span], list[Heading], int, _Findings, int]], Scan] = partial(
+    tuple.__new__, Scan
+)
 
 
 def scan(text: str, schema: Schema) -> Scan:
@@ -262,14 +254,14 @@ def scan(text: str, schema: Schema) -> Scan:
                     found.add(Code.STRAY_CLOSING_TAG, tag.start(), tag.end())
                 stray += 1
         elif kind == open_kind + 2:
-            blocks.append(_new_span((open_kind == 2, open_start, tag.end(), open_body, tag.start(), True)))
+            blocks.append((open_kind == 2, open_start, tag.end(), open_body, tag.start(), True))
             open_kind = 0
         else:
             if nested < cap:
                 found.add(Code.NESTED_TAG, tag.start(), tag.end())
             nested += 1
     if open_kind:
-        blocks.append(_new_span((open_kind == 2, open_start, n, open_body, n, False)))
+        blocks.append((open_kind == 2, open_start, n, open_body, n, False))
         found.add(Code.TRUNCATED, n, n)
 
     r_spans = [b for b in blocks if not b[0]]
@@ -345,7 +337,7 @@ def scan(text: str, schema: Schema) -> Scan:
                 highest = i
             count += 1
             if count <= keep:
-                inside.append(_new_heading((line_start, head, end, name)))
+                inside.append((line_start, head, end, name))
             prev = (head, end, name)
             if count >= keep and dup >= cap:
                 # The kept sections are known and every duplicate is located: the rest of the body
@@ -387,7 +379,7 @@ def scan(text: str, schema: Schema) -> Scan:
     for name in schema.sections:
         if name not in seen:
             found.add(Code.MISSING_SECTION, at, at, name)
-    return Scan(r_spans, a_spans, inside, hi, found, count)
+    return _new_scan((r_spans, a_spans, inside, hi, found, count))
 
 
 _FEW = 64  # distinct heading lines or bodies handled one by one in _heading_tail; more: in C

@@ -727,3 +727,15 @@ def test_mentions_int_is_fast_on_a_90000_digit_run():
     body = "1" * 90_000
     assert _mentions_int(body, 1) is False and _mentions_int(body + " 1", 1) is True
     assert _mentions_int("1." * 50_000, 1) is False and _mentions_int("1." * 50_000 + " 1", 1) is True
+
+
+def test_grade_init_takes_exactly_the_dataclass_fields() -> None:
+    """Grade writes its __init__ out (one __dict__ update, for speed): it must stay in step with the fields."""
+    import dataclasses
+    import inspect
+
+    from dsa_cast.rubrics import Grade
+
+    fields = [(f.name, f.default) for f in dataclasses.fields(Grade)]
+    params = [(p.name, p.default) for p in list(inspect.signature(Grade.__init__).parameters.values())[1:]]
+    assert params == [(n, inspect.Parameter.empty if d is dataclasses.MISSING else d) for n, d in fields]
