@@ -782,97 +782,13 @@ class DsaCastRubric(Rubric):
         percent = ex is not None and ex.percent
         predicted = format_value(value, self.number_limits) if value is not None else None
         answer_ok = a is not None and codes.isdisjoint(self.answer_disqualifiers)
-        if ref is None:
-            correct, corr = None, 0.0
-        else:
-            match = ex is not None and answers_match(ex, ref, percent=self.percent)
-            correct = match and answer_ok
-            corr = 1.0 if correct else 0.0
-            if not correct and self.partial_credit:
-                if match:
-                    corr = self.malformed_share
-                elif answer_ok and value is not None and ref != 0:
-                    cands = (value, value * 100) if percent else (value,)
-                    if any(abs(v - ref) <= self.near_tolerance * abs(ref) for v in cands):
-                        corr = self.near_share
+        correct, corr = self._correctness(ex, ref, value, percent, answer_ok)
 
-        # structure
         first = first_section_bodies(text, schema, inside, hi)  # name -> body of its first section
         qwords = frozenset(_WORD.findall(question.lower())) if question is not None else None
-        ok_sections = 0
-        if reasoning is not None and codes.isdisjoint(self.structure_void_codes):
-            for name in schema.sections:
-                body = first.get(name)
-                if not body:
-                    continue  # missing_section / empty_section already reported by the parser
-                why = self._section_issue(body, qwords)
-                if why is None:
-                    ok_sections += 1
-                else:
-                    issues.append(why)
-            struct = ok_sections / len(self.schema.sections)
-            if Code.SECTION_OUT_OF_ORDER in codes:
-                struct *= self.out_of_order_factor
-        else:
-            struct = 0.0
-
-        # evidence
-        ev_body = first.get(self.evidence_section, "")
-        # Internal rows (claim, ok, value, stated_value, reason), claim = (kind, expr, stated,
-        # start, end): the same checks as check_claims, without a dataclass per claim.
-        rows = check_claim_rows(ev_body, self.limits) if ev_body else ()
-        distinct: dict[tuple[str, str], VerdictRow] = {}
-        for row in rows:
-            claim = row[0]
-            distinct.setdefault(("".join(claim[1].split()), "".join(claim[2].split())), row)
-        n_claims = len(distinct)
-        credited = 0
-        results: set[int | Fraction] = set()  # results of credited claims (they support the answer)
-        if n_claims:
-            allowed: set[int | Fraction] | None = None
-            for claim, ok, _, sv, _ in distinct.values():
-                if ok is True:
-                    ops = _operands(claim[1])
-                    core = [o for o in ops if o != 0 and o != 1]
-                    if len(ops) < 2 or not core or (len(core) == 1 and sv == core[0]):
-                        issues.append(RubricCode.TRIVIAL_CLAIM)
-                        continue
-                    if allowed is None:
-                        allowed = self._grounding(first, question, qwords)
-                    if allowed.isdisjoint(ops):
-                        issues.append(RubricCode.UNGROUNDED_CLAIM)
-                        continue
-                    credited += 1
-                    if sv is not None:
-                        sv = sv.numerator if sv.denominator == 1 else sv  # int: cheaper to hash
-                        allowed.add(sv if sv >= 0 else -sv)  # abs(), typed
-                        results.add(sv)
-                elif ok is False:
-                    issues.append(RubricCode.FALSE_CLAIM)
-                else:
-                    issues.append(RubricCode.UNCHECKABLE_CLAIM)
-            evid = credited / n_claims
-        else:
-            evid = 0.0
-            if ev_body:
-                issues.append(RubricCode.NO_CLAIMS)
-
-        # coherence
-        supported = refers = False
-        if value is not None and reasoning is not None:
-            v = value.numerator if value.denominator == 1 else value  # int: cheaper to hash
-            targets = (v, v * 100) if percent else (v,)
-            supported = any(t in results for t in targets)
-            if not supported:
-                rs = first.get(self.reasoning_section)
-                supported = rs is not None and self._mentions(rs, targets)
-            sc = first.get(self.sanity_section)
-            refers = sc is not None and self._mentions(sc, targets)
-            if not supported:
-                issues.append(RubricCode.UNSUPPORTED_ANSWER)
-            if not refers:
-                issues.append(RubricCode.SANITY_IGNORES_ANSWER)
-        coh = self.support_share * supported + (1.0 - self.support_share) * refers
+        struct, ok_sections = self._structure(first, reasoning is not None, codes, qwords, issues)
+        evid, n_claims, credited, results, distinct = self._evidence(first, question, qwords, issues)
+        coh, supported, refers = self._coherence(first, value, percent, reasoning is not None, results, issues)
 
         parts = (
             ("format", w.format * fmt),
@@ -904,6 +820,123 @@ class DsaCastRubric(Rubric):
                 MappingProxyType(scores),
             )
         return _grade(self, parts, correct, predicted, issues, info)
+
+    # -- components (each appends its issue codes to ``issues``, in component order) ----------
+
+    def _correctness(
+        self, ex: Extraction | None, ref: Fraction | None, value: Fraction | None, percent: bool, answer_ok: bool
+    ) -> tuple[bool | None, float]:
+        """``(correct, unweighted score)``: the extracted answer against the reference."""
+        if ref is None:
+            return None, 0.0
+        match = ex is not None and answers_match(ex, ref, percent=self.percent)
+        correct = match and answer_ok
+        corr = 1.0 if correct else 0.0
+        if not correct and self.partial_credit:
+            if match:
+                corr = self.malformed_share
+            elif answer_ok and value is not None and ref != 0:
+                cands = (value, value * 100) if percent else (value,)
+                if any(abs(v - ref) <= self.near_tolerance * abs(ref) for v in cands):
+                    corr = self.near_share
+        return correct, corr
+
+    def _structure(
+        self,
+        first: Mapping[str, str],
+        has_reasoning: bool,
+        codes: frozenset[str],
+        qwords: frozenset[str] | None,
+        issues: list[str],
+    ) -> tuple[float, int]:
+        """``(unweighted score, sections that count)``: substantive sections of the first reasoning block."""
+        if not has_reasoning or not codes.isdisjoint(self.structure_void_codes):
+            return 0.0, 0
+        ok_sections = 0
+        for name in self.schema.sections:
+            body = first.get(name)
+            if not body:
+                continue  # missing_section / empty_section already reported by the parser
+            why = self._section_issue(body, qwords)
+            if why is None:
+                ok_sections += 1
+            else:
+                issues.append(why)
+        struct = ok_sections / len(self.schema.sections)
+        if Code.SECTION_OUT_OF_ORDER in codes:
+            struct *= self.out_of_order_factor
+        return struct, ok_sections
+
+    def _evidence(
+        self, first: Mapping[str, str], question: str | None, qwords: frozenset[str] | None, issues: list[str]
+    ) -> tuple[float, int, int, set[int | Fraction], dict[tuple[str, str], VerdictRow]]:
+        """``(unweighted score, distinct claims, credited claims, their results, the distinct
+        claims' checks)``: the Evidence section's claims, checked, grounded and deduplicated."""
+        ev_body = first.get(self.evidence_section, "")
+        # Internal rows (claim, ok, value, stated_value, reason), claim = (kind, expr, stated,
+        # start, end): the same checks as check_claims, without a dataclass per claim.
+        rows = check_claim_rows(ev_body, self.limits) if ev_body else ()
+        distinct: dict[tuple[str, str], VerdictRow] = {}
+        for row in rows:
+            claim = row[0]
+            distinct.setdefault(("".join(claim[1].split()), "".join(claim[2].split())), row)
+        n_claims = len(distinct)
+        credited = 0
+        results: set[int | Fraction] = set()  # results of credited claims (they support the answer)
+        if not n_claims:
+            if ev_body:
+                issues.append(RubricCode.NO_CLAIMS)
+            return 0.0, 0, 0, results, distinct
+        allowed: set[int | Fraction] | None = None
+        for claim, ok, _, sv, _ in distinct.values():
+            if ok is True:
+                ops = _operands(claim[1])
+                core = [o for o in ops if o != 0 and o != 1]
+                if len(ops) < 2 or not core or (len(core) == 1 and sv == core[0]):
+                    issues.append(RubricCode.TRIVIAL_CLAIM)
+                    continue
+                if allowed is None:
+                    allowed = self._grounding(first, question, qwords)
+                if allowed.isdisjoint(ops):
+                    issues.append(RubricCode.UNGROUNDED_CLAIM)
+                    continue
+                credited += 1
+                if sv is not None:
+                    sv = sv.numerator if sv.denominator == 1 else sv  # int: cheaper to hash
+                    allowed.add(sv if sv >= 0 else -sv)  # abs(), typed
+                    results.add(sv)
+            elif ok is False:
+                issues.append(RubricCode.FALSE_CLAIM)
+            else:
+                issues.append(RubricCode.UNCHECKABLE_CLAIM)
+        return credited / n_claims, n_claims, credited, results, distinct
+
+    def _coherence(
+        self,
+        first: Mapping[str, str],
+        value: Fraction | None,
+        percent: bool,
+        has_reasoning: bool,
+        results: set[int | Fraction],
+        issues: list[str],
+    ) -> tuple[float, bool, bool]:
+        """``(unweighted score, supported, sanity refers)``: the answer backed by a credited claim
+        or named in Reasoning, and named in Sanity_check."""
+        supported = refers = False
+        if value is not None and has_reasoning:
+            v = value.numerator if value.denominator == 1 else value  # int: cheaper to hash
+            targets = (v, v * 100) if percent else (v,)
+            supported = any(t in results for t in targets)
+            if not supported:
+                rs = first.get(self.reasoning_section)
+                supported = rs is not None and self._mentions(rs, targets)
+            sc = first.get(self.sanity_section)
+            refers = sc is not None and self._mentions(sc, targets)
+            if not supported:
+                issues.append(RubricCode.UNSUPPORTED_ANSWER)
+            if not refers:
+                issues.append(RubricCode.SANITY_IGNORES_ANSWER)
+        return self.support_share * supported + (1.0 - self.support_share) * refers, supported, refers
 
 
 # --------------------------------------------------------------------------------------
