@@ -232,9 +232,17 @@ _new_scan: Callable[[tuple[list[Span], list[Span], list[Heading], int, _Findings
 
 def scan(text: str, schema: Schema) -> Scan:
     """Both passes of :func:`parse` over ``text`` (already type-checked), no dataclass built."""
+    found = _Findings(schema.max_findings_per_code)
+    r_spans, a_spans = _block_pass(text, schema, found)
+    inside, count, hi = _section_pass(text, schema, found, r_spans[0] if r_spans else None)
+    return _new_scan((r_spans, a_spans, inside, hi, found, count))
+
+
+def _block_pass(text: str, schema: Schema, found: _Findings) -> tuple[list[Span], list[Span]]:
+    """Pass 1 of :func:`scan`: the reasoning and answer blocks, and every block-level issue
+    (missing, unclosed, duplicate, empty answer, order, nesting, text outside the blocks)."""
     patterns = schema._patterns
     n = len(text)
-    found = _Findings(schema.max_findings_per_code)
     cap = schema.max_findings_per_code
 
     # --- Pass 1: tags -> blocks. No nesting: inside a block only its own closing tag counts; every
@@ -291,11 +299,20 @@ def scan(text: str, schema: Schema) -> Scan:
     t = _text_in(text, prev_end, n)
     if t:
         found.add(Code.TEXT_AFTER if blocks else Code.TEXT_BEFORE, t.start(), n)
+    return r_spans, a_spans
+
+
+def _section_pass(text: str, schema: Schema, found: _Findings, first: Span | None) -> tuple[list[Heading], int, int]:
+    """Pass 2 of :func:`scan`: the sections of the ``first`` reasoning block and every section
+    issue; returns the kept headings, the number of sections and the end of the first reasoning
+    body (``len(text) + 1`` without one)."""
+    patterns = schema._patterns
+    n = len(text)
+    cap = schema.max_findings_per_code
 
     # --- Pass 2: headings. Those inside the first reasoning body make the sections; the section
     # issues (duplicate, out of order, empty) are decided in the same loop, each body when the next
     # heading (or the body's end) is known.
-    first = r_spans[0] if r_spans else None
     lo, hi = (first[3], first[4]) if first else (n + 1, n + 1)
     keys = patterns.heading_keys
     canonical = dict(patterns.spelled)  # heading text as written -> canonical name (memo per call)
@@ -379,7 +396,7 @@ def scan(text: str, schema: Schema) -> Scan:
     for name in schema.sections:
         if name not in seen:
             found.add(Code.MISSING_SECTION, at, at, name)
-    return _new_scan((r_spans, a_spans, inside, hi, found, count))
+    return inside, count, hi
 
 
 _FEW = 64  # distinct heading lines or bodies handled one by one in _heading_tail; more: in C
