@@ -12,10 +12,9 @@ import enum
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
 from itertools import accumulate, chain, repeat
 from operator import add, and_, is_, lt, not_
-from typing import Any, NamedTuple, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from dsa_cast.schema import DSA, Schema
 
@@ -199,9 +198,10 @@ def parse(text: str, schema: Schema = DSA) -> Completion:
     return completion_from_scan(text, schema, scan(text, schema))
 
 
-# Spans and headings are plain tuples, not NamedTuples: a tuple subclass costs about 2.5 % of
-# dsa-cast grading (its allocation, unspecialised indexing and deallocation; valgrind instruction
-# counts, benchmarks/grade_equality.py corpus), and the hot path unpacks them.
+# A scan's result, its spans and headings are plain tuples with their fields documented here, not
+# NamedTuples: a tuple subclass costs its allocation, unspecialised indexing and deallocation,
+# measured at about 2.5 % of dsa-cast grading for spans and headings (valgrind instruction counts
+# on the benchmark corpus) and 2 % of format-rubric grading for the Scan alone (wall clock).
 
 Span: TypeAlias = tuple[bool, int, int, int, int, bool]
 """One tag block as a scan finds it, ``(is_answer, start, end, body_start, body_end, closed)``:
@@ -213,21 +213,12 @@ where its line starts, where the heading itself starts, where its body starts (t
 end), its canonical name."""
 
 
-class Scan(NamedTuple):
-    """What one scan finds (the rubrics read this directly; :func:`parse` turns it into a
-    :class:`Completion`)."""
-
-    reasoning: list[Span]
-    answers: list[Span]
-    headings: list[Heading]  # the kept ones (at most max_sections + 1)
-    hi: int  # the end of the first reasoning body (len(text) + 1 when there is none)
-    found: _Findings
-    n_sections: int  # the true number of sections
-
-
-_new_scan: Callable[[tuple[list[Span], list[Span], list[Heading], int, _Findings, int]], Scan] = partial(
-    tuple.__new__, Scan
-)
+Scan: TypeAlias = tuple[list[Span], list[Span], list[Heading], int, _Findings, int]
+"""What one :func:`scan` finds, ``(reasoning, answers, headings, hi, found, n_sections)``: the
+reasoning and answer spans; the headings kept inside the first reasoning body (at most
+``max_sections + 1``); that body's end ``hi`` (``len(text) + 1`` without one); the findings; the
+true number of sections. The rubrics read it directly; :func:`parse` turns it into a
+:class:`Completion`."""
 
 
 def scan(text: str, schema: Schema) -> Scan:
@@ -235,7 +226,7 @@ def scan(text: str, schema: Schema) -> Scan:
     found = _Findings(schema.max_findings_per_code)
     r_spans, a_spans = _block_pass(text, schema, found)
     inside, count, hi = _section_pass(text, schema, found, r_spans[0] if r_spans else None)
-    return _new_scan((r_spans, a_spans, inside, hi, found, count))
+    return r_spans, a_spans, inside, hi, found, count
 
 
 def _block_pass(text: str, schema: Schema, found: _Findings) -> tuple[list[Span], list[Span]]:

@@ -340,11 +340,12 @@ class FormatRubric(Rubric):
 
     def score(self, text: str, answer: object = None, question: str | None = None, detail: bool = False) -> Grade:
         scanned = scan(text, self.schema)
-        issues = scanned.found.issues()
+        r_spans, a_spans, _, _, found, _ = scanned
+        issues = found.issues()
         if scan_is_exact(self.schema, scanned, issues):
             f = 1.0
         else:
-            f = self.partial if _blocks_ok(scanned.reasoning, scanned.answers) else 0.0
+            f = self.partial if _blocks_ok(r_spans, a_spans) else 0.0
         info = None
         if detail:
             info = Detail(
