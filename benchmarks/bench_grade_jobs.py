@@ -5,7 +5,8 @@ malformed, every record with its reference; nothing is read from outside the rep
 times the CLI on it in a fresh process per run: ``--jobs 1`` (grading in the main process),
 ``--jobs 2`` and ``--jobs <all cores>``, ``--runs`` times each, and reports the median wall time,
 records per second, the speed-up over ``--jobs 1``, and the peak RSS of the main process and of
-the largest worker (sampled every 50 ms with psutil, from the ``[bench]`` extra). Also checks that every run wrote the same ``results.jsonl``.
+the largest worker (sampled every 50 ms with psutil, from the ``[bench]`` extra). Also checks that
+every run wrote the same ``results.jsonl``.
 
     python benchmarks/bench_grade_jobs.py              # 20,000 records, 3 runs per setting
     python benchmarks/bench_grade_jobs.py --quick      # 3,000 records, 1 run: a smoke test
@@ -100,11 +101,29 @@ def _sample_workers(proc, cpu: dict[int, float]) -> int:
 
 
 def run_once(src: Path, out: Path, jobs: int) -> dict:
-    cmd = [sys.executable, "-c", CHILD, "grade", str(src), "--out", str(out), "--no-plots",
-           "--progress", "off", "--jobs", str(jobs)]
+    cmd = [
+        sys.executable,
+        "-c",
+        CHILD,
+        "grade",
+        str(src),
+        "--out",
+        str(out),
+        "--no-plots",
+        "--progress",
+        "off",
+        "--jobs",
+        str(jobs),
+    ]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     worker = 0
     cpu: dict[int, float] = {}
     while proc.poll() is None:  # sample the workers' memory and CPU time while they run
@@ -116,9 +135,15 @@ def run_once(src: Path, out: Path, jobs: int) -> dict:
         raise SystemExit(f"grade --jobs {jobs} failed:\n{stderr[-2000:]}")
     rc, rss_self, cpu_self = stdout.split()[-3:]
     digest = hashlib.sha256((out / "results.jsonl").read_bytes()).hexdigest()
-    return {"wall_s": wall, "rc": int(rc), "rss_main_mib": int(rss_self) / 1024,
-            "rss_worker_mib": worker / 2**20, "cpu_main_s": float(cpu_self),
-            "cpu_workers_s": sum(cpu.values()), "results_sha256": digest}
+    return {
+        "wall_s": wall,
+        "rc": int(rc),
+        "rss_main_mib": int(rss_self) / 1024,
+        "rss_worker_mib": worker / 2**20,
+        "cpu_main_s": float(cpu_self),
+        "cpu_workers_s": sum(cpu.values()),
+        "results_sha256": digest,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,13 +170,19 @@ def main(argv: list[str] | None = None) -> int:
             runs = [run_once(src, Path(tmp) / f"out-{jobs}-{r}", jobs) for r in range(a.runs)]
             digests.update(r["results_sha256"] for r in runs)
             wall = statistics.median(r["wall_s"] for r in runs)
-            rows.append({"jobs": jobs, "label": "all cores" if jobs == cores else f"{jobs}",
-                         "median_wall_s": round(wall, 3), "records_per_s": round(a.records / wall),
-                         "walls_s": [round(r["wall_s"], 3) for r in runs],
-                         "cpu_main_s": round(statistics.median(r["cpu_main_s"] for r in runs), 2),
-                         "cpu_workers_s": round(statistics.median(r["cpu_workers_s"] for r in runs), 2),
-                         "rss_main_mib": round(max(r["rss_main_mib"] for r in runs), 1),
-                         "rss_worker_mib": round(max(r["rss_worker_mib"] for r in runs), 1)})
+            rows.append(
+                {
+                    "jobs": jobs,
+                    "label": "all cores" if jobs == cores else f"{jobs}",
+                    "median_wall_s": round(wall, 3),
+                    "records_per_s": round(a.records / wall),
+                    "walls_s": [round(r["wall_s"], 3) for r in runs],
+                    "cpu_main_s": round(statistics.median(r["cpu_main_s"] for r in runs), 2),
+                    "cpu_workers_s": round(statistics.median(r["cpu_workers_s"] for r in runs), 2),
+                    "rss_main_mib": round(max(r["rss_main_mib"] for r in runs), 1),
+                    "rss_worker_mib": round(max(r["rss_worker_mib"] for r in runs), 1),
+                }
+            )
     base = rows[0]["median_wall_s"]
     for r in rows:
         r["speedup"] = round(base / r["median_wall_s"], 2)
@@ -165,27 +196,39 @@ def main(argv: list[str] | None = None) -> int:
             r["main_cpu_share"] = round(main_s / one, 3)
             r["worker_cpu_ratio"] = round(work_s / one, 3)
             r["speedup_bound_idle_cores"] = {
-                str(n): round(one / max(main_s, (main_s + work_s) / n), 2) for n in (r["jobs"], 4, 8, 16)}
+                str(n): round(one / max(main_s, (main_s + work_s) / n), 2) for n in (r["jobs"], 4, 8, 16)
+            }
     result = {
         "benchmark": "python -m dsa_cast grade --jobs N (fresh process per run, wall time incl. start-up)",
-        "records": a.records, "input_mib": round(size / 2**20, 2), "runs": a.runs, "cores": cores,
+        "records": a.records,
+        "input_mib": round(size / 2**20, 2),
+        "runs": a.runs,
+        "cores": cores,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "python": platform.python_version(), "load_average_at_start": load0,
+        "python": platform.python_version(),
+        "load_average_at_start": load0,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "identical_results": len(digests) == 1, "rows": rows,
+        "identical_results": len(digests) == 1,
+        "rows": rows,
     }
     print(f"{a.records} records ({result['input_mib']} MiB), {cores} cores, median of {a.runs} run(s)")
     print(f"load average {load0} at start, {result['load_average_at_end']} at end")
-    print(f"{'jobs':>10} {'wall s':>8} {'rec/s':>8} {'speedup':>8} {'main cpu s':>11} {'workers cpu s':>14} "
-          f"{'main MiB':>9} {'worker MiB':>11}")
+    print(
+        f"{'jobs':>10} {'wall s':>8} {'rec/s':>8} {'speedup':>8} {'main cpu s':>11} {'workers cpu s':>14} "
+        f"{'main MiB':>9} {'worker MiB':>11}"
+    )
     for r in rows:
-        print(f"{r['label']:>10} {r['median_wall_s']:>8.2f} {r['records_per_s']:>8} {r['speedup']:>8.2f} "
-              f"{r['cpu_main_s']:>11.2f} {r['cpu_workers_s']:>14.2f} {r['rss_main_mib']:>9.1f} "
-              f"{r['rss_worker_mib']:>11.1f}")
+        print(
+            f"{r['label']:>10} {r['median_wall_s']:>8.2f} {r['records_per_s']:>8} {r['speedup']:>8.2f} "
+            f"{r['cpu_main_s']:>11.2f} {r['cpu_workers_s']:>14.2f} {r['rss_main_mib']:>9.1f} "
+            f"{r['rss_worker_mib']:>11.1f}"
+        )
     for r in rows[1:]:
         bounds = ", ".join(f"{n} cores {b}x" for n, b in r["speedup_bound_idle_cores"].items())
-        print(f"--jobs {r['jobs']}: main process {100 * r['main_cpu_share']:.0f}% of --jobs 1's CPU, workers "
-              f"{100 * r['worker_cpu_ratio']:.0f}%; speed-up bound on idle cores (derived): {bounds}")
+        print(
+            f"--jobs {r['jobs']}: main process {100 * r['main_cpu_share']:.0f}% of --jobs 1's CPU, workers "
+            f"{100 * r['worker_cpu_ratio']:.0f}%; speed-up bound on idle cores (derived): {bounds}"
+        )
     print(f"identical results.jsonl in every run: {result['identical_results']}")
     if not a.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

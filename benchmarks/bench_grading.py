@@ -24,6 +24,7 @@ its throughput target, a function-level profile says where the time goes. Result
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import gc
 import json
@@ -106,11 +107,11 @@ def _seed_anchor() -> Scorer:
 def _seed_anchor_regex() -> Scorer:
     """The notebook's regex work alone (both format rewards and the answer check, no CALC
     evaluation): comparable with the "notebook-style regex scorers" figure of the issue."""
-    from seed_anchor import SEED, _format_exact, _format_soft, math_accuracy
+    from seed_anchor import SEED, format_exact_score, format_soft_score, math_accuracy
 
     def score(completion: str, reference: str, question: str) -> bool:
-        _format_exact(completion, SEED)
-        _format_soft(completion, SEED)
+        format_exact_score(completion, SEED)
+        format_soft_score(completion, SEED)
         return math_accuracy(completion, reference, SEED) == 1.0
 
     return score
@@ -168,9 +169,9 @@ def throughput(name: str, fn: Scorer, items: list[Item], runs: int) -> dict:
     agreement = None
     by_kind: dict[str, list[int]] = {}
     if name != "dsa_cast_format":  # the format rubric does not judge correctness
-        hits = [f == it.expected_correct for f, it in zip(flags, items)]
+        hits = [f == it.expected_correct for f, it in zip(flags, items, strict=True)]
         agreement = sum(hits) / len(hits)
-        for h, it in zip(hits, items):
+        for h, it in zip(hits, items, strict=True):
             k = by_kind.setdefault(it.kind, [0, 0])
             k[0] += h
             k[1] += 1
@@ -182,8 +183,9 @@ def throughput(name: str, fn: Scorer, items: list[Item], runs: int) -> dict:
         "runs_cpu_s": cpu,
         "agreement": agreement,
         "agreement_by_kind": {k: v[0] / v[1] for k, v in sorted(by_kind.items())},
-        "disagreements": [it.id for f, it in zip(flags, items) if name != "dsa_cast_format"
-                          and f != it.expected_correct][:20],
+        "disagreements": [
+            it.id for f, it in zip(flags, items, strict=True) if name != "dsa_cast_format" and f != it.expected_correct
+        ][:20],
     }
 
 
@@ -211,8 +213,7 @@ def stages(items: list[Item], runs: int) -> dict[str, float]:
     parsed = [parse(it.completion) for it in items]
     evidence = [(c.section("Evidence").body if c.section("Evidence") else "") for c in parsed]
     answers = [c.answer.body if c.answer else "" for c in parsed]
-    mentions = ["\n".join(s.body for s in c.sections if s.name in ("Reasoning", "Sanity_check"))
-                for c in parsed]
+    mentions = ["\n".join(s.body for s in c.sections if s.name in ("Reasoning", "Sanity_check")) for c in parsed]
     jobs: dict[str, Callable[[], object]] = {
         "grade (full)": lambda: [grade(it.completion, it.reference, question=it.question) for it in items],
         "parse": lambda: [parse(it.completion) for it in items],
@@ -247,9 +248,10 @@ def _profiled(items: list[Item]) -> pstats.Stats:
 def profile_case(case: Case, rows: int) -> list[dict]:
     """Top functions (own time) of full dsa_cast grading on one adversarial case."""
     stats = _profiled([Item(case.name, case.completion, case.reference, "", False, "adversarial", "")])
-    table = [{"function": f"{Path(file).name}:{line}({func})", "calls": nc, "own_ms": 1e3 * tt,
-              "cum_ms": 1e3 * ct}
-             for (file, line, func), (cc, nc, tt, ct, _) in stats.stats.items()]  # type: ignore[attr-defined]
+    table = [
+        {"function": f"{Path(file).name}:{line}({func})", "calls": nc, "own_ms": 1e3 * tt, "cum_ms": 1e3 * ct}
+        for (file, line, func), (cc, nc, tt, ct, _) in stats.stats.items()
+    ]  # type: ignore[attr-defined]
     return sorted(table, key=lambda r: -r["own_ms"])[:rows]
 
 
@@ -258,15 +260,34 @@ def profile(items: list[Item], rows: int) -> dict:
     stats = _profiled(items)
     total = stats.total_tt
     table = []
-    for (file, line, func), (cc, nc, tt, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
-        table.append({"function": f"{Path(file).name}:{line}({func})", "calls": nc,
-                      "own_s": tt, "cum_s": ct, "own_share": tt / total if total else 0.0,
-                      "us_per_completion_own": 1e6 * tt / len(items)})
+    for (file, line, func), (_cc, nc, tt, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
+        table.append(
+            {
+                "function": f"{Path(file).name}:{line}({func})",
+                "calls": nc,
+                "own_s": tt,
+                "cum_s": ct,
+                "own_share": tt / total if total else 0.0,
+                "us_per_completion_own": 1e6 * tt / len(items),
+            }
+        )
     by_own = sorted(table, key=lambda r: -r["own_s"])[:rows]
-    by_cum = sorted((r for r in table if "dsa_cast" in r["function"] or r["function"].startswith(
-        ("rubrics", "parse", "claims", "numbers", "score", "schema"))), key=lambda r: -r["cum_s"])[:rows]
-    return {"items": len(items), "profiled_s": total, "us_per_completion": 1e6 * total / len(items),
-            "top_own": by_own, "top_cumulative": by_cum}
+    by_cum = sorted(
+        (
+            r
+            for r in table
+            if "dsa_cast" in r["function"]
+            or r["function"].startswith(("rubrics", "parse", "claims", "numbers", "score", "schema"))
+        ),
+        key=lambda r: -r["cum_s"],
+    )[:rows]
+    return {
+        "items": len(items),
+        "profiled_s": total,
+        "us_per_completion": 1e6 * total / len(items),
+        "top_own": by_own,
+        "top_cumulative": by_cum,
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -326,10 +347,8 @@ class _Worker:
             self.proc.join()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, OSError):
             self.parent.send(None)
-        except (BrokenPipeError, OSError):
-            pass
         self.proc.join(10)
         if self.proc.is_alive():
             self.kill()
@@ -378,14 +397,16 @@ def _ms(x) -> str:
 def markdown(res: dict) -> str:
     cfg = res["config"]
     lines = [
-        "# Grading benchmark", "",
+        "# Grading benchmark",
+        "",
         f"Commit {res['machine']['commit']}. Machine: {res['machine']['cpu']} ({res['machine']['cpus']} CPUs visible), "
         f"Python {res['machine']['python']}, load average {res['machine']['load_average_at_start']} at "
         f"start and {res['machine']['load_average_at_end']} at end (other jobs shared the CPUs); "
         f"{res['corpus']['n']} completions "
         f"({res['corpus']['chars_min']}-{res['corpus']['chars_max']} chars, median "
         f"{res['corpus']['chars_median']}); median of {cfg['runs']} runs; the ratio column uses "
-        "wall-clock rates of the same run.", "",
+        "wall-clock rates of the same run.",
+        "",
         "| scorer | completions/s (wall) | completions/s (CPU) | dsa_cast is x faster | peak memory | "
         "agreement with labels | worst adversarial, CPU (case) |",
         "|---|---:|---:|---:|---:|---:|---|",
@@ -396,49 +417,87 @@ def markdown(res: dict) -> str:
         worst_s = f"> {cfg['cap_s']:g} s cap" if worst == "cap" else (worst if isinstance(worst, str) else _ms(worst))
         agree = "n/a (no correctness)" if t["agreement"] is None else f"{100 * t['agreement']:.2f}%"
         ratio = "1" if name == "dsa_cast" else f"{base / t['rate']:.2f}"
-        lines.append(f"| {name} | {t['rate']:,.0f} | {t['rate_cpu']:,.0f} | {ratio} | "
-                     f"{res['peak_memory'][name] / 1024:,.0f} KiB | "
-                     f"{agree} | {worst_s} ({worst_case}) |")
-    lines += ["", f"Targets: dsa_cast >= {cfg['target_rate']:,.0f} completions/s: "
-              f"**{'met' if res['targets']['rate_met'] else 'missed'}**; every adversarial case "
-              f"< {1e3 * cfg['target_adversarial_s']:g} ms: "
-              f"**{'met' if res['targets']['adversarial_met'] else 'missed'}**; agreement 100%: "
-              f"**{'met' if res['targets']['agreement_met'] else 'missed'}**.", ""]
+        lines.append(
+            f"| {name} | {t['rate']:,.0f} | {t['rate_cpu']:,.0f} | {ratio} | "
+            f"{res['peak_memory'][name] / 1024:,.0f} KiB | "
+            f"{agree} | {worst_s} ({worst_case}) |"
+        )
+    lines += [
+        "",
+        f"Targets: dsa_cast >= {cfg['target_rate']:,.0f} completions/s: "
+        f"**{'met' if res['targets']['rate_met'] else 'missed'}**; every adversarial case "
+        f"< {1e3 * cfg['target_adversarial_s']:g} ms: "
+        f"**{'met' if res['targets']['adversarial_met'] else 'missed'}**; agreement 100%: "
+        f"**{'met' if res['targets']['agreement_met'] else 'missed'}**.",
+        "",
+    ]
     kinds = sorted({k for t in res["throughput"].values() for k in t["agreement_by_kind"]})
     judged = [n for n, t in res["throughput"].items() if t["agreement"] is not None]
-    lines += ["## Agreement with the labels, by kind", "",
-              "| kind | " + " | ".join(judged) + " |", "|---|" + "---:|" * len(judged)]
+    lines += [
+        "## Agreement with the labels, by kind",
+        "",
+        "| kind | " + " | ".join(judged) + " |",
+        "|---|" + "---:|" * len(judged),
+    ]
     for k in kinds:
-        lines.append(f"| {k} | " + " | ".join(
-            f"{100 * res['throughput'][n]['agreement_by_kind'].get(k, 0):.1f}%" for n in judged) + " |")
+        lines.append(
+            f"| {k} | "
+            + " | ".join(f"{100 * res['throughput'][n]['agreement_by_kind'].get(k, 0):.1f}%" for n in judged)
+            + " |"
+        )
     names = list(res["adversarial"])
-    lines += ["", f"## Adversarial cases (~{res['adversarial_size'] // 1000} KB each; best CPU time of up to "
-              f"{cfg['adversarial_repeats']} runs; wall-clock cap {cfg['cap_s']:g} s)", "",
-              "| case | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    lines += [
+        "",
+        f"## Adversarial cases (~{res['adversarial_size'] // 1000} KB each; best CPU time of up to "
+        f"{cfg['adversarial_repeats']} runs; wall-clock cap {cfg['cap_s']:g} s)",
+        "",
+        "| case | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
     for case in res["adversarial"][names[0]]:
         cells = []
         for n in names:
             r = res["adversarial"][n][case]
-            cells.append(f"> {cfg['cap_s']:g} s" if r["status"] == "cap" else
-                         ("error" if r["status"] == "error" else _ms(r["seconds"])))
+            cells.append(
+                f"> {cfg['cap_s']:g} s"
+                if r["status"] == "cap"
+                else ("error" if r["status"] == "error" else _ms(r["seconds"]))
+            )
         lines.append(f"| {case} | " + " | ".join(cells) + " |")
     if res.get("stages_us"):
         budget = 1e6 / cfg["target_rate"]
-        lines += ["", f"## Where dsa_cast's time goes: building blocks (CPU us per completion; the "
-                  f"target allows {budget:.0f} us in all; each block timed alone, not additive)", "",
-                  "| stage | us / completion |", "|---|---:|"]
+        lines += [
+            "",
+            f"## Where dsa_cast's time goes: building blocks (CPU us per completion; the "
+            f"target allows {budget:.0f} us in all; each block timed alone, not additive)",
+            "",
+            "| stage | us / completion |",
+            "|---|---:|",
+        ]
         for name, us in res["stages_us"].items():
             lines.append(f"| {name} | {us:.1f} |")
     if res.get("profile"):
         p = res["profile"]
-        lines += ["", f"## Where dsa_cast's time goes ({p['items']} completions under cProfile, "
-                  f"{p['us_per_completion']:.0f} us each when profiled)", "",
-                  "| function | calls | own time | own share | cumulative |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"## Where dsa_cast's time goes ({p['items']} completions under cProfile, "
+            f"{p['us_per_completion']:.0f} us each when profiled)",
+            "",
+            "| function | calls | own time | own share | cumulative |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for r in p["top_own"]:
-            lines.append(f"| `{r['function']}` | {r['calls']:,} | {r['own_s']:.3f} s | "
-                         f"{100 * r['own_share']:.1f}% | {r['cum_s']:.3f} s |")
-        lines += ["", "Cumulative time of dsa_cast functions:", "",
-                  "| function | calls | cumulative | own |", "|---|---:|---:|---:|"]
+            lines.append(
+                f"| `{r['function']}` | {r['calls']:,} | {r['own_s']:.3f} s | "
+                f"{100 * r['own_share']:.1f}% | {r['cum_s']:.3f} s |"
+            )
+        lines += [
+            "",
+            "Cumulative time of dsa_cast functions:",
+            "",
+            "| function | calls | cumulative | own |",
+            "|---|---:|---:|---:|",
+        ]
         for r in p["top_cumulative"]:
             lines.append(f"| `{r['function']}` | {r['calls']:,} | {r['cum_s']:.3f} s | {r['own_s']:.3f} s |")
     if res.get("adversarial_profiles"):
@@ -458,8 +517,14 @@ def _machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "load_average_at_start": _load(), "commit": _commit()}
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_at_start": _load(),
+        "commit": _commit(),
+    }
 
 
 def _commit() -> str | None:
@@ -467,10 +532,16 @@ def _commit() -> str | None:
     import subprocess
 
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dsa_cast", "benchmarks"],
-                               cwd=HERE, capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "dsa_cast", "benchmarks"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+local changes" if dirty else "")
@@ -504,12 +575,17 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {
         "config": asdict(cfg),
         "machine": _machine(),
-        "corpus": {"n": len(items), "chars_min": sizes[0], "chars_max": sizes[-1],
-                   "chars_median": sizes[len(sizes) // 2],
-                   "kinds": dict(Counter(it.kind.split(":")[0] for it in items)),
-                   "expected_correct": sum(it.expected_correct for it in items)},
+        "corpus": {
+            "n": len(items),
+            "chars_min": sizes[0],
+            "chars_max": sizes[-1],
+            "chars_median": sizes[len(sizes) // 2],
+            "kinds": dict(Counter(it.kind.split(":")[0] for it in items)),
+            "expected_correct": sum(it.expected_correct for it in items),
+        },
         "adversarial_size": a.size,
-        "throughput": {}, "peak_memory": {},
+        "throughput": {},
+        "peak_memory": {},
     }
     for name, fn in table.items():
         fn(items[0].completion, items[0].reference, items[0].question)  # warm up
@@ -517,18 +593,19 @@ def main(argv: list[str] | None = None) -> int:
         res["peak_memory"][name] = peak_memory(fn, items[: cfg.memory_items])
         agree = "-" if t["agreement"] is None else f"{100 * t['agreement']:.2f}%"
         print(f"{name:16s} {t['rate']:>12,.0f} completions/s   agreement {agree}", flush=True)
-    res["ratios"] = {n: res["throughput"]["dsa_cast"]["rate"] / t["rate"]
-                     for n, t in res["throughput"].items() if n != "dsa_cast"}
+    res["ratios"] = {
+        n: res["throughput"]["dsa_cast"]["rate"] / t["rate"] for n, t in res["throughput"].items() if n != "dsa_cast"
+    }
     print(f"adversarial: {len(cases)} cases x {len(table)} scorers, cap {cfg.cap_s:g} s", flush=True)
     res["adversarial"] = adversarial(list(table), cases, a.size, cfg)
     res["adversarial_worst"] = {n: _worst(per) for n, per in res["adversarial"].items()}
     dsa = res["adversarial"]["dsa_cast"]
     res["targets"] = {
         "rate_met": res["throughput"]["dsa_cast"]["rate"] >= cfg.target_rate,
-        "adversarial_met": all(r["status"] == "ok" and r["seconds"] < cfg.target_adversarial_s
-                               for r in dsa.values()),
-        "adversarial_over_target": {c: r["seconds"] for c, r in dsa.items()
-                                    if r["status"] != "ok" or r["seconds"] >= cfg.target_adversarial_s},
+        "adversarial_met": all(r["status"] == "ok" and r["seconds"] < cfg.target_adversarial_s for r in dsa.values()),
+        "adversarial_over_target": {
+            c: r["seconds"] for c, r in dsa.items() if r["status"] != "ok" or r["seconds"] >= cfg.target_adversarial_s
+        },
         "agreement_met": res["throughput"]["dsa_cast"]["agreement"] == 1.0,
     }
     if not res["targets"]["rate_met"]:
@@ -537,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     by_name = {c.name: c for c in cases}
     res["adversarial_profiles"] = {
         name: profile_case(by_name[name], cfg.case_profile_rows)
-        for name, r in dsa.items() if r["status"] == "ok" and r["seconds"] >= cfg.target_adversarial_s
+        for name, r in dsa.items()
+        if r["status"] == "ok" and r["seconds"] >= cfg.target_adversarial_s
     }
     res["machine"]["load_average_at_end"] = _load()
     a.out.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -85,6 +86,7 @@ class Clock:
     def wrap(self, fns):
         out = []
         for i, fn in enumerate(fns):
+
             def timed(prompts, completions, _fn=fn, _first=(i == 0), **kwargs):
                 t = time.perf_counter()
                 if _first:
@@ -103,26 +105,33 @@ class Clock:
         return out
 
     def step_times(self, warmup: int) -> list[float]:
-        return [b - a for a, b in zip(self.stamps, self.stamps[1:])][warmup:]
+        return [b - a for a, b in pairwise(self.stamps)][warmup:]
 
     def step_cpu_times(self, warmup: int) -> list[float]:
-        return [b - a for a, b in zip(self.cpu_stamps, self.cpu_stamps[1:])][warmup:]
+        return [b - a for a, b in pairwise(self.cpu_stamps)][warmup:]
 
     def reward_shares(self, warmup: int) -> list[float]:
         steps = self.step_times(warmup)
-        return [r / s for r, s in zip(self.inside[warmup:], steps)]
+        return [r / s for r, s in zip(self.inside[warmup:], steps, strict=False)]
 
 
 def make_config(bc: BenchConfig):
     from dsa_cast_train import config
 
-    return config.load_config("tiny", overrides=[
-        ("data.limit", bc.limit),  # no data.path: the embedded GSM8K
-        ("grpo.max_steps", bc.steps), ("grpo.batch_size", bc.batch_size),
-        ("grpo.micro_batch_size", bc.batch_size), ("grpo.num_generations", bc.num_generations),
-        ("grpo.max_new_tokens", bc.max_new_tokens), ("grpo.save_every_steps", bc.steps),
-        ("grpo.keep_checkpoints", 1),
-        ("grpo.eval_prompts", 0)])  # the bare loop has no held-out evaluation either
+    return config.load_config(
+        "tiny",
+        overrides=[
+            ("data.limit", bc.limit),  # no data.path: the embedded GSM8K
+            ("grpo.max_steps", bc.steps),
+            ("grpo.batch_size", bc.batch_size),
+            ("grpo.micro_batch_size", bc.batch_size),
+            ("grpo.num_generations", bc.num_generations),
+            ("grpo.max_new_tokens", bc.max_new_tokens),
+            ("grpo.save_every_steps", bc.steps),
+            ("grpo.keep_checkpoints", 1),
+            ("grpo.eval_prompts", 0),
+        ],
+    )  # the bare loop has no held-out evaluation either
 
 
 def run_ours(cfg, workdir: Path) -> tuple[Clock, float]:
@@ -168,37 +177,60 @@ def run_bare(cfg, workdir: Path) -> Clock:
     loaded = models.load(cfg.model, mesh)
     graphdef, state = nnx.split(loaded.model)
     reference = nnx.merge(graphdef, jax.tree.map(jnp.copy, state))
-    examples = data.split_examples(sft.load_examples(cfg.data, "train"), eval_fraction=cfg.data.eval_fraction,
-                                   seed=cfg.data.split_seed)[0]
+    examples = data.split_examples(
+        sft.load_examples(cfg.data, "train"), eval_fraction=cfg.data.eval_fraction, seed=cfg.data.split_seed
+    )[0]
     system = sft.system_prompt(cfg.data)
-    examples, _ = grpo.filter_prompts(examples, loaded.tokenizer, max_prompt_length=g.max_prompt_length,
-                                      system_prompt=system, prefill=False)
+    examples, _ = grpo.filter_prompts(
+        examples, loaded.tokenizer, max_prompt_length=g.max_prompt_length, system_prompt=system, prefill=False
+    )
     Role = rl_cluster_lib.Role
     cluster = rl_cluster_lib.RLCluster(
-        actor=loaded.model, reference=reference, tokenizer=loaded.tokenizer,
+        actor=loaded.model,
+        reference=reference,
+        tokenizer=loaded.tokenizer,
         cluster_config=rl_cluster_lib.ClusterConfig(
             role_to_mesh={Role.ACTOR: mesh, Role.REFERENCE: mesh, Role.ROLLOUT: mesh},
-            rollout_engine="vanilla", offload_to_cpu=False,
+            rollout_engine="vanilla",
+            offload_to_cpu=False,
             training_config=rl_cluster_lib.RLTrainingConfig(
-                actor_optimizer=grpo.make_optimizer(g), eval_every_n_steps=g.eval_every_steps,
-                max_steps=g.max_steps, mini_batch_size=g.batch_size, train_micro_batch_size=g.micro_batch_size,
+                actor_optimizer=grpo.make_optimizer(g),
+                eval_every_n_steps=g.eval_every_steps,
+                max_steps=g.max_steps,
+                mini_batch_size=g.batch_size,
+                train_micro_batch_size=g.micro_batch_size,
                 checkpoint_root_directory=str(workdir / "bare" / "checkpoints"),
-                checkpointing_options=ocp.CheckpointManagerOptions(save_interval_steps=g.save_every_steps,
-                                                                   max_to_keep=g.keep_checkpoints),
+                checkpointing_options=ocp.CheckpointManagerOptions(
+                    save_interval_steps=g.save_every_steps, max_to_keep=g.keep_checkpoints
+                ),
                 # TensorBoard like ours: Tunix's own logging is not our overhead
                 metrics_logging_options=metrics_logger.MetricsLoggerOptions(
-                    log_dir=str(workdir / "bare" / "tensorboard"))),
+                    log_dir=str(workdir / "bare" / "tensorboard")
+                ),
+            ),
             rollout_config=base_rollout.RolloutConfig(
-                max_tokens_to_generate=g.max_new_tokens, max_prompt_length=g.max_prompt_length,
-                kv_cache_size=g.max_prompt_length + g.max_new_tokens, temperature=g.temperature,
-                top_p=g.top_p, top_k=g.top_k, eos_tokens=list(loaded.eos_ids), seed=g.seed)))
+                max_tokens_to_generate=g.max_new_tokens,
+                max_prompt_length=g.max_prompt_length,
+                kv_cache_size=g.max_prompt_length + g.max_new_tokens,
+                temperature=g.temperature,
+                top_p=g.top_p,
+                top_k=g.top_k,
+                eos_tokens=list(loaded.eos_ids),
+                seed=g.seed,
+            ),
+        ),
+    )
     clock = Clock()
     learner = grpo_lib.GRPOLearner(
-        rl_cluster=cluster, reward_fns=clock.wrap(score.tunix_rewards(g.rubric)),
-        algo_config=grpo_lib.GRPOConfig(num_generations=g.num_generations, num_iterations=g.num_iterations,
-                                        beta=g.beta, epsilon=g.epsilon))
-    ds = data.grpo_dataset(examples, batch_size=g.batch_size, seed=cfg.data.shuffle_seed, system_prompt=system,
-                           epochs=None)
+        rl_cluster=cluster,
+        reward_fns=clock.wrap(score.tunix_rewards(g.rubric)),
+        algo_config=grpo_lib.GRPOConfig(
+            num_generations=g.num_generations, num_iterations=g.num_iterations, beta=g.beta, epsilon=g.epsilon
+        ),
+    )
+    ds = data.grpo_dataset(
+        examples, batch_size=g.batch_size, seed=cfg.data.shuffle_seed, system_prompt=system, epochs=None
+    )
     with mesh:
         learner.train(ds)
     return clock
@@ -206,18 +238,22 @@ def run_bare(cfg, workdir: Path) -> Clock:
 
 def real_text_reward_seconds(bc: BenchConfig, batches: int = 200) -> float:
     """Median seconds the reward functions take for one batch of real DSA completions."""
+    import numpy as np
+
     from dsa_cast import score
     from dsa_cast_train import data
-    import numpy as np
 
     n = bc.batch_size * bc.num_generations
     exs = [data.gsm8k_to_dsa(r) for r in data.load_gsm8k(None, "train", limit=n * batches)]
     times = []
     for b in range(batches):
-        chunk = exs[b * n:(b + 1) * n]
+        chunk = exs[b * n : (b + 1) * n]
         fns = score.tunix_rewards("dsa-cast")  # fresh functions: no cache hit across batches
-        kw = {"answer": np.array([e.answer for e in chunk]), "question": np.array([e.question for e in chunk]),
-              "mode": "train"}
+        kw = {
+            "answer": np.array([e.answer for e in chunk]),
+            "question": np.array([e.question for e in chunk]),
+            "mode": "train",
+        }
         t = time.perf_counter()
         for fn in fns:
             fn(prompts=[""] * n, completions=[e.response for e in chunk], **kw)
@@ -251,7 +287,7 @@ def main(argv=None) -> int:
     try:
         for rep in range(bc.repetitions):
             # alternate the order too, so in-process drift (caches, heap) is not charged to one variant
-            for variant in (("bare", "ours") if rep % 2 == 0 else ("ours", "bare")):
+            for variant in ("bare", "ours") if rep % 2 == 0 else ("ours", "bare"):
                 t = time.perf_counter()
                 if variant == "bare":
                     clock = run_bare(cfg, work / f"r{rep}")
@@ -273,8 +309,12 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "bench_grpo",
         "config": asdict(bc),
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg()},
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_avg_at_end": os.getloadavg(),
+        },
         "step_wall_seconds_median": wall,
         "step_cpu_seconds_median": cpu_med,
         "step_wall_seconds_all": steps,
@@ -286,19 +326,27 @@ def main(argv=None) -> int:
         "real_dsa_batch_reward_seconds": real_reward,
         "real_dsa_reward_share_of_tiny_step": real_reward / wall["ours"],
         "targets": {"reward_share_below": bc.target_reward_share, "overhead_below": bc.target_overhead},
-        "pass": {"reward_share": reward_share < bc.target_reward_share,
-                 "overhead_cpu": overhead_cpu < bc.target_overhead,
-                 "overhead_wall": overhead_wall < bc.target_overhead},
+        "pass": {
+            "reward_share": reward_share < bc.target_reward_share,
+            "overhead_cpu": overhead_cpu < bc.target_overhead,
+            "overhead_wall": overhead_wall < bc.target_overhead,
+        },
     }
     n = len(steps["bare"]), len(steps["ours"])
-    print(f"step time, median of {n[0]}/{n[1]} steps: wall bare {wall['bare'] * 1e3:.1f} ms, ours "
-          f"{wall['ours'] * 1e3:.1f} ms ({overhead_wall:+.2%}); CPU bare {cpu_med['bare'] * 1e3:.1f} ms, ours "
-          f"{cpu_med['ours'] * 1e3:.1f} ms ({overhead_cpu:+.2%}); target < {bc.target_overhead:.0%}")
-    print(f"reward functions: {reward_share:.3%} of a step (target < {bc.target_reward_share:.0%}); "
-          f"our metric fn: {result['metric_fn_share']:.3%}")
-    print(f"real DSA completions: {real_reward * 1e3:.2f} ms per batch of "
-          f"{bc.batch_size * bc.num_generations} = {result['real_dsa_reward_share_of_tiny_step']:.2%} "
-          f"of the tiny step (an upper bound for real models)")
+    print(
+        f"step time, median of {n[0]}/{n[1]} steps: wall bare {wall['bare'] * 1e3:.1f} ms, ours "
+        f"{wall['ours'] * 1e3:.1f} ms ({overhead_wall:+.2%}); CPU bare {cpu_med['bare'] * 1e3:.1f} ms, ours "
+        f"{cpu_med['ours'] * 1e3:.1f} ms ({overhead_cpu:+.2%}); target < {bc.target_overhead:.0%}"
+    )
+    print(
+        f"reward functions: {reward_share:.3%} of a step (target < {bc.target_reward_share:.0%}); "
+        f"our metric fn: {result['metric_fn_share']:.3%}"
+    )
+    print(
+        f"real DSA completions: {real_reward * 1e3:.2f} ms per batch of "
+        f"{bc.batch_size * bc.num_generations} = {result['real_dsa_reward_share_of_tiny_step']:.2%} "
+        f"of the tiny step (an upper bound for real models)"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

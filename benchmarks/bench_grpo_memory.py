@@ -33,12 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 def _child(args: argparse.Namespace) -> int:
@@ -46,9 +47,15 @@ def _child(args: argparse.Namespace) -> int:
     from dsa_cast_train import config as config_lib
     from dsa_cast_train import grpo, models
 
-    overrides = [("grpo.loss", args.loss), ("grpo.num_generations", args.g), ("grpo.max_steps", args.steps),
-                 ("grpo.max_new_tokens", args.new_tokens), ("grpo.save_every_steps", 10_000),
-                 ("grpo.eval_prompts", 0), ("grpo.beta", args.beta)]
+    overrides = [
+        ("grpo.loss", args.loss),
+        ("grpo.num_generations", args.g),
+        ("grpo.max_steps", args.steps),
+        ("grpo.max_new_tokens", args.new_tokens),
+        ("grpo.save_every_steps", 10_000),
+        ("grpo.eval_prompts", 0),
+        ("grpo.beta", args.beta),
+    ]
     if args.data_path:
         overrides.append(("data.path", args.data_path))
     cfg = config_lib.load_config(args.preset, overrides=overrides)
@@ -77,14 +84,42 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
-def measure(loss: str, g: int, *, steps: int, new_tokens: int, cap_gib: float, preset: str, beta: float,
-            data_path: str | None, extra_env: dict[str, str] | None = None) -> dict:
+def measure(
+    loss: str,
+    g: int,
+    *,
+    steps: int,
+    new_tokens: int,
+    cap_gib: float,
+    preset: str,
+    beta: float,
+    data_path: str | None,
+    extra_env: dict[str, str] | None = None,
+) -> dict:
     """One subprocess run of (loss, G); its peak RSS, step times and token rate."""
     with tempfile.TemporaryDirectory(prefix="bench-grpo-mem-") as tmp:
         out = Path(tmp) / "out.json"
-        cmd = [sys.executable, __file__, "--child", "--loss", loss, "--g", str(g), "--steps", str(steps),
-               "--new-tokens", str(new_tokens), "--preset", preset, "--beta", str(beta),
-               "--run-dir", str(Path(tmp) / "run"), "--out", str(out)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--loss",
+            loss,
+            "--g",
+            str(g),
+            "--steps",
+            str(steps),
+            "--new-tokens",
+            str(new_tokens),
+            "--preset",
+            preset,
+            "--beta",
+            str(beta),
+            "--run-dir",
+            str(Path(tmp) / "run"),
+            "--out",
+            str(out),
+        ]
         if data_path:
             cmd += ["--data-path", data_path]
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
@@ -104,8 +139,14 @@ def measure(loss: str, g: int, *, steps: int, new_tokens: int, cap_gib: float, p
                     killed = True
                 time.sleep(0.25)
         peak = max(seen, usage.ru_maxrss * 1024)
-        res = {"loss": loss, "generations": g, "env": extra_env or {}, "peak_rss_gib": round(peak / GIB, 2),
-               "wall_seconds": round(time.time() - t0, 1), "exit": os.waitstatus_to_exitcode(status)}
+        res = {
+            "loss": loss,
+            "generations": g,
+            "env": extra_env or {},
+            "peak_rss_gib": round(peak / GIB, 2),
+            "wall_seconds": round(time.time() - t0, 1),
+            "exit": os.waitstatus_to_exitcode(status),
+        }
         if killed:
             res.update(status=f"killed above the {cap_gib} GiB cap")
             return res
@@ -116,12 +157,16 @@ def measure(loss: str, g: int, *, steps: int, new_tokens: int, cap_gib: float, p
         stamps, toks = data["stamps"], data["tokens_per_step"]
         # interval i = stamps[i+1] - stamps[i]: the update of batch i + the rollout of batch i+1;
         # the first interval holds the update's compilation
-        intervals = [b - a for a, b in zip(stamps, stamps[1:])][1:]
+        intervals = [b - a for a, b in pairwise(stamps)][1:]
         timed_tokens = sum(toks[2:])
-        res.update(status="ok", steps=len(stamps), step_seconds=round(statistics.median(intervals), 1)
-                   if intervals else None, step_seconds_all=[round(x, 1) for x in intervals],
-                   generated_tokens_per_s=round(timed_tokens / sum(intervals), 1) if intervals else None,
-                   mean_completion_tokens=round(sum(toks) / max(1, len(toks)) / g, 1))
+        res.update(
+            status="ok",
+            steps=len(stamps),
+            step_seconds=round(statistics.median(intervals), 1) if intervals else None,
+            step_seconds_all=[round(x, 1) for x in intervals],
+            generated_tokens_per_s=round(timed_tokens / sum(intervals), 1) if intervals else None,
+            mean_completion_tokens=round(sum(toks) / max(1, len(toks)) / g, 1),
+        )
         return res
 
 
@@ -135,8 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cap-gib", type=float, default=20.0, help="kill a run whose RSS passes this")
     p.add_argument("--preset", default="demo-cpu")
     p.add_argument("--data-path", default=None, help="GSM8K directory (default: the preset's / embedded)")
-    p.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra environment for the measured runs (e.g. MALLOC_ARENA_MAX=2)")
+    p.add_argument(
+        "--env",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the measured runs (e.g. MALLOC_ARENA_MAX=2)",
+    )
     p.add_argument("--quick", action="store_true", help="G = 2, 3 steps, 64 new tokens, lean only")
     p.add_argument("--out", default=str(RESULTS / "bench_grpo_memory.json"))
     # child mode
@@ -164,13 +214,25 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({"loss": loss, "generations": g, "status": "skipped: a smaller G passed the cap"})
                 print(f"{loss:6s} G={g:2d}  skipped (a smaller G passed the cap)", flush=True)
                 continue
-            r = measure(loss, g, steps=args.steps, new_tokens=args.new_tokens, cap_gib=args.cap_gib,
-                        preset=args.preset, beta=args.beta, data_path=args.data_path, extra_env=extra_env)
+            r = measure(
+                loss,
+                g,
+                steps=args.steps,
+                new_tokens=args.new_tokens,
+                cap_gib=args.cap_gib,
+                preset=args.preset,
+                beta=args.beta,
+                data_path=args.data_path,
+                extra_env=extra_env,
+            )
             if r["status"].startswith("killed"):
                 over_cap.add(loss)
             results.append(r)
-            print(f"{loss:6s} G={g:2d}  peak {r['peak_rss_gib']:6.2f} GiB  step {r.get('step_seconds')} s  "
-                  f"{r.get('generated_tokens_per_s')} tok/s  [{r['status']}]", flush=True)
+            print(
+                f"{loss:6s} G={g:2d}  peak {r['peak_rss_gib']:6.2f} GiB  step {r.get('step_seconds')} s  "
+                f"{r.get('generated_tokens_per_s')} tok/s  [{r['status']}]",
+                flush=True,
+            )
 
     by = {(r["loss"], r["generations"]): r for r in results}
     checks = {}
@@ -184,10 +246,20 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "bench_grpo_memory",
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "loadavg_start": os.getloadavg()},
-        "settings": {"env": extra_env, "preset": args.preset, "steps": args.steps, "new_tokens": args.new_tokens, "beta": args.beta,
-                     "cap_gib": args.cap_gib},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "loadavg_start": os.getloadavg(),
+        },
+        "settings": {
+            "env": extra_env,
+            "preset": args.preset,
+            "steps": args.steps,
+            "new_tokens": args.new_tokens,
+            "beta": args.beta,
+            "cap_gib": args.cap_gib,
+        },
         "results": results,
         "checks": checks,
     }

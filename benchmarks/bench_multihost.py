@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -68,17 +69,38 @@ def _launch(stage: str, run_dir: Path, processes: int, extra: list[str]) -> tupl
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DSA_CAST_", "JAX_COORDINATOR"))}
     env.update(PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]), JAX_PLATFORMS="cpu")
     args = [arg for k, v in SETTINGS for arg in ("--set", f"{k}={json.dumps(v)}")]
-    base = [sys.executable, "-m", f"dsa_cast_train.{stage}", "--preset", "tiny", *args, *extra,
-            "--run-dir", str(run_dir)]
+    base = [
+        sys.executable,
+        "-m",
+        f"dsa_cast_train.{stage}",
+        "--preset",
+        "tiny",
+        *args,
+        *extra,
+        "--run-dir",
+        str(run_dir),
+    ]
     port = _free_port()
     t0 = time.perf_counter()
     procs = []
     for i in range(processes):
-        cmd = base if processes == 1 else [*base, "--coordinator", f"127.0.0.1:{port}",
-                                           "--num-processes", str(processes), "--process-id", str(i)]
+        cmd = (
+            base
+            if processes == 1
+            else [
+                *base,
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                str(processes),
+                "--process-id",
+                str(i),
+            ]
+        )
         log = open(run_dir.parent / f"{run_dir.name}.p{i}.out", "wb")  # noqa: SIM115 (closed below)
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                       start_new_session=True), log))
+        procs.append(
+            (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True), log)
+        )
     end = time.monotonic() + DEADLINE_S
     while time.monotonic() < end and any(p.poll() is None for p, _ in procs):
         time.sleep(0.2)
@@ -103,29 +125,33 @@ def _sft(run_dir: Path) -> dict:
     train = [r for r in recs if r["split"] == "train"]
     logs = [run_dir / "run.log", *sorted(run_dir.glob("run.process-*.log"))]
     per_process = [re.findall(r"step \d+/\d+\s+loss ([\d.]+)", p.read_text()) for p in logs]
-    return {"step_seconds_median": _median_after_first([r["seconds"] for r in train]),
-            "step_seconds": [round(r["seconds"], 4) for r in train],
-            "tokens_per_step": train[-1]["tokens"] if train else None,
-            "train_losses": [round(r["loss"], 6) for r in train],
-            "eval_losses": [round(r["loss"], 6) for r in recs if r["split"] == "eval"],
-            "processes_logged_equal_losses": all(p == per_process[0] for p in per_process)}
+    return {
+        "step_seconds_median": _median_after_first([r["seconds"] for r in train]),
+        "step_seconds": [round(r["seconds"], 4) for r in train],
+        "tokens_per_step": train[-1]["tokens"] if train else None,
+        "train_losses": [round(r["loss"], 6) for r in train],
+        "eval_losses": [round(r["loss"], 6) for r in recs if r["split"] == "eval"],
+        "processes_logged_equal_losses": all(p == per_process[0] for p in per_process),
+    }
 
 
 def _grpo(run_dir: Path) -> dict:
     times = [r["time"] for r in _records(run_dir / "metrics.jsonl") if r.get("mode") == "train"]
     logs = [run_dir / "run.log", *sorted(run_dir.glob("run.process-*.log"))]
     losses = [re.findall(r"actor loss per update: (.+)", p.read_text()) for p in logs]
-    intervals = [b - a for a, b in zip(times, times[1:])]  # the first holds the update's compilation
-    return {"step_seconds_median": _median_after_first(intervals),
-            "step_seconds": [round(x, 4) for x in intervals],
-            "actor_losses": [float(x) for x in losses[0][0].split()] if losses[0] else [],
-            "processes_logged_equal_losses": all(x == losses[0] for x in losses)}
+    intervals = [b - a for a, b in pairwise(times)]  # the first holds the update's compilation
+    return {
+        "step_seconds_median": _median_after_first(intervals),
+        "step_seconds": [round(x, 4) for x in intervals],
+        "actor_losses": [float(x) for x in losses[0][0].split()] if losses[0] else [],
+        "processes_logged_equal_losses": all(x == losses[0] for x in losses),
+    }
 
 
 def _max_diff(a: list[float] | None, b: list[float] | None) -> float | None:
     if not a or not b or len(a) != len(b):
         return None
-    return max(abs(x - y) for x, y in zip(a, b))
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
 
 def main(argv=None) -> int:
@@ -134,20 +160,42 @@ def main(argv=None) -> int:
     ap.add_argument("--grpo-steps", type=int, default=6)
     ap.add_argument("--out", default=str(RESULTS / "bench_multihost.json"))
     args = ap.parse_args(argv)
-    result: dict = {"settings": dict(SETTINGS), "sft_steps": args.sft_steps, "grpo_steps": args.grpo_steps,
-                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                "load_average_start": os.getloadavg()[0]}, "runs": {}}
+    result: dict = {
+        "settings": dict(SETTINGS),
+        "sft_steps": args.sft_steps,
+        "grpo_steps": args.grpo_steps,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_start": os.getloadavg()[0],
+        },
+        "runs": {},
+    }
     with tempfile.TemporaryDirectory(prefix="bench_multihost-") as tmp:
         for processes in (1, 2):
             sft_dir, grpo_dir = Path(tmp) / f"sft-{processes}p", Path(tmp) / f"grpo-{processes}p"
-            wall_sft, rc_sft = _launch("sft", sft_dir, processes, ["--set", f"sft.max_steps={args.sft_steps}",
-                                                                   "--set", f"sft.save_every_steps={args.sft_steps}"])
+            wall_sft, rc_sft = _launch(
+                "sft",
+                sft_dir,
+                processes,
+                ["--set", f"sft.max_steps={args.sft_steps}", "--set", f"sft.save_every_steps={args.sft_steps}"],
+            )
             run = {"sft_wall_seconds": round(wall_sft, 1), "sft_exit": rc_sft}
             if rc_sft == [0] * processes:
                 run["sft"] = _sft(sft_dir)
-                wall, rc = _launch("grpo", grpo_dir, processes, [
-                    "--set", f"grpo.max_steps={args.grpo_steps}", "--set", f"grpo.save_every_steps={args.grpo_steps}",
-                    "--init-checkpoint", str(sft_dir / "checkpoints")])
+                wall, rc = _launch(
+                    "grpo",
+                    grpo_dir,
+                    processes,
+                    [
+                        "--set",
+                        f"grpo.max_steps={args.grpo_steps}",
+                        "--set",
+                        f"grpo.save_every_steps={args.grpo_steps}",
+                        "--init-checkpoint",
+                        str(sft_dir / "checkpoints"),
+                    ],
+                )
                 run.update(grpo_wall_seconds=round(wall, 1), grpo_exit=rc)
                 if rc == [0] * processes:
                     run["grpo"] = _grpo(grpo_dir)

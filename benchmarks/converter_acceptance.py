@@ -34,7 +34,7 @@ def _grade_all(records: list[dict[str, Any]], responses: list[str], with_questio
     at_max = 0
     correct = 0
     t0 = time.perf_counter()
-    for rec, response in zip(records, responses):
+    for rec, response in zip(records, responses, strict=True):
         g = grade(response, rec["answer"], question=rec["question"] if with_question else None)
         correct += bool(g.correct)
         if g.total == g.max_total and not g.issues:
@@ -81,8 +81,12 @@ def run_split(directory: Path, split: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gsm8k", type=Path, default=default_gsm8k_dir(),
-                        help="directory holding train.jsonl / test.jsonl (default: $DSA_CAST_GSM8K, else the embedded copy)")
+    parser.add_argument(
+        "--gsm8k",
+        type=Path,
+        default=default_gsm8k_dir(),
+        help="directory holding train.jsonl / test.jsonl (default: $DSA_CAST_GSM8K, else the embedded copy)",
+    )
     parser.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test"])
     parser.add_argument("--out", type=Path, default=RESULTS / "converter_acceptance.json")
     args = parser.parse_args(argv)
@@ -93,14 +97,20 @@ def main(argv: list[str] | None = None) -> int:
     }
     for r in results["splits"]:
         g, gq = r["grade"], r["grade_with_question"]
-        print(f"[{r['split']}] {g['records']} records converted in {r['convert_seconds']} s "
-              f"({r['convert_records_per_s']}/s); CALC lines by origin {r['calc_lines_by_origin']}")
-        print(f"  grade(response, answer):           {g['at_max_no_issues']} at the maximum, "
-              f"{g['exceptions']} exceptions {g['exceptions_by_code']} ({g['grade_seconds']} s)")
+        print(
+            f"[{r['split']}] {g['records']} records converted in {r['convert_seconds']} s "
+            f"({r['convert_records_per_s']}/s); CALC lines by origin {r['calc_lines_by_origin']}"
+        )
+        print(
+            f"  grade(response, answer):           {g['at_max_no_issues']} at the maximum, "
+            f"{g['exceptions']} exceptions {g['exceptions_by_code']} ({g['grade_seconds']} s)"
+        )
         for code, ids in g["exception_ids_by_code"].items():
             print(f"    {code}: {', '.join(ids)}")
-        print(f"  grade(response, answer, question): {gq['at_max_no_issues']} at the maximum, "
-              f"{gq['exceptions']} exceptions {gq['exceptions_by_code']}")
+        print(
+            f"  grade(response, answer, question): {gq['at_max_no_issues']} at the maximum, "
+            f"{gq['exceptions']} exceptions {gq['exceptions_by_code']}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

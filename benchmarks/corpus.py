@@ -145,8 +145,9 @@ def _steps(solution: str) -> tuple[list[str], list[str]]:
     return lines, calcs
 
 
-def _sections(question: str, solution: str, value: str, rng: random.Random, cfg: CorpusConfig,
-              answer_text: str) -> dict[str, str]:
+def _sections(
+    question: str, solution: str, value: str, rng: random.Random, cfg: CorpusConfig, answer_text: str
+) -> dict[str, str]:
     lines, calcs = _steps(solution)
     plan = (
         "Restate the problem: " + " ".join(question.split()) + "\n"
@@ -253,8 +254,10 @@ def _fill(size: int, line) -> str:
 
 
 def _sections_skeleton(reasoning: str, sanity: str, answer: str) -> str:
-    return (f"<reasoning>\nPlan:\nAdd.\nReasoning:\n{reasoning}\nEvidence:\nCALC: 1 = 1\n"
-            f"Sanity_check:\n{sanity}\n</reasoning>\n<answer>{answer}</answer>")
+    return (
+        f"<reasoning>\nPlan:\nAdd.\nReasoning:\n{reasoning}\nEvidence:\nCALC: 1 = 1\n"
+        f"Sanity_check:\n{sanity}\n</reasoning>\n<answer>{answer}</answer>"
+    )
 
 
 def _skeleton(evidence: str = "CALC: 6*7 = 42", answer: str = "42") -> str:
@@ -296,12 +299,15 @@ def build_adversarial(size: int = 200_000) -> list[Case]:
         "newlines": rep("\n") + _skeleton(),
         "chain_claims": _skeleton(evidence=rep("1 + 1 = 2 + 0 = 2 ")),
         # issue 10: shapes that were linear but over the 10 ms promise
-        "digits_in_reasoning_and_sanity": _sections_skeleton(reasoning="1" * (size * 9 // 20),
-                                                             sanity="1" * (size * 9 // 20), answer="1"),
+        "digits_in_reasoning_and_sanity": _sections_skeleton(
+            reasoning="1" * (size * 9 // 20), sanity="1" * (size * 9 // 20), answer="1"
+        ),
         "repeated_plan_headings": "<reasoning>\n" + rep("Plan:\n") + "</reasoning><answer>42</answer>",
         "calc_lines_distinct": _skeleton(evidence=_fill(size, lambda i: f"CALC:{i}={i}\n")),
         "calc_lines_short_pairs": _fill(size, lambda i: f"CALC:{i % 97}={i // 97}\n"),
-        "calc_lines_operations": _skeleton(evidence=_fill(size, lambda i: f"CALC: {i}+{i % 7}*2 = {i + 2 * (i % 7)}\n")),
+        "calc_lines_operations": _skeleton(
+            evidence=_fill(size, lambda i: f"CALC: {i}+{i % 7}*2 = {i + 2 * (i % 7)}\n")
+        ),
     }
     return [Case(name, text, "42") for name, text in cases.items()]
 

@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import CorpusConfig, build_adversarial, build_corpus  # noqa: E402
 
-from dsa_cast.claims import _check_rows, check_claims  # noqa: E402
+from dsa_cast.claims import check_claim_rows, check_claims  # noqa: E402
 from dsa_cast.numbers import extract_answer, extract_reference  # noqa: E402
-from dsa_cast.parse import _scan, parse  # noqa: E402
-from dsa_cast.schema import DSA  # noqa: E402
+from dsa_cast.parse import parse, scan  # noqa: E402
 from dsa_cast.rubrics import RUBRICS  # noqa: E402
+from dsa_cast.schema import DSA  # noqa: E402
 from dsa_cast.score import grade, grade_batch  # noqa: E402
 
 TARGET_PER_S = 50_000  # the later issue's goal for full dsa-cast grading in one process
@@ -62,10 +62,11 @@ def _case_ms(fn, repeats: int = 3) -> tuple[float, float]:
 
 
 def _import_ms(runs: int) -> float:
-    code = ("import time; t = time.perf_counter(); import dsa_cast.score; "
-            "print((time.perf_counter() - t) * 1000)")
-    out = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                check=True).stdout) for _ in range(runs)]
+    code = "import time; t = time.perf_counter(); import dsa_cast.score; print((time.perf_counter() - t) * 1000)"
+    out = [
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+        for _ in range(runs)
+    ]
     return statistics.median(out)
 
 
@@ -73,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--limit", type=int, default=None, help="GSM8K items (default: all 1,319)")
-    p.add_argument("--out", type=Path,
-                   default=Path(__file__).resolve().parent / "results" / "rubric_throughput.json")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "rubric_throughput.json")
     a = p.parse_args(argv)
 
     items = build_corpus(CorpusConfig(per_question=1, limit=a.limit))
@@ -84,25 +84,39 @@ def main(argv: list[str] | None = None) -> int:
     n = len(texts)
     sizes = sorted(len(t) for t in texts)
     print("every completion is distinct (one per GSM8K item): no memo or cache can help the figures")
-    print(f"corpus: {n} completions, median {sizes[n // 2]} chars "
-          f"(min {sizes[0]}, max {sizes[-1]}); {a.runs} runs each, median CPU time reported")
+    print(
+        f"corpus: {n} completions, median {sizes[n // 2]} chars "
+        f"(min {sizes[0]}, max {sizes[-1]}); {a.runs} runs each, median CPU time reported"
+    )
 
-    result: dict = {"n": n, "runs": a.runs, "median_chars": sizes[n // 2],
-                    "python": platform.python_version(), "machine": platform.machine(),
-                    "rubrics": {}, "stages_dsa_cast": {}}
+    result: dict = {
+        "n": n,
+        "runs": a.runs,
+        "median_chars": sizes[n // 2],
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "rubrics": {},
+        "stages_dsa_cast": {},
+    }
     runs = [(name, None) for name in RUBRICS] + [("dsa-cast", questions)]
     for name, qs in runs:
         key = name if qs is None else f"{name}+question"
         rate, times = _median_rate(
-            lambda name=name, qs=qs: grade_batch(texts, refs, rubric=name, questions=qs), n, a.runs)
-        result["rubrics"][key] = {"per_s": rate, "us_per_completion": 1e6 / rate,
-                                  "wall_seconds": times,
-                                  "wall_per_s": n / statistics.median(times)}
-        print(f"  {key:<18} {rate:10,.0f} completions/s CPU ({1e6 / rate:7.1f} us each); "
-              f"wall {n / statistics.median(times):10,.0f}/s")
+            lambda name=name, qs=qs: grade_batch(texts, refs, rubric=name, questions=qs), n, a.runs
+        )
+        result["rubrics"][key] = {
+            "per_s": rate,
+            "us_per_completion": 1e6 / rate,
+            "wall_seconds": times,
+            "wall_per_s": n / statistics.median(times),
+        }
+        print(
+            f"  {key:<18} {rate:10,.0f} completions/s CPU ({1e6 / rate:7.1f} us each); "
+            f"wall {n / statistics.median(times):10,.0f}/s"
+        )
 
     graded = grade_batch(texts, refs)
-    agree = sum(g.correct == it.expected_correct for g, it in zip(graded, items))
+    agree = sum(g.correct == it.expected_correct for g, it in zip(graded, items, strict=True))
     result["agreement_with_labels"] = agree / n
     result["target_met"] = result["rubrics"]["dsa-cast"]["per_s"] >= TARGET_PER_S
     print(f"  dsa-cast correctness agrees with the corpus labels on {agree}/{n}")
@@ -115,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     # dataclasses) are timed after, outside the sum.
     stages = {
         "reference": lambda: [extract_reference(r) for r in refs],
-        "parse(_scan)": lambda: [_scan(t, DSA) for t in texts],
+        "parse(scan)": lambda: [scan(t, DSA) for t in texts],
         "extract_answer": lambda: [extract_answer(b) for b in bodies],
-        "check_claims(evidence rows)": lambda: [_check_rows(b) for b in evid],
+        "check_claims(evidence rows)": lambda: [check_claim_rows(b) for b in evid],
     }
     public = {
         "parse() public": lambda: [parse(t) for t in texts],
@@ -149,14 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in RUBRICS:
         w = (0.0, 0.0, "")
         for case in cases:
-            cpu_ms, wall_ms = _case_ms(
-                lambda case=case, name=name: grade(case.completion, case.reference, rubric=name))
+            cpu_ms, wall_ms = _case_ms(lambda case=case, name=name: grade(case.completion, case.reference, rubric=name))
             per_case.setdefault(case.name, {})[name] = {"cpu_ms": cpu_ms, "wall_ms": wall_ms}
             w = max(w, (cpu_ms, wall_ms, case.name))
-        worst[name] = {"ms": w[0], "cpu_ms": w[0], "wall_ms": w[1], "case": w[2],
-                       "under_10ms": w[0] < 10.0}
-        print(f"  worst adversarial (~200 KB) {name:<9} {w[0]:7.2f} ms CPU "
-              f"({w[1]:.2f} ms wall, best of 3)  ({w[2]})")
+        worst[name] = {"ms": w[0], "cpu_ms": w[0], "wall_ms": w[1], "case": w[2], "under_10ms": w[0] < 10.0}
+        print(f"  worst adversarial (~200 KB) {name:<9} {w[0]:7.2f} ms CPU ({w[1]:.2f} ms wall, best of 3)  ({w[2]})")
     result["adversarial_worst"] = worst
     result["adversarial_cases"] = per_case
     result["target_per_s"] = TARGET_PER_S

@@ -31,6 +31,8 @@ __all__ = [
     "reward_format_exact",
     "reward_format_soft",
     "reward_cast_math_and_completeness",
+    "format_exact_score",
+    "format_soft_score",
 ]
 
 
@@ -126,11 +128,11 @@ def _positions(text: str) -> list[int]:
     return [text.find(h) for h in HEADINGS]  # searched anywhere, as the notebook did
 
 
-def _format_exact(text: str, w: SeedWeights) -> float:
+def format_exact_score(text: str, w: SeedWeights) -> float:
     return w.exact_format if _EXACT.match(text) else 0.0
 
 
-def _format_soft(text: str, w: SeedWeights) -> float:
+def format_soft_score(text: str, w: SeedWeights) -> float:
     score = w.tag_pair if _REASONING.search(text) else -w.tag_pair
     score += w.tag_pair if _ANSWER.search(text) else -w.tag_pair
     pos = _positions(text)
@@ -172,7 +174,7 @@ def _cast(text: str, ref: object, w: SeedWeights) -> float:
 
 def seed_score(completion: str, ref: object, w: SeedWeights = SEED) -> float:
     """The notebook's summed reward for one completion (the three functions added)."""
-    return _format_exact(completion, w) + _format_soft(completion, w) + _cast(completion, ref, w)
+    return format_exact_score(completion, w) + format_soft_score(completion, w) + _cast(completion, ref, w)
 
 
 def _answers(kwargs: dict, n: int) -> Sequence[object]:
@@ -182,12 +184,12 @@ def _answers(kwargs: dict, n: int) -> Sequence[object]:
 
 def reward_format_exact(prompts, completions, **kwargs) -> list[float]:
     """3.0 when the whole completion has the exact layout, else 0 (nested lazy regex)."""
-    return [_format_exact(c, SEED) for c in completions]
+    return [format_exact_score(c, SEED) for c in completions]
 
 
 def reward_format_soft(prompts, completions, **kwargs) -> list[float]:
     """Tag and heading presence/order shaping, -7 .. +6."""
-    return [_format_soft(c, SEED) for c in completions]
+    return [format_soft_score(c, SEED) for c in completions]
 
 
 def reward_cast_math_and_completeness(prompts, completions, **kwargs) -> list[float]:
@@ -197,7 +199,10 @@ def reward_cast_math_and_completeness(prompts, completions, **kwargs) -> list[fl
 
 
 def _self_check() -> None:
-    ok = "<reasoning>\nPlan: p\nReasoning: r\nEvidence:\nCALC: 2*3 = 6\nSanity_check: s\n</reasoning>\n<answer>6</answer>"
+    ok = (
+        "<reasoning>\nPlan: p\nReasoning: r\nEvidence:\nCALC: 2*3 = 6\nSanity_check: s\n</reasoning>\n"
+        "<answer>6</answer>"
+    )
     assert seed_correct(ok, "6") and not seed_correct(ok, "7")
     assert reward_format_exact(None, [ok]) == [3.0]
     assert _calc_consistency(ok) == 1.0

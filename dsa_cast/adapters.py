@@ -31,7 +31,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from dsa_cast.markers import END_MARKERS, check_end_markers, strip_end_markers
 from dsa_cast.rubrics import Grade, Rubric, RubricCode, get_rubric, resolve_rubric
@@ -95,17 +95,16 @@ class AdapterConfig:
             raise ValueError(f"answer_field must be a non-empty str, got {self.answer_field!r}")
         if self.question_field is not None and not isinstance(self.question_field, str):
             raise ValueError(f"question_field must be a str or None, got {self.question_field!r}")
-        if isinstance(self.cache_batches, bool) or not isinstance(self.cache_batches, int) \
-                or self.cache_batches < 1:
+        if isinstance(self.cache_batches, bool) or not isinstance(self.cache_batches, int) or self.cache_batches < 1:
             raise ValueError(f"cache_batches must be an int >= 1, got {self.cache_batches!r}")
         object.__setattr__(self, "end_markers", check_end_markers(self.end_markers))
         _check_on_error(self.on_error)
 
 
 def _check_on_error(on_error: object) -> str:
-    if on_error not in ON_ERROR:
+    if not isinstance(on_error, str) or on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(map(repr, ON_ERROR))}, got {on_error!r}")
-    return on_error  # type: ignore[return-value]
+    return on_error
 
 
 class _Unreadable:
@@ -125,8 +124,9 @@ def _text(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"bytes that are not UTF-8 text (invalid byte 0x{raw[err.start]:02x} "
-                         f"at offset {err.start})") from None
+        raise ValueError(
+            f"bytes that are not UTF-8 text (invalid byte 0x{raw[err.start]:02x} at offset {err.start})"
+        ) from None
 
 
 def _plain(value: object) -> object:
@@ -142,14 +142,16 @@ def _plain(value: object) -> object:
     return value
 
 
-def _sequence(values: object, name: str) -> list[object]:
+def _sequence(values: Any, name: str) -> list[object]:  # any column type: checked here
     """The entries of a list, tuple or numpy array column (one str, bytes, dict or set is an
     error: iterating it would grade its characters or keys)."""
     if isinstance(values, (str, bytes, bytearray, Mapping, Set)):
-        raise TypeError(f"{name} must be a sequence with one entry per completion (list, tuple or "
-                        f"array), got one {type(values).__name__}")
+        raise TypeError(
+            f"{name} must be a sequence with one entry per completion (list, tuple or "
+            f"array), got one {type(values).__name__}"
+        )
     tolist = getattr(values, "tolist", None)  # numpy: native Python values in one call
-    return list(tolist() if callable(tolist) else values)  # type: ignore[call-overload]
+    return list(tolist() if callable(tolist) else values)
 
 
 def _column(values: object, n: int, name: str, *, unreadable_ok: bool = False) -> list[object]:
@@ -184,8 +186,9 @@ def completion_text(completion: object) -> str:
         texts = []
         for i, msg in enumerate(completion):
             if not isinstance(msg, Mapping) or "content" not in msg:
-                raise TypeError(f"conversational completion message {i} must be a mapping with "
-                                f"'content', got {type(msg).__name__}")
+                raise TypeError(
+                    f"conversational completion message {i} must be a mapping with 'content', got {type(msg).__name__}"
+                )
             if msg.get("role", "assistant") != "assistant":
                 continue
             texts.append(_content_text(msg["content"]))
@@ -209,8 +212,7 @@ def _content_text(content: object) -> str:
                 if part.get("type", "text") == "text" and "text" in part:  # images etc. carry none
                     texts.append(_content_text(part["text"]))
             else:
-                raise TypeError(f"message content part {j} must be a str or a mapping, "
-                                f"got {type(part).__name__}")
+                raise TypeError(f"message content part {j} must be a str or a mapping, got {type(part).__name__}")
         return "".join(texts)
     raise TypeError(f"message content must be a str or a list of parts, got {type(content).__name__}")
 
@@ -218,8 +220,10 @@ def _content_text(content: object) -> str:
 def _rubric(rubric: str | Rubric, options: Mapping[str, object]) -> Rubric:
     if options:
         if not isinstance(rubric, str):
-            raise TypeError("rubric options can only be given with a rubric name; "
-                            "configure a Rubric object through its own fields instead")
+            raise TypeError(
+                "rubric options can only be given with a rubric name; "
+                "configure a Rubric object through its own fields instead"
+            )
         return get_rubric(rubric, **options)
     return resolve_rubric(rubric)
 
@@ -231,6 +235,10 @@ def _uses_reference(rubric: Rubric) -> bool:
     whose answer equals a given reference ignores references."""
     probe = rubric.score("<answer>1</answer>", 1)
     return probe.correct is not None
+
+
+# A batch as a cache key: its texts, its references (made hashable) and its questions.
+_BatchKey = tuple[tuple[str, ...], tuple[object, ...], tuple[str | None, ...]]
 
 
 def _hashable(value: object) -> object:
@@ -246,8 +254,14 @@ def _component_name(rubric: Rubric, component: str) -> str:
     return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in raw)
 
 
-def _score_all(rubric: Rubric, texts: Sequence[str], refs: Sequence[object],
-               questions: Sequence[object], where: str, on_error: str = "raise") -> list[Grade]:
+def _score_all(
+    rubric: Rubric,
+    texts: Sequence[str],
+    refs: Sequence[object],
+    questions: Sequence[str | None],
+    where: str,
+    on_error: str = "raise",
+) -> list[Grade]:
     """Grade a batch. An item whose reference cannot be read raises an error naming it
     (``where[i]``), or with ``on_error="min"`` gets the rubric's minimum grade and a logged
     warning. A rubric with ``reference_value`` (dsa-cast) reads each distinct reference text
@@ -257,7 +271,7 @@ def _score_all(rubric: Rubric, texts: Sequence[str], refs: Sequence[object],
     values: dict[str, object] = {}
     minimum: Grade | None = None
     out = []
-    for i, (t, a, q) in enumerate(zip(texts, refs, questions)):
+    for i, (t, a, q) in enumerate(zip(texts, refs, questions, strict=True)):
         try:
             if isinstance(a, _Unreadable):
                 raise ValueError(a.reason)
@@ -265,12 +279,17 @@ def _score_all(rubric: Rubric, texts: Sequence[str], refs: Sequence[object],
                 if a not in values:
                     values[a] = read(a)
                 a = values[a]
-            out.append(score(t, a, q))  # type: ignore[arg-type]
+            out.append(score(t, a, q))
         except (TypeError, ValueError) as err:
             if on_error == "raise":
                 raise type(err)(f"{where}[{i}]: {err}") from err
-            log.warning("%s[%d]: %s; scored with the rubric's minimum (%g) instead (on_error='min')",
-                        where, i, err, rubric.min_total)
+            log.warning(
+                "%s[%d]: %s; scored with the rubric's minimum (%g) instead (on_error='min')",
+                where,
+                i,
+                err,
+                rubric.min_total,
+            )
             if minimum is None:
                 minimum = rubric.minimum_grade(RubricCode.UNREADABLE_REFERENCE)
             out.append(minimum)
@@ -302,24 +321,25 @@ class BatchGrader:
         self.config = config
         self.uses_reference = _uses_reference(rubric)
         self._lock = threading.Lock()
-        self._cache: OrderedDict[tuple, tuple[Grade, ...]] = OrderedDict()
-        self._round: tuple[tuple | None, set[str]] = (None, set())  # (batch key, components called)
+        self._cache: OrderedDict[_BatchKey, tuple[Grade, ...]] = OrderedDict()
+        self._round: tuple[_BatchKey | None, set[str]] = (None, set())  # (batch key, components called)
         self.graded_batches = 0  # batches graded (not served from the cache): for tests/metrics
 
     def __getstate__(self) -> dict[str, object]:
         return {"rubric": self.rubric, "config": self.config, "uses_reference": self.uses_reference}
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.rubric = state["rubric"]  # type: ignore[assignment]
-        self.config = state["config"]  # type: ignore[assignment]
-        self.uses_reference = state["uses_reference"]  # type: ignore[assignment]
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.rubric = state["rubric"]
+        self.config = state["config"]
+        self.uses_reference = state["uses_reference"]
         self._lock = threading.Lock()
         self._cache = OrderedDict()
         self._round = (None, set())
         self.graded_batches = 0
 
-    def read_batch(self, who: str, completions: object, kwargs: Mapping[str, object]
-                   ) -> tuple[list[str], list[object], list[object]]:
+    def read_batch(
+        self, who: str, completions: object, kwargs: Mapping[str, object]
+    ) -> tuple[list[str], list[object], list[str | None]]:
         """Texts, references and questions of a batch, validated, one per completion."""
         if completions is None:
             raise TypeError(f"{who}: missing 'completions'")
@@ -336,26 +356,30 @@ class BatchGrader:
             answers = _column(kwargs[field], n, field, unreadable_ok=True)
         elif self.uses_reference:
             if field in kwargs:  # present, but None
-                raise KeyError(f"{who}: the batch's {field!r} column is None, not one reference per "
-                               f"completion; pass the references, or use rubric='format'")
+                raise KeyError(
+                    f"{who}: the batch's {field!r} column is None, not one reference per "
+                    f"completion; pass the references, or use rubric='format'"
+                )
             cols = ", ".join(sorted(k for k in kwargs if not callable(kwargs[k]))) or "none"
-            raise KeyError(f"{who}: the batch has no {field!r} column (columns: {cols}); pass "
-                           f"answer_field=... to name the reference column, or use rubric='format'")
+            raise KeyError(
+                f"{who}: the batch has no {field!r} column (columns: {cols}); pass "
+                f"answer_field=... to name the reference column, or use rubric='format'"
+            )
         else:
             answers = [None] * n
         qf = self.config.question_field
-        questions: list[object] = [None] * n
+        questions: list[str | None] = [None] * n
         if qf is not None and kwargs.get(qf) is not None:
-            questions = [q if isinstance(q, str) else None
-                         for q in _column(kwargs[qf], n, qf, unreadable_ok=True)]
+            questions = [q if isinstance(q, str) else None for q in _column(kwargs[qf], n, qf, unreadable_ok=True)]
         return texts, answers, questions
 
     @staticmethod
-    def _key(texts: list[str], answers: list[object], questions: list[object]) -> tuple:
+    def _key(texts: list[str], answers: list[object], questions: list[str | None]) -> _BatchKey:
         return (tuple(texts), tuple(map(_hashable, answers)), tuple(questions))
 
-    def starts_round(self, texts: list[str], answers: list[object], questions: list[object],
-                     component: str) -> bool:
+    def starts_round(
+        self, texts: list[str], answers: list[object], questions: list[str | None], component: str
+    ) -> bool:
         """Whether this call of ``component`` on this batch opens a new round.
 
         A round is the sequence of component calls a trainer makes on one batch. It opens when
@@ -371,8 +395,9 @@ class BatchGrader:
             called.add(component)
             return False
 
-    def grades(self, texts: list[str], answers: list[object], questions: list[object],
-               who: str = "reward") -> tuple[tuple[Grade, ...], bool]:
+    def grades(
+        self, texts: list[str], answers: list[object], questions: list[str | None], who: str = "reward"
+    ) -> tuple[tuple[Grade, ...], bool]:
         """The batch's grades and whether they were computed now (False: from the cache)."""
         key = self._key(texts, answers, questions)
         with self._lock:
@@ -380,8 +405,9 @@ class BatchGrader:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit, False
-        out = _score_all(self.rubric, texts, answers, questions, f"{who}: {self.config.answer_field}",
-                         self.config.on_error)
+        out = _score_all(
+            self.rubric, texts, answers, questions, f"{who}: {self.config.answer_field}", self.config.on_error
+        )
         result = tuple(out)
         with self._lock:
             self._cache[key] = result
@@ -400,8 +426,9 @@ class ComponentReward:
 
     def __init__(self, grader: BatchGrader, component: str) -> None:
         if component not in grader.rubric.components:
-            raise ValueError(f"rubric {grader.rubric.name!r} has no component {component!r}; "
-                             f"components: {grader.rubric.components}")
+            raise ValueError(
+                f"rubric {grader.rubric.name!r} has no component {component!r}; components: {grader.rubric.components}"
+            )
         self.grader = grader
         self.component = component
         self.__name__ = self.__qualname__ = _component_name(grader.rubric, component)
@@ -437,23 +464,24 @@ class TRLReward(ComponentReward):
     ``dsa_cast/accuracy``, ``dsa_cast/clean_rate`` and ``dsa_cast/total`` (the mean reward over
     the items TRL scores, i.e. without the reference-less items it skips)."""
 
-    def __call__(self, prompts: object = None, completions: object = None,
-                 completion_ids: object = None, **kwargs: Any) -> list[float | None]:
+    def __call__(
+        self, prompts: object = None, completions: object = None, completion_ids: object = None, **kwargs: Any
+    ) -> list[float | None]:
         who = f"TRL reward {self.__name__}"
         texts, answers, questions = self.grader.read_batch(who, completions, kwargs)
         grades, _ = self.grader.grades(texts, answers, questions, who)
         skip = self.grader.uses_reference
         scored = [not (skip and a is None) for a in answers]
         log_extra, log_metric = kwargs.get("log_extra"), kwargs.get("log_metric")
-        if (callable(log_extra) or callable(log_metric)) \
-                and self.grader.starts_round(texts, answers, questions, self.component):
+        if (callable(log_extra) or callable(log_metric)) and self.grader.starts_round(
+            texts, answers, questions, self.component
+        ):
             _trl_log(grades, scored, log_extra, log_metric)
         c = self.component
-        return [g.components[c] if s else None for g, s in zip(grades, scored)]
+        return [g.components[c] if s else None for g, s in zip(grades, scored, strict=True)]
 
 
-def _trl_log(grades: Sequence[Grade], scored: Sequence[bool], log_extra: object,
-             log_metric: object) -> None:
+def _trl_log(grades: Sequence[Grade], scored: Sequence[bool], log_extra: object, log_metric: object) -> None:
     """TRL's hooks: ``log_extra(column, values)`` adds a completions-table column (one value
     per completion), ``log_metric(name, value)`` records a scalar. ``dsa_cast/total`` averages
     the ``scored`` items only, as TRL's own ``reward`` leaves out items every function skipped."""
@@ -466,21 +494,31 @@ def _trl_log(grades: Sequence[Grade], scored: Sequence[bool], log_extra: object,
         if judged:
             log_metric("dsa_cast/accuracy", sum(judged) / len(judged))
         log_metric("dsa_cast/clean_rate", sum(not g.issues for g in grades) / len(grades))
-        totals = [g.total for g, s in zip(grades, scored) if s]
+        totals = [g.total for g, s in zip(grades, scored, strict=True) if s]
         if totals:
             log_metric("dsa_cast/total", sum(totals) / len(totals))
 
 
-def _component_rewards(cls: type[ComponentReward], rubric: str | Rubric, config: AdapterConfig,
-                       options: Mapping[str, object]) -> list:
+_Reward = TypeVar("_Reward", bound="ComponentReward")
+
+
+def _component_rewards(
+    cls: type[_Reward], rubric: str | Rubric, config: AdapterConfig, options: Mapping[str, object]
+) -> list[_Reward]:
     grader = BatchGrader(_rubric(rubric, options), config)
     return [cls(grader, c) for c in grader.rubric.components]
 
 
-def tunix_rewards(rubric: str | Rubric = "dsa-cast", *, answer_field: str = "answer",
-                  question_field: str | None = "question", cache_batches: int = 4,
-                  end_markers: Iterable[str] = END_MARKERS, on_error: str = "min",
-                  **options: object) -> list[TunixReward]:
+def tunix_rewards(
+    rubric: str | Rubric = "dsa-cast",
+    *,
+    answer_field: str = "answer",
+    question_field: str | None = "question",
+    cache_batches: int = 4,
+    end_markers: Iterable[str] = END_MARKERS,
+    on_error: str = "min",
+    **options: object,
+) -> list[TunixReward]:
     """Reward functions for Tunix's ``GRPOLearner(reward_fns=...)``: one per rubric component.
 
     Tunix sums them, so the summed reward is ``grade(...).total``; each is logged as
@@ -488,23 +526,27 @@ def tunix_rewards(rubric: str | Rubric = "dsa-cast", *, answer_field: str = "ans
     **options)``), e.g. ``partial_credit=True``. ``end_markers``: see :class:`AdapterConfig`;
     ``on_error``: see :data:`ON_ERROR`.
     """
-    config = AdapterConfig(answer_field, question_field, cache_batches,
-                           end_markers, on_error)  # type: ignore[arg-type]  # checked in __post_init__
+    config = AdapterConfig(answer_field, question_field, cache_batches, check_end_markers(end_markers), on_error)
     return _component_rewards(TunixReward, rubric, config, options)
 
 
-def trl_rewards(rubric: str | Rubric = "dsa-cast", *, answer_field: str = "answer",
-                question_field: str | None = "question", cache_batches: int = 4,
-                end_markers: Iterable[str] = END_MARKERS, on_error: str = "min",
-                **options: object) -> list[TRLReward]:
+def trl_rewards(
+    rubric: str | Rubric = "dsa-cast",
+    *,
+    answer_field: str = "answer",
+    question_field: str | None = "question",
+    cache_batches: int = 4,
+    end_markers: Iterable[str] = END_MARKERS,
+    on_error: str = "min",
+    **options: object,
+) -> list[TRLReward]:
     """Reward functions for TRL's ``GRPOTrainer(reward_funcs=...)``: one per rubric component.
 
     TRL sums them (with unit ``reward_weights``) to ``grade(...).total``. The reference column
     is ``answer_field`` (``"answer"``; TRL's math datasets use ``"solution"``). Picklable.
     ``end_markers``: see :class:`AdapterConfig`; ``on_error``: see :data:`ON_ERROR`.
     """
-    config = AdapterConfig(answer_field, question_field, cache_batches,
-                           end_markers, on_error)  # type: ignore[arg-type]  # checked in __post_init__
+    config = AdapterConfig(answer_field, question_field, cache_batches, check_end_markers(end_markers), on_error)
     return _component_rewards(TRLReward, rubric, config, options)
 
 
@@ -525,18 +567,28 @@ def _verl_question(extra_info: object) -> str | None:
 
 
 def _verl_result(g: Grade) -> dict[str, float | str]:
-    out: dict[str, float | str] = {"score": g.total, "acc": 1.0 if g.correct else 0.0,
-                                   "pred": g.predicted if g.predicted is not None else ""}
+    out: dict[str, float | str] = {
+        "score": g.total,
+        "acc": 1.0 if g.correct else 0.0,
+        "pred": g.predicted if g.predicted is not None else "",
+    }
     for name, value in g.components.items():
         out[name] = value
     return out
 
 
-def compute_score(data_source: object, solution_str: str, ground_truth: object,
-                  extra_info: object = None, *, rubric: str | Rubric = "dsa-cast",
-                  rubric_options: Mapping[str, object] | None = None,
-                  end_markers: Iterable[str] = END_MARKERS, on_error: str = "min",
-                  **kwargs: Any) -> dict[str, float | str]:
+def compute_score(
+    data_source: object,
+    solution_str: str,
+    ground_truth: object,
+    extra_info: object = None,
+    *,
+    rubric: str | Rubric = "dsa-cast",
+    rubric_options: Mapping[str, object] | None = None,
+    end_markers: Iterable[str] = END_MARKERS,
+    on_error: str = "min",
+    **kwargs: Any,
+) -> dict[str, float | str]:
     """verl custom reward function (``custom_reward_function.name: compute_score``).
 
     Returns ``{"score": total, "acc": 1.0|0.0, "pred": predicted-or-"", <component>: value...}``
@@ -549,17 +601,24 @@ def compute_score(data_source: object, solution_str: str, ground_truth: object,
     r = _named_rubric(rubric, rubric_options)
     text = strip_end_markers(completion_text(solution_str), check_end_markers(end_markers))
     ref = _column([ground_truth], 1, "ground_truth", unreadable_ok=True)
-    grades = _score_all(r, [text], ref, [_verl_question(extra_info)], "compute_score: ground_truth",
-                        _check_on_error(on_error))
+    grades = _score_all(
+        r, [text], ref, [_verl_question(extra_info)], "compute_score: ground_truth", _check_on_error(on_error)
+    )
     return _verl_result(grades[0])
 
 
-def compute_score_batch(data_sources: Sequence[object], solution_strs: Sequence[str],
-                        ground_truths: Sequence[object], extra_infos: Sequence[object] | None = None,
-                        *, rubric: str | Rubric = "dsa-cast",
-                        rubric_options: Mapping[str, object] | None = None,
-                        end_markers: Iterable[str] = END_MARKERS, on_error: str = "min",
-                        **kwargs: Any) -> list[dict[str, float | str]]:
+def compute_score_batch(
+    data_sources: Sequence[object],
+    solution_strs: Sequence[str],
+    ground_truths: Sequence[object],
+    extra_infos: Sequence[object] | None = None,
+    *,
+    rubric: str | Rubric = "dsa-cast",
+    rubric_options: Mapping[str, object] | None = None,
+    end_markers: Iterable[str] = END_MARKERS,
+    on_error: str = "min",
+    **kwargs: Any,
+) -> list[dict[str, float | str]]:
     """verl batch reward function (the ``batch`` reward manager of verl before 0.9): the
     plural arguments verl's ``BatchRewardManager`` passes, one result dict per item (see
     :func:`compute_score`)."""
@@ -575,8 +634,7 @@ def compute_score_batch(data_sources: Sequence[object], solution_strs: Sequence[
     refs = _column(ground_truths, n, "ground_truths", unreadable_ok=True)
     infos = _column(extra_infos, n, "extra_infos", unreadable_ok=True) if extra_infos is not None else [None] * n
     questions = [_verl_question(info) for info in infos]
-    grades = _score_all(r, texts, refs, questions, "compute_score_batch: ground_truths",
-                        _check_on_error(on_error))
+    grades = _score_all(r, texts, refs, questions, "compute_score_batch: ground_truths", _check_on_error(on_error))
     return [_verl_result(g) for g in grades]
 
 
@@ -592,10 +650,10 @@ def strip_prompt(query: str, prompt: str) -> str:
     (detokenisation can change leading whitespace); a query that does not contain the prompt
     is returned whole."""
     if prompt and query.startswith(prompt):
-        return query[len(prompt):]
+        return query[len(prompt) :]
     k = query.find(prompt) if prompt else -1
     if k >= 0:
-        return query[k + len(prompt):]
+        return query[k + len(prompt) :]
     return query
 
 
@@ -608,10 +666,18 @@ def _as_tensors(values: dict[str, list[float]], as_tensors: bool | None) -> dict
     return {k: torch.tensor(v, dtype=torch.float32) for k, v in values.items()}
 
 
-def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[object],
-                *, rubric: str | Rubric = "dsa-cast", rubric_options: Mapping[str, object] | None = None,
-                as_tensors: bool | None = None, end_markers: Iterable[str] = END_MARKERS,
-                on_error: str = "min", **kwargs: Any) -> dict[str, Any]:
+def reward_func(
+    queries: Sequence[str],
+    prompts: Sequence[str],
+    labels: Sequence[object],
+    *,
+    rubric: str | Rubric = "dsa-cast",
+    rubric_options: Mapping[str, object] | None = None,
+    as_tensors: bool | None = None,
+    end_markers: Iterable[str] = END_MARKERS,
+    on_error: str = "min",
+    **kwargs: Any,
+) -> dict[str, Any]:
     """OpenRLHF reward function (``--reward.remote_url reward_func.py``, ``--data.label_key answer``).
 
     ``queries`` are prompt + response, decoded by OpenRLHF with ``skip_special_tokens=False``:
@@ -631,10 +697,9 @@ def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence
     r = _named_rubric(rubric, rubric_options)
     markers = check_end_markers(end_markers)
     texts = []
-    for i, (q, p) in enumerate(zip(qs, ps)):
+    for i, (q, p) in enumerate(zip(qs, ps, strict=True)):
         try:
-            texts.append(strip_end_markers(strip_prompt(completion_text(q), p if isinstance(p, str) else ""),
-                                           markers))
+            texts.append(strip_end_markers(strip_prompt(completion_text(q), p if isinstance(p, str) else ""), markers))
         except (TypeError, ValueError) as err:
             raise type(err)(f"reward_func: queries[{i}]: {err}") from err
     grades = _score_all(r, texts, refs, [None] * n, "reward_func: labels", _check_on_error(on_error))
@@ -647,4 +712,3 @@ def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence
     out = _as_tensors(columns, as_tensors)
     out["extra_logs"] = _as_tensors(logs, as_tensors)
     return out
-

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast, overload
 
 from dsa_cast import io
 from dsa_cast.adapters import completion_text
@@ -85,8 +85,17 @@ class References:
     A record without the id field gets its 0-based record number as id (GSM8K files have none).
     """
 
-    def __init__(self, path: str, answer_field: str, id_field: str, question_field: str,
-                 by_id: bool, fh: BinaryIO, skip_bad: bool = False, err: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        answer_field: str,
+        id_field: str,
+        question_field: str,
+        by_id: bool,
+        fh: BinaryIO,
+        skip_bad: bool = False,
+        err: IO[str] | None = None,
+    ) -> None:
         self.name = path
         self.answer_field, self.id_field, self.question_field = answer_field, id_field, question_field
         self.by_id = by_id
@@ -95,8 +104,11 @@ class References:
         self.index: dict[str, tuple[int, int]] = {}  # id -> (byte offset, line number)
         if by_id:
             if not fh.seekable():
-                raise InputError("joining by id reads the answers file twice, so it must be a "
-                                 "regular file (not a pipe or standard input); use --join order", path)
+                raise InputError(
+                    "joining by id reads the answers file twice, so it must be a "
+                    "regular file (not a pipe or standard input); use --join order",
+                    path,
+                )
             self._build_index(skip_bad, err)
         else:
             self._stream = io.iter_jsonl(fh, path)
@@ -112,18 +124,20 @@ class References:
                 continue
             key = _id_key(rec[self.id_field]) if self.id_field in rec else str(self.count)
             if key in self.index:
-                raise InputError(f"duplicate id {key!r} (first at line {self.index[key][1]})",
-                                 self.name, line.number)
+                raise InputError(f"duplicate id {key!r} (first at line {self.index[key][1]})", self.name, line.number)
             self.index[key] = (line.offset, line.number)
             self.count += 1
 
     def _checked(self, line: io.JsonLine) -> dict[str, Any]:
         if line.error is not None:
             raise line.error
-        rec = line.value
+        rec: dict[str, Any] = line.value
         if self.answer_field not in rec:
-            raise InputError(f"no {self.answer_field!r} field (fields: {', '.join(rec) or 'none'}); "
-                             f"use --ref-answer-field", self.name, line.number)
+            raise InputError(
+                f"no {self.answer_field!r} field (fields: {', '.join(rec) or 'none'}); use --ref-answer-field",
+                self.name,
+                line.number,
+            )
         return rec
 
     def _decode_at(self, offset: int, lineno: int) -> dict[str, Any]:
@@ -145,8 +159,7 @@ class References:
         else:
             line = next(self._stream, None)
             if line is None:
-                raise InputError(f"{where}: no matching record in {self.name} "
-                                 f"(it has only {self.count} records)")
+                raise InputError(f"{where}: no matching record in {self.name} (it has only {self.count} records)")
             self.count += 1
             lineno, ref = line.number, self._checked(line)  # a bad line fails this output only
         return ref[self.answer_field], ref.get(self.question_field), f"{self.name}:{lineno}"
@@ -215,8 +228,9 @@ class _Progress:
     def __init__(self, mode: str, total: int | None, desc: str) -> None:
         self.bar = None
         self.done = 0
-        want = mode == "on" or (mode == "auto" and total is not None and total >= CONFIG.progress_min_bytes
-                                and sys.stderr.isatty())
+        want = mode == "on" or (
+            mode == "auto" and total is not None and total >= CONFIG.progress_min_bytes and sys.stderr.isatty()
+        )
         if want:
             try:
                 from tqdm import tqdm
@@ -238,14 +252,14 @@ class _Progress:
 def _binary(stdin: IO[str] | IO[bytes] | None) -> BinaryIO:
     """Standard input as bytes (its buffer, or the stream itself when it already reads bytes)."""
     stream = stdin if stdin is not None else sys.stdin
-    buffer = getattr(stream, "buffer", None)
+    buffer: BinaryIO | None = getattr(stream, "buffer", None)
     if buffer is not None:
         return buffer
     if isinstance(stream.read(0), bytes):
-        return stream  # type: ignore[return-value]
+        return cast(BinaryIO, stream)  # it reads bytes
     import io as _stdio
 
-    return _stdio.BytesIO(stream.read().encode("utf-8", "surrogateescape"))  # type: ignore[arg-type]
+    return _stdio.BytesIO(cast(IO[str], stream).read().encode("utf-8", "surrogateescape"))  # it reads str
 
 
 def _regular_size(path: str) -> int | None:
@@ -301,8 +315,9 @@ def _grade_command(a: argparse.Namespace, out: IO[str], err: IO[str], stdin: IO[
                 head = io.parse_line(first, name) if first is not None else None
                 join = "id" if head is not None and head.error is None and a.id_field in head.value else "order"
             try:
-                refs = References(a.answers, a.ref_answer_field, a.id_field, a.question_field,
-                                  join == "id", ref_fh, a.skip_bad, err)
+                refs = References(
+                    a.answers, a.ref_answer_field, a.id_field, a.question_field, join == "id", ref_fh, a.skip_bad, err
+                )
             except InputError as e:  # a bad answers file: nothing graded, the summary says why
                 error, lines = e, iter(())
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -339,8 +354,7 @@ def _grade_command(a: argparse.Namespace, out: IO[str], err: IO[str], stdin: IO[
         raise error
     print(format_table(summary), file=out)
     written = [] if a.no_plots else write_plots(summary, out_dir, rubric)
-    print(f"\nwrote {results_path} and {summary_path}"
-          + "".join(f", {p.name}" for p in written), file=out)
+    print(f"\nwrote {results_path} and {summary_path}" + "".join(f", {p.name}" for p in written), file=out)
     if not a.no_plots and not written:
         print("(no plots: install matplotlib, e.g. pip install 'dsa-cast[plot]')", file=out)
     return EXIT_OK
@@ -363,8 +377,9 @@ _Work = _Job | InputError | io.RawLine
 """A chunk item: a prepared record, its error, or a raw line left to the worker."""
 
 
-def _jobs(a: argparse.Namespace, refs: References | None, lines: Iterator[io.RawLine], path: str,
-          progress: _Progress) -> Iterator[_Work]:
+def _jobs(
+    a: argparse.Namespace, refs: References | None, lines: Iterator[io.RawLine], path: str, progress: _Progress
+) -> Iterator[_Work]:
     """The file's non-blank lines in order, as work for :func:`_score_chunk`.
 
     Runs in the main process. With ``--answers`` the records are parsed, checked and joined here
@@ -386,8 +401,9 @@ def _jobs(a: argparse.Namespace, refs: References | None, lines: Iterator[io.Raw
             yield e
 
 
-def _chunks(items: Iterator[_Work], context: tuple[Rubric, argparse.Namespace, str],
-            size: int) -> Iterator[tuple[tuple[Rubric, argparse.Namespace, str], list[_Work]]]:
+def _chunks(
+    items: Iterator[_Work], context: tuple[Rubric, argparse.Namespace, str], size: int
+) -> Iterator[tuple[tuple[Rubric, argparse.Namespace, str], list[_Work]]]:
     chunk: list[_Work] = []
     for item in items:
         chunk.append(item)
@@ -398,8 +414,9 @@ def _chunks(items: Iterator[_Work], context: tuple[Rubric, argparse.Namespace, s
         yield context, chunk
 
 
-def _score_chunk(task: tuple[tuple[Rubric, argparse.Namespace, str], list[_Work]]
-                 ) -> list[tuple[str, ItemResult] | InputError]:
+def _score_chunk(
+    task: tuple[tuple[Rubric, argparse.Namespace, str], list[_Work]],
+) -> list[tuple[str, ItemResult] | InputError]:
     """Grade a chunk (in a worker process or in this one): per item, its ``results.jsonl`` line
     and summary entry, or the :class:`InputError` to report at its place."""
     (rubric, a, path), items = task
@@ -427,12 +444,14 @@ def _score_chunk(task: tuple[tuple[Rubric, argparse.Namespace, str], list[_Work]
     return out
 
 
-def _prepare_record(a: argparse.Namespace, refs: References | None, path: str,
-                    lineno: int, rec: dict[str, Any]) -> _Job:
+def _prepare_record(
+    a: argparse.Namespace, refs: References | None, path: str, lineno: int, rec: dict[str, Any]
+) -> _Job:
     where = f"{path}:{lineno}"
     if a.completion_field not in rec:
-        raise InputError(f"{where}: no {a.completion_field!r} field (fields: "
-                         f"{', '.join(rec) or 'none'}); use --completion-field")
+        raise InputError(
+            f"{where}: no {a.completion_field!r} field (fields: {', '.join(rec) or 'none'}); use --completion-field"
+        )
     try:
         text = completion_text(rec[a.completion_field])
     except (TypeError, ValueError) as e:
@@ -497,14 +516,14 @@ def _explain_text(g: Grade, text: str, rubric: Rubric) -> str:
                     lines.append(f"    {s.name:<13} at {s.heading_start}: {_preview(s.body)}")
     if d is not None and d.extraction is not None:
         ex = d.extraction
-        lines.append(f"answer extraction: value={_fmt_value(ex.value)} text={ex.text!r} "
-                     f"percent={ex.percent} issue={ex.issue}")
+        lines.append(
+            f"answer extraction: value={_fmt_value(ex.value)} text={ex.text!r} percent={ex.percent} issue={ex.issue}"
+        )
     if g.issues:
         lines.append("issues:")
-        located = {}
+        located: dict[str, list[str]] = {}
         for f in c.findings:
-            located.setdefault(str(f.code), []).append(
-                f"{f.start}-{f.end}" + (f" ({f.section})" if f.section else ""))
+            located.setdefault(str(f.code), []).append(f"{f.start}-{f.end}" + (f" ({f.section})" if f.section else ""))
         for code in g.issues:
             where = located.get(str(code))
             lines.append(f"  {code}" + (f"  at {', '.join(where)}" if where else ""))
@@ -516,8 +535,9 @@ def _explain_text(g: Grade, text: str, rubric: Rubric) -> str:
         mark = {True: "ok   ", False: "FALSE", None: "n/a  "}
         for v in verdicts:
             why = f"  [{v.reason}]" if v.reason else ""
-            lines.append(f"  {mark[v.ok]} {v.claim.kind:<10} {v.claim.expr} = {v.claim.stated}"
-                         f"  -> {_fmt_value(v.value)}{why}")
+            lines.append(
+                f"  {mark[v.ok]} {v.claim.kind:<10} {v.claim.expr} = {v.claim.stated}  -> {_fmt_value(v.value)}{why}"
+            )
     else:
         lines.append("claims: none checked")
     return "\n".join(lines)
@@ -541,14 +561,17 @@ def _explain_json(g: Grade, text: str, rubric: Rubric) -> dict[str, Any]:
             kind: [{"start": b.start, "end": b.end, "closed": b.closed} for b in blocks]
             for kind, blocks in (("reasoning", c.reasoning_blocks), ("answer", c.answer_blocks))
         },
-        "sections": [{"name": s.name, "heading_start": s.heading_start, "body": s.body}
-                     for s in c.sections],
-        "findings": [{"code": str(f.code), "start": f.start, "end": f.end, "section": f.section}
-                     for f in c.findings],
+        "sections": [{"name": s.name, "heading_start": s.heading_start, "body": s.body} for s in c.sections],
+        "findings": [{"code": str(f.code), "start": f.start, "end": f.end, "section": f.section} for f in c.findings],
         "claims": [
-            {"kind": v.claim.kind, "expr": v.claim.expr, "stated": v.claim.stated,
-             "ok": v.ok, "value": _fmt_value(v.value) if v.value is not None else None,
-             "reason": v.reason}
+            {
+                "kind": v.claim.kind,
+                "expr": v.claim.expr,
+                "stated": v.claim.stated,
+                "ok": v.ok,
+                "value": _fmt_value(v.value) if v.value is not None else None,
+                "reason": v.reason,
+            }
             for v in (d.verdicts if d is not None else ())
         ],
     }
@@ -561,6 +584,10 @@ def _utf8(raw: bytes, where: str) -> str:
         raise InputError(f"not UTF-8: invalid byte 0x{raw[e.start]:02x} at offset {e.start}", where) from None
 
 
+@overload
+def _argument(value: str, where: str) -> str: ...
+@overload
+def _argument(value: None, where: str) -> None: ...
 def _argument(value: str | None, where: str) -> str | None:
     """A command-line argument as text; bytes that are not UTF-8 (kept by Python as surrogate
     escapes) are an input error, not a crash when printed."""
@@ -581,7 +608,7 @@ def _emit(out: IO[str], text: str) -> None:
     print(text, file=out)
 
 
-def _explain_command(a: argparse.Namespace, stdin: IO[str], out: IO[str], err: IO[str]) -> int:
+def _explain_command(a: argparse.Namespace, stdin: IO[str] | None, out: IO[str], err: IO[str]) -> int:
     if a.completion in (None, io.STDIN):
         text = _utf8(_binary(stdin).read(), "standard input")
     else:
@@ -590,8 +617,11 @@ def _explain_command(a: argparse.Namespace, stdin: IO[str], out: IO[str], err: I
     question = _argument(a.question, "--question")
     if not text.strip():  # e.g. "$(cat missing.txt)" expands to nothing: say so, then grade it
         where = "standard input" if a.completion in (None, "-") else "the COMPLETION argument"
-        print(f"warning: the completion is empty ({where} holds {'only whitespace' if text else 'nothing'}); "
-              "it is graded as an empty answer", file=err)
+        print(
+            f"warning: the completion is empty ({where} holds {'only whitespace' if text else 'nothing'}); "
+            "it is graded as an empty answer",
+            file=err,
+        )
     rubric = get_rubric(a.rubric)
     try:
         g = rubric.score(text, answer, question, True)
@@ -631,8 +661,7 @@ def _count(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dsa_cast",
-                                description="Grade structured-reasoning (DSA) completions.")
+    p = argparse.ArgumentParser(prog="python -m dsa_cast", description="Grade structured-reasoning (DSA) completions.")
     sub = p.add_subparsers(dest="command", required=True, metavar="{grade,explain}")
     g = sub.add_parser("grade", help="grade a JSONL file of model outputs and write a report")
     g.add_argument("outputs", help="JSONL file, one model output per line ('-': standard input)")
@@ -640,24 +669,40 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rubric", default="dsa-cast", choices=sorted(RUBRICS), help="default: dsa-cast")
     g.add_argument("--out", help="output directory (default: ./<OUTPUTS stem>.graded)")
     g.add_argument("--completion-field", default="completion", help="default: completion")
-    g.add_argument("--answer-field", default="answer",
-                   help="reference field of an output record (default: answer)")
-    g.add_argument("--ref-answer-field", default="answer",
-                   help="reference field of an --answers record (default: answer)")
+    g.add_argument("--answer-field", default="answer", help="reference field of an output record (default: answer)")
+    g.add_argument(
+        "--ref-answer-field", default="answer", help="reference field of an --answers record (default: answer)"
+    )
     g.add_argument("--question-field", default="question", help="default: question")
     g.add_argument("--id-field", default="id", help="default: id")
-    g.add_argument("--join", default="auto", choices=("auto", "id", "order"),
-                   help="how --answers lines up with the outputs (auto: id when the first output "
-                        "record has the id field, else order)")
+    g.add_argument(
+        "--join",
+        default="auto",
+        choices=("auto", "id", "order"),
+        help="how --answers lines up with the outputs (auto: id when the first output "
+        "record has the id field, else order)",
+    )
     g.add_argument("--skip-bad", action="store_true", help="skip bad lines (counted) instead of stopping")
     g.add_argument("--no-plots", action="store_true", help="do not draw PNGs")
-    g.add_argument("--progress", default="auto", choices=("auto", "on", "off"),
-                   help="progress bar (needs tqdm; auto: files >= 1 MiB on a terminal)")
-    g.add_argument("--top-issues", type=_count, default=ReportConfig.top_issues,
-                   help="issue codes listed in the table (an integer >= 0)")
-    g.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
-                   help=f"worker processes (default: all cores, {available_cores()} here); "
-                        "1 grades in this process")
+    g.add_argument(
+        "--progress",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="progress bar (needs tqdm; auto: files >= 1 MiB on a terminal)",
+    )
+    g.add_argument(
+        "--top-issues",
+        type=_count,
+        default=ReportConfig.top_issues,
+        help="issue codes listed in the table (an integer >= 0)",
+    )
+    g.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"worker processes (default: all cores, {available_cores()} here); 1 grades in this process",
+    )
     e = sub.add_parser("explain", help="show how one completion is graded")
     e.add_argument("completion", nargs="?", help="the completion text; '-' or omitted: read stdin")
     e.add_argument("--answer", help="the reference (e.g. 42, or a GSM8K solution)")
@@ -667,8 +712,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None, *, stdin: IO[str] | None = None,
-         stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdin: IO[str] | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 usage or input error)."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr

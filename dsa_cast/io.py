@@ -5,8 +5,8 @@ config files): every way a line can be bad becomes an :class:`InputError` whose 
 ``FILE:LINE: reason`` (invalid UTF-8, a NUL byte, invalid JSON, a 5,000-digit integer, arrays
 nested 100,000 deep, a line longer than the limit, a value that is not an object where objects are
 required), never a ``UnicodeDecodeError``, ``ValueError`` or ``RecursionError`` traceback. A UTF-8
-byte-order mark at the start of a file (or of a line: files joined with ``cat``) is skipped. Every line and file is read within
-:class:`JsonLimits` (memory) and in time linear in its size.
+byte-order mark at the start of a file (or of a line: files joined with ``cat``) is skipped. Every
+line and file is read within :class:`JsonLimits` (memory) and in time linear in its size.
 
 One writer: :func:`atomic_output` (and the ``atomic_write_*`` helpers) write to a temporary name
 in the destination's directory, flush and ``fsync`` it, then ``os.replace`` it over the
@@ -137,10 +137,10 @@ def decode_json(data: bytes | str, *, limits: JsonLimits = DEFAULT_LIMITS) -> tu
     """``(value, None, None)``, or ``(None, reason, line)`` when ``data`` is not usable JSON
     (``line`` is the 1-based line of a syntax error within ``data``, else None). ``bytes`` must
     be UTF-8 (a leading byte-order mark is skipped)."""
-    raw = data if isinstance(data, bytes) else None
-    if raw is not None:
+    if isinstance(data, bytes):
+        raw = data
         if raw.startswith(_BOM):
-            raw = raw[len(_BOM):]
+            raw = raw[len(_BOM) :]
         nul = raw.find(b"\x00")
         if nul >= 0:
             return None, f"NUL byte at column {nul + 1}", None
@@ -149,7 +149,7 @@ def decode_json(data: bytes | str, *, limits: JsonLimits = DEFAULT_LIMITS) -> tu
         except UnicodeDecodeError as err:
             return None, f"not UTF-8: invalid byte 0x{raw[err.start]:02x} at column {err.start + 1}", None
     else:
-        text = data  # type: ignore[assignment]
+        text = data
         if text.startswith("\ufeff"):
             text = text[1:]
         if "\x00" in text:
@@ -267,8 +267,9 @@ class RawLine:
     error: InputError | None
 
 
-def iter_lines(fh: BinaryIO, name: str, *, limits: JsonLimits = DEFAULT_LIMITS,
-               first_line: int = 1, first_offset: int = 0) -> Iterator[RawLine]:
+def iter_lines(
+    fh: BinaryIO, name: str, *, limits: JsonLimits = DEFAULT_LIMITS, first_line: int = 1, first_offset: int = 0
+) -> Iterator[RawLine]:
     """Every non-blank line of an open binary file, streaming, at most ``limits.max_line_bytes``
     each (a longer one is reported at once, then skipped in bounded pieces when the caller reads
     on). A read failure raises an :class:`InputError` naming the file and line. ``first_line`` /
@@ -286,21 +287,21 @@ def iter_lines(fh: BinaryIO, name: str, *, limits: JsonLimits = DEFAULT_LIMITS,
         size = len(raw)
         here, offset = offset, offset + size
         if too_long:  # reported at once (a caller that stops never reads the rest of an endless line)
-            yield RawLine(number, here, size, b"",
-                          InputError(f"line longer than {limits.max_line_bytes} bytes", name, number))
+            yield RawLine(
+                number, here, size, b"", InputError(f"line longer than {limits.max_line_bytes} bytes", name, number)
+            )
             try:
                 offset += _skip_line(fh)
             except OSError as err:
                 raise InputError(f"cannot read: {_reason(err)}", name, number) from None
             continue
         if number == 1 and raw.startswith(_BOM):
-            raw = raw[len(_BOM):]
+            raw = raw[len(_BOM) :]
         if raw.strip():
             yield RawLine(number, here, size, raw, None)
 
 
-def parse_line(line: RawLine, name: str, *, objects: bool = True,
-               limits: JsonLimits = DEFAULT_LIMITS) -> JsonLine:
+def parse_line(line: RawLine, name: str, *, objects: bool = True, limits: JsonLimits = DEFAULT_LIMITS) -> JsonLine:
     """Decode a :class:`RawLine` (in any process: what ``grade --jobs`` workers do)."""
     if line.error is not None:
         return JsonLine(line.number, line.offset, line.size, None, line.error)
@@ -311,8 +312,15 @@ def parse_line(line: RawLine, name: str, *, objects: bool = True,
     return JsonLine(line.number, line.offset, line.size, None if error else value, error)
 
 
-def iter_jsonl(fh: BinaryIO, name: str, *, objects: bool = True, limits: JsonLimits = DEFAULT_LIMITS,
-               first_line: int = 1, first_offset: int = 0) -> Iterator[JsonLine]:
+def iter_jsonl(
+    fh: BinaryIO,
+    name: str,
+    *,
+    objects: bool = True,
+    limits: JsonLimits = DEFAULT_LIMITS,
+    first_line: int = 1,
+    first_offset: int = 0,
+) -> Iterator[JsonLine]:
     """Every non-blank line of an open binary file, decoded, streaming (one line in memory).
 
     A bad line is yielded with its :class:`InputError` (``name:LINE: reason``) so the caller
@@ -328,9 +336,15 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def read_jsonl(path: str | os.PathLike[str], *, skip_bad: bool = False,
-               check: Callable[[dict[str, Any]], str | None] | None = None, limit: int | None = None,
-               objects: bool = True, limits: JsonLimits = DEFAULT_LIMITS) -> JsonlRecords:
+def read_jsonl(
+    path: str | os.PathLike[str],
+    *,
+    skip_bad: bool = False,
+    check: Callable[[dict[str, Any]], str | None] | None = None,
+    limit: int | None = None,
+    objects: bool = True,
+    limits: JsonLimits = DEFAULT_LIMITS,
+) -> JsonlRecords:
     """Read a JSONL file of objects (``"-"``: standard input).
 
     ``check(record)`` returns a reason string for a record that parses but is unusable. A bad
@@ -362,8 +376,7 @@ def read_jsonl(path: str | os.PathLike[str], *, skip_bad: bool = False,
 # --------------------------------------------------------------------------------------
 
 
-def load_json(path: str | os.PathLike[str], *, objects: bool = True,
-              limits: JsonLimits = DEFAULT_LIMITS) -> Any:
+def load_json(path: str | os.PathLike[str], *, objects: bool = True, limits: JsonLimits = DEFAULT_LIMITS) -> Any:
     """The JSON value of a whole file (an object unless ``objects`` is False); every failure is
     an :class:`InputError` naming the file (and the line of a syntax error)."""
     name = os.fspath(path)
@@ -375,8 +388,7 @@ def load_json(path: str | os.PathLike[str], *, objects: bool = True,
     return parse_json(raw, name, objects=objects, limits=limits)
 
 
-def parse_json(raw: bytes | str, name: str, *, objects: bool = True,
-               limits: JsonLimits = DEFAULT_LIMITS) -> Any:
+def parse_json(raw: bytes | str, name: str, *, objects: bool = True, limits: JsonLimits = DEFAULT_LIMITS) -> Any:
     """Like :func:`load_json` for content already read (e.g. an archive member named ``name``)."""
     if len(raw) > limits.max_file_bytes:
         raise InputError(f"larger than {limits.max_file_bytes} bytes", name)
@@ -408,8 +420,9 @@ def refuse_inputs(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLik
     """:class:`OutputError` when ``out`` is the same file as one of ``inputs``."""
     for src in inputs:
         if src is not None and same_file(out, src):
-            raise OutputError(f"refusing to write {os.fspath(out)}: it is the input "
-                              f"{os.fspath(src)} (choose another output)")
+            raise OutputError(
+                f"refusing to write {os.fspath(out)}: it is the input {os.fspath(src)} (choose another output)"
+            )
 
 
 def _fsync_dir(directory: str) -> None:
@@ -438,8 +451,13 @@ def _temp_beside(target: str) -> tuple[int, str]:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], mode: str = "w", *, encoding: str = "utf-8",
-                  inputs: Iterable[str | os.PathLike[str]] = ()) -> Iterator[IO[Any]]:
+def atomic_output(
+    path: str | os.PathLike[str],
+    mode: str = "w",
+    *,
+    encoding: str = "utf-8",
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> Iterator[IO[Any]]:
     """A file to write ``path`` through: a temporary file in the same directory, renamed over
     ``path`` (after flush and ``fsync``) when the block ends normally, removed when it raises.
     ``mode`` is ``"w"`` (text) or ``"wb"``. A destination that is one of ``inputs`` is refused
@@ -453,7 +471,7 @@ def atomic_output(path: str | os.PathLike[str], mode: str = "w", *, encoding: st
         raise OutputError(f"cannot write {target}: it is a directory")
     fd, tmp = _temp_beside(target)
     try:
-        with open(fd, mode, **({} if mode == "wb" else {"encoding": encoding, "newline": ""})) as fh:
+        with open(fd, "wb") if mode == "wb" else open(fd, mode, encoding=encoding, newline="") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
@@ -467,25 +485,33 @@ def atomic_output(path: str | os.PathLike[str], mode: str = "w", *, encoding: st
     _fsync_dir(os.path.dirname(target) or ".")
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *,
-                       inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, inputs: Iterable[str | os.PathLike[str]] = ()
+) -> Path:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_output`)."""
     with atomic_output(path, "wb", inputs=inputs) as fh:
         fh.write(data)
     return Path(path)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str, *,
-                      inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
+def atomic_write_text(
+    path: str | os.PathLike[str], text: str, *, inputs: Iterable[str | os.PathLike[str]] = ()
+) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_output`)."""
     with atomic_output(path, "w", inputs=inputs) as fh:
         fh.write(text)
     return Path(path)
 
 
-def atomic_write_json(path: str | os.PathLike[str], value: Any, *, indent: int | None = 2,
-                      default: Callable[[Any], Any] | None = None, sort_keys: bool = False,
-                      inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
+def atomic_write_json(
+    path: str | os.PathLike[str],
+    value: Any,
+    *,
+    indent: int | None = 2,
+    default: Callable[[Any], Any] | None = None,
+    sort_keys: bool = False,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
     """Write ``value`` as strict JSON (no ``NaN``/``Infinity``: ``ValueError``) atomically."""
     text = json.dumps(value, indent=indent, default=default, sort_keys=sort_keys, allow_nan=False)
     return atomic_write_text(path, text + "\n", inputs=inputs)

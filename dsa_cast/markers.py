@@ -16,16 +16,16 @@ from collections.abc import Iterable
 __all__ = ["END_MARKERS", "strip_end_markers", "check_end_markers"]
 
 END_MARKERS: tuple[str, ...] = (
-    "<end_of_turn>",    # Gemma: end of a chat turn
-    "<eos>",            # Gemma: end of sequence
-    "</s>",             # Llama 2, Mistral, T5, SentencePiece default
-    "<|im_end|>",       # ChatML (Qwen, ...): end of a turn
-    "<|endoftext|>",    # GPT-2 family, Qwen's end of sequence / padding
-    "<|eot_id|>",       # Llama 3: end of a turn
-    "<|eom_id|>",       # Llama 3: end of a tool-call message
+    "<end_of_turn>",  # Gemma: end of a chat turn
+    "<eos>",  # Gemma: end of sequence
+    "</s>",  # Llama 2, Mistral, T5, SentencePiece default
+    "<|im_end|>",  # ChatML (Qwen, ...): end of a turn
+    "<|endoftext|>",  # GPT-2 family, Qwen's end of sequence / padding
+    "<|eot_id|>",  # Llama 3: end of a turn
+    "<|eom_id|>",  # Llama 3: end of a tool-call message
     "<|end_of_text|>",  # Llama 3: end of sequence
-    "<|end|>",          # Phi-3: end of a turn
-    "<pad>",            # Gemma / T5 padding, when padded ids are decoded too
+    "<|end|>",  # Phi-3: end of a turn
+    "<pad>",  # Gemma / T5 padding, when padded ids are decoded too
 )
 """Stop markers of common chat templates, stripped from the end of a completion by default."""
 

@@ -20,6 +20,7 @@ Public API (see ``docs/answers_and_claims.md`` for the exact accepted forms):
 
 from __future__ import annotations
 
+import enum
 import math
 import numbers as _abc
 import operator
@@ -28,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+from typing import Final
 
 __all__ = [
     "NumberLimits",
@@ -114,10 +116,22 @@ _BRACE_NUM = r"(?:[0-9]++(?:\.[0-9]++)?)"
 _TEX_WS = r"[ \t]{0,16}+"  # bounded, so the text before a literal's first digit is short
 _TEX_FRAC = (
     r"(?:(?<![0-9])(?P<lw>[0-9]++)" + _TEX_WS + r")?"
-    r"\\[dt]?frac" + _TEX_WS
-    + r"(?:\{" + _TEX_WS + r"(?P<fns>[-\u2212])?(?P<fn>" + _BRACE_NUM + r")" + _TEX_WS
-    + r"\}|(?P<fn1>[0-9]))" + _TEX_WS
-    + r"(?:\{" + _TEX_WS + r"(?P<fds>[-\u2212])?(?P<fd>" + _BRACE_NUM + r")" + _TEX_WS
+    r"\\[dt]?frac"
+    + _TEX_WS
+    + r"(?:\{"
+    + _TEX_WS
+    + r"(?P<fns>[-\u2212])?(?P<fn>"
+    + _BRACE_NUM
+    + r")"
+    + _TEX_WS
+    + r"\}|(?P<fn1>[0-9]))"
+    + _TEX_WS
+    + r"(?:\{"
+    + _TEX_WS
+    + r"(?P<fds>[-\u2212])?(?P<fd>"
+    + _BRACE_NUM
+    + r")"
+    + _TEX_WS
     + r"\}|(?P<fd1>[0-9]))"
 )
 _MIXED = (
@@ -131,12 +145,8 @@ _PREFIX = (
 )
 _PCT = r"(?P<pct>[ \u00a0]?(?:%|\\%)|[ \u00a0](?:percent|per[ ]?cent)\b)?"
 
-_LIT_WITH_MIXED = re.compile(
-    _PREFIX + r"(?:" + _TEX_FRAC + r"|" + _MIXED + r"|" + _FRAC + r"|" + _DEC + r")" + _PCT
-)
-_LIT_NO_MIXED = re.compile(
-    _PREFIX + r"(?:" + _TEX_FRAC + r"|" + _FRAC + r"|" + _DEC + r")" + _PCT
-)
+_LIT_WITH_MIXED = re.compile(_PREFIX + r"(?:" + _TEX_FRAC + r"|" + _MIXED + r"|" + _FRAC + r"|" + _DEC + r")" + _PCT)
+_LIT_NO_MIXED = re.compile(_PREFIX + r"(?:" + _TEX_FRAC + r"|" + _FRAC + r"|" + _DEC + r")" + _PCT)
 _DIGIT_RUN = re.compile(r"[0-9]")
 # Longest text a literal can have before its first digit: sign, "US$", space, sign,
 # "\\dfrac", bounded blanks, "{", bounded blanks, sign (47 chars), rounded up.
@@ -159,7 +169,13 @@ class Literal:
     oversize: bool
 
 
-_OVERSIZE = object()
+class _Oversize(enum.Enum):
+    """The type of the ``_OVERSIZE`` marker (an enum member, so ``x is _OVERSIZE`` narrows a type)."""
+
+    OVERSIZE = "oversize"
+
+
+_OVERSIZE: Final = _Oversize.OVERSIZE
 
 
 def _digits(s: str) -> str:
@@ -167,19 +183,40 @@ def _digits(s: str) -> str:
 
 
 # Named groups read from a literal match, fetched in one C call per match (itemgetter).
-_PARTS = ("s1", "s2", "pct", "lw", "fn", "fn1", "fns", "fd", "fd1", "fds",
-          "mw", "mn", "md", "fa", "fb", "int", "frac", "frac0", "e1", "e2", "e3")
+_PARTS = (
+    "s1",
+    "s2",
+    "pct",
+    "lw",
+    "fn",
+    "fn1",
+    "fns",
+    "fd",
+    "fd1",
+    "fds",
+    "mw",
+    "mn",
+    "md",
+    "fa",
+    "fb",
+    "int",
+    "frac",
+    "frac0",
+    "e1",
+    "e2",
+    "e3",
+)
 _GETTERS = {
-    p: operator.itemgetter(*(p.groupindex.get(name, 0) for name in _PARTS))
-    for p in (_LIT_WITH_MIXED, _LIT_NO_MIXED)
+    p: operator.itemgetter(*(p.groupindex.get(name, 0) for name in _PARTS)) for p in (_LIT_WITH_MIXED, _LIT_NO_MIXED)
 }
 
 
 def _parts(m: re.Match[str]) -> tuple[str | None, ...]:
-    return _GETTERS[m.re]((None,) + m.groups())  # index 0 (a missing group) reads None
+    parts: tuple[str | None, ...] = _GETTERS[m.re]((None,) + m.groups())  # index 0 (a missing group) reads None
+    return parts
 
 
-def _exp_value(raw: str | None, limits: NumberLimits) -> int | object:
+def _exp_value(raw: str | None, limits: NumberLimits) -> int | _Oversize:
     if raw is None:
         return 0
     neg = raw[0] in _MINUS_CHARS
@@ -197,7 +234,7 @@ def _dec_value(intpart: str, frac: str) -> Fraction:
     return Fraction(int(intpart + frac or "0"), 10 ** len(frac))
 
 
-def _literal_value(parts: tuple[str | None, ...], limits: NumberLimits) -> Fraction | None | object:
+def _literal_value(parts: tuple[str | None, ...], limits: NumberLimits) -> Fraction | None | _Oversize:
     """Value of a matched literal (sign and percent not applied); ``_OVERSIZE`` or ``None``."""
     (_, _, _, lw, fn, fn1, fns, fd, fd1, fds, mw, mn, md, fa, fb, intpart, frac, frac0, e1, e2, e3) = parts
     if intpart is not None or frac0 is not None:  # decimal, the common case
@@ -286,7 +323,7 @@ def _literal_at(
         return m, Literal(None, start, end, literal_text, percent, True)
     if raw is None:
         return m, Literal(None, start, end, literal_text, percent, False)
-    val: Fraction = raw  # type: ignore[assignment]
+    val = raw
     if (s1 is not None and s1 != "+") ^ (s2 is not None):
         val = -val
     if percent:
@@ -387,7 +424,7 @@ def parse_number(text: str, limits: NumberLimits = DEFAULT_NUMBER_LIMITS) -> Fra
     m, lit = found
     if lit.value is None:
         return None
-    if not _is_unit_tail(s[m.end():]):
+    if not _is_unit_tail(s[m.end() :]):
         return None
     return lit.value
 
@@ -416,9 +453,7 @@ class Extraction:
 
 
 _BOX_TOKENS = re.compile(r"\\(?:boxed|fbox)[ \t]*+\{|\{|\}")
-_ANSWER_MARKER = re.compile(
-    r"(?i)(?:\bfinal[ \t]++answer|\banswer)\b(?:[ \t]*+(?:is\b|:|=))?|####"
-)
+_ANSWER_MARKER = re.compile(r"(?i)(?:\bfinal[ \t]++answer|\banswer)\b(?:[ \t]*+(?:is\b|:|=))?|####")
 _GAP_OPERATOR = re.compile(r"[-+*/×÷^·\u2212]|\\(?:times|cdot|div)\b")
 _BEFORE_EXPR = re.compile(
     r"(?:√|\\sqrt|sqrt|±|\\pm|\^|\\log|\blog|\bln)[ \t]*+[{(\[]?[ \t]*+\Z"
@@ -461,8 +496,8 @@ def _answer_regions(body: str, limits: NumberLimits) -> list[tuple[int, int]]:
     if boxes:
         return boxes
     last = None
-    for last in _ANSWER_MARKER.finditer(body):
-        pass
+    for m in _ANSWER_MARKER.finditer(body):
+        last = m
     if last is not None:
         after = (last.end(), len(body))
         if next(scan_literals(body, after[0], after[1], limits), None) is not None:
@@ -471,8 +506,8 @@ def _answer_regions(body: str, limits: NumberLimits) -> list[tuple[int, int]]:
 
 
 def _is_expression_context(body: str, lit: Literal) -> bool:
-    before = body[max(0, lit.start - _CONTEXT):lit.start]
-    after = body[lit.end:lit.end + _CONTEXT]
+    before = body[max(0, lit.start - _CONTEXT) : lit.start]
+    after = body[lit.end : lit.end + _CONTEXT]
     return _BEFORE_EXPR.search(before) is not None or _AFTER_EXPR.match(after) is not None
 
 
@@ -487,6 +522,13 @@ def extract_answer(body: str, limits: NumberLimits = DEFAULT_NUMBER_LIMITS) -> E
     ``no_number``, ``multiple_candidates`` (two different values, or an operator between
     repeats), ``expression`` (one literal under a function or power), ``oversize`` (a literal
     over ``limits.max_digits``/``max_exponent``, or a body over ``limits.max_answer_chars``).
+
+    >>> extract_answer("The answer is $1,234.50")
+    Extraction(value=Fraction(2469, 2), text='$1,234.50', percent=False, issue=None)
+    >>> extract_answer("\\\\boxed{3/4}").value
+    Fraction(3, 4)
+    >>> extract_answer("12 or 13").issue
+    'multiple_candidates'
     """
     if not isinstance(body, str):
         raise TypeError(f"body must be str, got {type(body).__name__}")
@@ -567,7 +609,7 @@ def extract_reference(ref: object, limits: NumberLimits = DEFAULT_NUMBER_LIMITS)
         s = ref
         cut = s.rfind("####")
         if cut >= 0:
-            s = s[cut + 4:]
+            s = s[cut + 4 :]
         value = parse_number(s, limits)
         if value is not None:
             return value
@@ -623,6 +665,9 @@ def format_value(v: Fraction, limits: NumberLimits = DEFAULT_NUMBER_LIMITS) -> s
 
     ``parse_number(format_value(v)) == v`` for every ``v`` whose digits fit
     ``limits.max_digits``.
+
+    >>> format_value(Fraction(2469, 2)), format_value(Fraction(84, 2)), format_value(Fraction(1, 3))
+    ('1234.5', '42', '1/3')
     """
     if isinstance(v, bool) or not isinstance(v, _abc.Rational):
         raise TypeError(f"v must be a Fraction or int, got {type(v).__name__}")

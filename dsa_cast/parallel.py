@@ -9,12 +9,14 @@ read the whole input ahead). Standard library only.
 
 from __future__ import annotations
 
+import enum
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import TypeVar
+from multiprocessing.context import BaseContext
+from typing import Final, TypeVar
 
 __all__ = ["available_cores", "ordered_map"]
 
@@ -30,14 +32,14 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _context():
+def _context() -> BaseContext:
     """``forkserver`` where available (no fork of a process that may hold threads, e.g. tqdm's
     monitor; cheaper than ``spawn``), else ``spawn``."""
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def ordered_map(fn: Callable[[T], R], chunks: Iterable[T], *, jobs: int, window: int) -> Iterator[R]:
+def ordered_map(fn: Callable[[T], R], chunks: Iterable[T], *, jobs: int, window: int) -> Generator[R, None, None]:
     """``fn(chunk)`` for every chunk, yielded in input order.
 
     ``fn`` must be a picklable module-level function (it runs in worker processes). With
@@ -56,12 +58,12 @@ def ordered_map(fn: Callable[[T], R], chunks: Iterable[T], *, jobs: int, window:
         return
     second = next(it, _END) if jobs > 1 else _END
     if second is _END:
-        yield fn(first)  # type: ignore[arg-type]
+        yield fn(first)
         yield from map(fn, it)
         return
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_context())
     try:
-        pending: deque[Future] = deque([pool.submit(fn, first), pool.submit(fn, second)])  # type: ignore[arg-type]
+        pending: deque[Future[R]] = deque([pool.submit(fn, first), pool.submit(fn, second)])
         for chunk in it:
             while len(pending) >= window:
                 yield pending.popleft().result()
@@ -72,4 +74,10 @@ def ordered_map(fn: Callable[[T], R], chunks: Iterable[T], *, jobs: int, window:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-_END = object()
+class _End(enum.Enum):
+    """The type of the end-of-input marker (an enum member, so ``x is _END`` narrows a type)."""
+
+    END = 0
+
+
+_END: Final = _End.END

@@ -48,9 +48,7 @@ class ReportConfig:
         if self.histogram_bins < 2:
             raise ValueError(f"ReportConfig.histogram_bins must be >= 2, got {self.histogram_bins}")
         if not self.histogram_resolution > 0:
-            raise ValueError(
-                f"ReportConfig.histogram_resolution must be > 0, got {self.histogram_resolution}"
-            )
+            raise ValueError(f"ReportConfig.histogram_resolution must be > 0, got {self.histogram_resolution}")
         if self.max_issue_codes < 1 or self.top_issues < 0:
             raise ValueError("ReportConfig.max_issue_codes must be >= 1 and top_issues >= 0")
 
@@ -253,13 +251,12 @@ def format_table(summary: Summary) -> str:
 def component_ranges(rubric: Any) -> dict[str, tuple[float, float]]:
     """``name -> (lowest, highest)`` possible value of the total and of each component whose
     range the rubric states (a ``weights`` dataclass or a single ``weight``), for plot axes."""
+    import contextlib
     import dataclasses
 
     out: dict[str, tuple[float, float]] = {}
-    try:
+    with contextlib.suppress(AttributeError, NotImplementedError):
         out["total"] = (float(rubric.min_total), float(rubric.max_total))
-    except (AttributeError, NotImplementedError):
-        pass
     weights = getattr(rubric, "weights", None)
     if dataclasses.is_dataclass(weights):
         out.update({f.name: (0.0, float(getattr(weights, f.name))) for f in dataclasses.fields(weights)})
@@ -271,7 +268,7 @@ def component_ranges(rubric: Any) -> dict[str, tuple[float, float]]:
 def _axis_range(h: BoundedHistogram, known: tuple[float, float] | None) -> tuple[float, float]:
     """The x range of a histogram: the component's possible range when known, else the observed
     one widened to include 0 and to be at least 1 wide (so one value is not a full-width block)."""
-    lo, hi = (known if known is not None else (min(0.0, h.low), max(h.high, 0.0)))
+    lo, hi = known if known is not None else (min(0.0, h.low), max(h.high, 0.0))
     lo, hi = min(lo, h.low), max(hi, h.high)
     if hi - lo < 1.0 and known is None:
         hi = lo + 1.0
@@ -296,17 +293,23 @@ def write_plots(summary: Summary, out_dir: Path, rubric: Any = None) -> list[Pat
     written: list[Path] = []
     ranges = component_ranges(rubric) if rubric is not None else {}
     name = getattr(rubric, "name", None)
-    hists = {"total": summary.total_hist, **summary.component_hists}
-    hists = {k: h for k, h in hists.items() if h is not None and h.count}
-    means = {"total": summary.total_sum / summary.n if summary.n else 0.0,
-             **{k: v / summary.n for k, v in summary.component_sums.items()}} if summary.n else {}
+    every = {"total": summary.total_hist, **summary.component_hists}
+    hists = {k: h for k, h in every.items() if h is not None and h.count}
+    means = (
+        {
+            "total": summary.total_sum / summary.n if summary.n else 0.0,
+            **{k: v / summary.n for k, v in summary.component_sums.items()},
+        }
+        if summary.n
+        else {}
+    )
     if hists:
         cols = min(3, len(hists))
         rows = math.ceil(len(hists) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows + 0.6), squeeze=False)
-        for ax in axes.flat[len(hists):]:
+        for ax in axes.flat[len(hists) :]:
             ax.axis("off")
-        for ax, (comp, h) in zip(axes.flat, hists.items()):
+        for ax, (comp, h) in zip(axes.flat, hists.items(), strict=False):  # more axes than histograms
             lo, hi = _axis_range(h, ranges.get(comp))
             width, bins = h.display_bins(summary.config.plot_bins)
             bar = max(width * 0.9, (hi - lo) / 60)  # a single value stays a visible, narrow bar
@@ -315,12 +318,13 @@ def write_plots(summary: Summary, out_dir: Path, rubric: Any = None) -> list[Pat
             pad = (hi - lo) * 0.04
             ax.set_xlim(lo - pad, hi + pad)
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-            top = f" of {hi:g}" if comp in ranges else ""
-            ax.set_title(f"{comp}: mean {means.get(comp, 0.0):.3g}{top}", fontsize=10)
+            of = f" of {hi:g}" if comp in ranges else ""
+            ax.set_title(f"{comp}: mean {means.get(comp, 0.0):.3g}{of}", fontsize=10)
             ax.set_xlabel("score" if comp != "total" else "total score")
             ax.set_ylabel("completions")
-        fig.suptitle(f"Score distributions of {summary.n} completions"
-                     + (f" ({name} rubric)" if name else ""), fontsize=11)
+        fig.suptitle(
+            f"Score distributions of {summary.n} completions" + (f" ({name} rubric)" if name else ""), fontsize=11
+        )
         fig.tight_layout()
         path = out_dir / "components.png"
         fig.savefig(path, dpi=100)

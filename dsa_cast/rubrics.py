@@ -24,9 +24,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
+from itertools import pairwise
 from types import MappingProxyType
+from typing import Any, Protocol, cast
 
-from dsa_cast.claims import EvalError, Limits, Verdict, _check_rows, _verdict, evaluate
+from dsa_cast.claims import EvalError, Limits, Verdict, VerdictRow, check_claim_rows, evaluate, verdict_from_row
 from dsa_cast.numbers import (
     DEFAULT_NUMBER_LIMITS,
     PERCENT_POLICIES,
@@ -38,7 +40,15 @@ from dsa_cast.numbers import (
     format_value,
     numbers_in,
 )
-from dsa_cast.parse import Code, Completion, _build, _exact_format, _first_bodies, _scan, parse
+from dsa_cast.parse import (
+    Code,
+    Completion,
+    Span,
+    completion_from_scan,
+    first_section_bodies,
+    scan,
+    scan_is_exact,
+)
 from dsa_cast.schema import DSA, Schema
 
 __all__ = [
@@ -81,9 +91,8 @@ class Detail:
     verdicts: tuple[Verdict, ...]
     scores: Mapping[str, float] = field(hash=False)
 
-    def __reduce__(self):  # the read-only mapping does not pickle; rebuild it
-        return (_detail, (self.parsed, self.extraction, self.reference, self.verdicts,
-                          dict(self.scores)))
+    def __reduce__(self) -> tuple[Any, ...]:  # the read-only mapping does not pickle; rebuild it
+        return (_detail, (self.parsed, self.extraction, self.reference, self.verdicts, dict(self.scores)))
 
 
 @dataclass(frozen=True)
@@ -111,18 +120,68 @@ class Grade:
     rubric: str = "dsa-cast"
     detail: Detail | None = field(default=None, compare=False, hash=False, repr=False)
 
-    def __reduce__(self):  # picklable (multiprocessing workers return grades)
-        return (_grade_from, (self.total, dict(self.components), self.correct, self.predicted,
-                              self.issues, self.max_total, self.rubric, self.detail))
+    def __init__(
+        self,
+        total: float,
+        components: Mapping[str, float],
+        correct: bool | None,
+        predicted: str | None,
+        issues: tuple[str, ...],
+        max_total: float,
+        rubric: str = "dsa-cast",
+        detail: Detail | None = None,
+    ) -> None:
+        # Written out (the dataclass keeps an __init__ defined here): the generated frozen one sets
+        # each field through object.__setattr__, eight calls; one __dict__ update builds the same
+        # object for a third of the cost, and every grade is built here. Same fields, same order.
+        self.__dict__.update(
+            total=total,
+            components=components,
+            correct=correct,
+            predicted=predicted,
+            issues=issues,
+            max_total=max_total,
+            rubric=rubric,
+            detail=detail,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (multiprocessing workers return grades)
+        return (
+            _grade_from,
+            (
+                self.total,
+                dict(self.components),
+                self.correct,
+                self.predicted,
+                self.issues,
+                self.max_total,
+                self.rubric,
+                self.detail,
+            ),
+        )
 
 
-def _detail(parsed, extraction, reference, verdicts, scores) -> Detail:
+def _detail(
+    parsed: Completion | None,
+    extraction: Extraction | None,
+    reference: Fraction | None,
+    verdicts: tuple[Verdict, ...],
+    scores: dict[str, float],
+) -> Detail:
     return Detail(parsed, extraction, reference, verdicts, MappingProxyType(scores))
 
 
-def _grade_from(total, components, correct, predicted, issues, max_total, rubric, detail) -> Grade:
-    return Grade(total, MappingProxyType(components), correct, predicted, issues, max_total, rubric,
-                 detail)
+def _grade_from(
+    total: float,
+    components: dict[str, float],
+    correct: bool | None,
+    predicted: str | None,
+    issues: tuple[str, ...],
+    max_total: float,
+    rubric: str,
+    detail: Detail | None,
+) -> Grade:
+    return Grade(total, MappingProxyType(components), correct, predicted, issues, max_total, rubric, detail)
 
 
 class RubricCode(enum.StrEnum):
@@ -140,28 +199,27 @@ class RubricCode(enum.StrEnum):
     UNREADABLE_REFERENCE = "unreadable_reference"  # an adapter could not read the item's reference
 
 
-def _grade(rubric: Rubric, parts: tuple[tuple[str, float], ...], correct: bool | None,
-           predicted: str | None, issues: Iterable[str], detail: Detail | None) -> Grade:
+def _grade(
+    rubric: Rubric,
+    parts: tuple[tuple[str, float], ...],
+    correct: bool | None,
+    predicted: str | None,
+    issues: Iterable[str],
+    detail: Detail | None,
+) -> Grade:
     total = 0.0
     for _, value in parts:
         total += value
-    # The frozen dataclass's __init__ sets each field through object.__setattr__; filling the
-    # new instance's __dict__ in one update gives the same object at a fraction of the cost.
-    grade = _new_grade(Grade)
-    grade.__dict__.update(
-        total=total,
-        components=MappingProxyType(dict(parts)),
-        correct=correct,
-        predicted=predicted,
-        issues=tuple(dict.fromkeys(map(str, issues))),  # plain str codes, first occurrence order
-        max_total=rubric.max_total,
-        rubric=rubric.name,
-        detail=detail,
+    return Grade(  # positional: keyword arguments cost more per grade
+        total,
+        MappingProxyType(dict(parts)),  # components
+        correct,
+        predicted,
+        tuple(dict.fromkeys(map(str, issues))),  # plain str codes, first occurrence order
+        rubric.max_total,
+        rubric.name,
+        detail,
     )
-    return grade
-
-
-_new_grade = object.__new__
 
 
 def _shown(value: object, width: int = 80) -> str:
@@ -184,9 +242,7 @@ def _check_share(owner: str, name: str, value: float) -> None:
 
 
 def _check_weight(owner: str, name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value >= 0
-    ):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{owner}.{name} must be a finite number >= 0, got {value!r}")
 
 
@@ -221,8 +277,7 @@ class Rubric:
         """Each component's lowest value (they sum to :attr:`min_total`); 0 unless overridden."""
         return {c: 0.0 for c in self.components}
 
-    def score(self, text: str, answer: object = None, question: str | None = None,
-              detail: bool = False) -> Grade:
+    def score(self, text: str, answer: object = None, question: str | None = None, detail: bool = False) -> Grade:
         """Grade ``text`` against the reference ``answer`` (any form
         :func:`dsa_cast.numbers.extract_reference` reads; None = no reference)."""
         raise NotImplementedError
@@ -239,13 +294,14 @@ class Rubric:
 # --------------------------------------------------------------------------------------
 
 
-def _blocks_ok(r_spans: list, a_spans: list) -> bool:
+def _blocks_ok(r_spans: list[Span], a_spans: list[Span]) -> bool:
     """First reasoning block and first answer block both present, closed, in that order
-    (spans as :func:`dsa_cast.parse._scan` lists them)."""
+    (spans as :func:`dsa_cast.parse.scan` lists them)."""
     if not r_spans or not a_spans:
         return False
-    r, a = r_spans[0], a_spans[0]
-    return r[5] and a[5] and r[2] <= a[1]
+    _, _, r_end, _, _, r_closed = r_spans[0]
+    _, a_start, _, _, _, a_closed = a_spans[0]
+    return r_closed and a_closed and r_end <= a_start
 
 
 @dataclass(frozen=True)
@@ -282,18 +338,19 @@ class FormatRubric(Rubric):
     def max_total(self) -> float:
         return float(self.weight)
 
-    def score(self, text: str, answer: object = None, question: str | None = None,
-              detail: bool = False) -> Grade:
-        scan = _scan(text, self.schema)
-        issues = scan[4].issues()
-        if _exact_format(self.schema, scan, issues):
+    def score(self, text: str, answer: object = None, question: str | None = None, detail: bool = False) -> Grade:
+        scanned = scan(text, self.schema)
+        r_spans, a_spans, _, _, found, _ = scanned
+        issues = found.issues()
+        if scan_is_exact(self.schema, scanned, issues):
             f = 1.0
         else:
-            f = self.partial if _blocks_ok(scan[0], scan[1]) else 0.0
+            f = self.partial if _blocks_ok(r_spans, a_spans) else 0.0
         info = None
         if detail:
-            info = Detail(_build(text, self.schema, scan), None, None, (),
-                          MappingProxyType({"format": f}))
+            info = Detail(
+                completion_from_scan(text, self.schema, scanned), None, None, (), MappingProxyType({"format": f})
+            )
         return _grade(self, (("format", self.weight * f),), None, None, issues, info)
 
 
@@ -362,8 +419,9 @@ def _mention_pattern(s: str) -> re.Pattern[str]:
     as one pattern: the literal first (so the engine skips to candidates), then lookbehinds over it
     for what may not precede it, then what may not follow it."""
     lit = re.escape(s)
-    return re.compile(rf"{lit}(?<![0-9.]{lit})(?<![0-9],{lit})(?<!(?<![0-9A-Za-z)\]}}])[-\u2212]{lit})"
-                      + _INT_END.pattern)
+    return re.compile(
+        rf"{lit}(?<![0-9.]{lit})(?<![0-9],{lit})(?<!(?<![0-9A-Za-z)\]}}])[-\u2212]{lit})" + _INT_END.pattern
+    )
 
 
 def _mentions_int(body: str, t: int) -> bool:
@@ -393,16 +451,31 @@ def _mentions_int(body: str, t: int) -> bool:
 
 # Number words that ground claims like the digits they stand for ("three eggs" grounds
 # "CALC: 3 + 4 = 7"). Lower-case word -> values (a multiplier word stands for its factor).
-NUMBER_WORDS: Mapping[str, tuple[int | Fraction, ...]] = MappingProxyType({
-    **{w: (i,) for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen twenty".split())},
-    **{w: (10 * i,) for i, w in enumerate(
-        "thirty forty fifty sixty seventy eighty ninety".split(), start=3)},
-    "hundred": (100,), "thousand": (1000,), "million": (1_000_000,), "dozen": (12,),
-    "half": (Fraction(1, 2), 2), "quarter": (Fraction(1, 4), 4), "third": (Fraction(1, 3), 3),
-    "twice": (2,), "double": (2,), "triple": (3,), "thrice": (3,), "once": (1,), "percent": (100,),
-})
+NUMBER_WORDS: Mapping[str, tuple[int | Fraction, ...]] = MappingProxyType(
+    {
+        **{
+            w: (i,)
+            for i, w in enumerate(
+                "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+                "fifteen sixteen seventeen eighteen nineteen twenty".split()
+            )
+        },
+        **{w: (10 * i,) for i, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), start=3)},
+        "hundred": (100,),
+        "thousand": (1000,),
+        "million": (1_000_000,),
+        "dozen": (12,),
+        "half": (Fraction(1, 2), 2),
+        "quarter": (Fraction(1, 4), 4),
+        "third": (Fraction(1, 3), 3),
+        "twice": (2,),
+        "double": (2,),
+        "triple": (3,),
+        "thrice": (3,),
+        "once": (1,),
+        "percent": (100,),
+    }
+)
 
 
 def _word_values(words: Iterable[str]) -> set[int | Fraction]:
@@ -427,8 +500,9 @@ def _operand_value(s: str) -> int | Fraction:
 def _operands(text: str) -> list[int | Fraction]:
     """Unsigned decimal literals in an expression (``1,234`` and ``1.5`` included), in order.
     Plain digit runs (the common case) are converted inline by ``int``."""
-    return [(int(s) if s.isdigit() else _operand_value(s)) for s in _OPERAND.findall(text)
-            if len(s) <= _MAX_OPERAND_CHARS]
+    return [
+        (int(s) if s.isdigit() else _operand_value(s)) for s in _OPERAND.findall(text) if len(s) <= _MAX_OPERAND_CHARS
+    ]
 
 
 def _operand_set(*texts: str) -> set[int | Fraction]:
@@ -438,15 +512,23 @@ def _operand_set(*texts: str) -> set[int | Fraction]:
     for text in texts:
         spelled.update(_SKIP_TO_OPERAND.findall(text))
     spelled.discard("")
-    return {(int(s) if s.isdigit() else _operand_value(s)) for s in spelled
-            if len(s) <= _MAX_OPERAND_CHARS}
+    return {(int(s) if s.isdigit() else _operand_value(s)) for s in spelled if len(s) <= _MAX_OPERAND_CHARS}
 
 
-_UNSOUND = frozenset({
-    Code.MISSING_REASONING, Code.UNCLOSED_REASONING, Code.MISSING_ANSWER, Code.UNCLOSED_ANSWER,
-    Code.DUPLICATE_ANSWER, Code.ANSWER_BEFORE_REASONING, Code.NESTED_TAG, Code.TRUNCATED,
-    Code.DUPLICATE_SECTION, Code.SECTION_OUT_OF_ORDER,
-})
+_UNSOUND = frozenset(
+    {
+        Code.MISSING_REASONING,
+        Code.UNCLOSED_REASONING,
+        Code.MISSING_ANSWER,
+        Code.UNCLOSED_ANSWER,
+        Code.DUPLICATE_ANSWER,
+        Code.ANSWER_BEFORE_REASONING,
+        Code.NESTED_TAG,
+        Code.TRUNCATED,
+        Code.DUPLICATE_SECTION,
+        Code.SECTION_OUT_OF_ORDER,
+    }
+)
 _STRUCTURE_VOID = frozenset({Code.DUPLICATE_SECTION, Code.NESTED_TAG})
 _ANSWER_DISQUALIFIERS = frozenset({Code.MISSING_ANSWER, Code.UNCLOSED_ANSWER, Code.DUPLICATE_ANSWER})
 
@@ -516,8 +598,7 @@ class DsaCastRubric(Rubric):
         if isinstance(self.weights, Mapping):
             object.__setattr__(self, "weights", DsaCastWeights(**self.weights))
         if not isinstance(self.weights, DsaCastWeights):
-            raise TypeError(f"{own}.weights must be DsaCastWeights or a mapping, "
-                            f"got {type(self.weights).__name__}")
+            raise TypeError(f"{own}.weights must be DsaCastWeights or a mapping, got {type(self.weights).__name__}")
         if not isinstance(self.schema, Schema):
             raise TypeError(f"{own}.schema must be a Schema, got {type(self.schema).__name__}")
         if self.percent not in PERCENT_POLICIES:
@@ -528,17 +609,27 @@ class DsaCastRubric(Rubric):
         if isinstance(tol, bool) or not isinstance(tol, (int, float, Fraction)) or not 0 <= tol < 1:
             raise ValueError(f"{own}.near_tolerance must be in [0, 1), got {tol!r}")
         object.__setattr__(self, "near_tolerance", Fraction(tol))
-        for name in ("near_share", "malformed_share", "format_partial", "out_of_order_factor",
-                     "unsound_factor", "support_share"):
+        for name in (
+            "near_share",
+            "malformed_share",
+            "format_partial",
+            "out_of_order_factor",
+            "unsound_factor",
+            "support_share",
+        ):
             _check_share(own, name, getattr(self, name))
         if self.near_share > self.malformed_share:
-            raise ValueError(f"{own}.near_share ({self.near_share}) must not exceed malformed_share "
-                             f"({self.malformed_share}): a wrong answer must never earn more than a "
-                             "malformed correct one")
+            raise ValueError(
+                f"{own}.near_share ({self.near_share}) must not exceed malformed_share "
+                f"({self.malformed_share}): a wrong answer must never earn more than a "
+                "malformed correct one"
+            )
         w = self.weights
         if w.correctness * (1.0 - self.near_share) <= w.coherence:
-            raise ValueError(f"{own}: weights.correctness * (1 - near_share) must exceed "
-                             "weights.coherence, or turning a right answer wrong could raise the total")
+            raise ValueError(
+                f"{own}: weights.correctness * (1 - near_share) must exceed "
+                "weights.coherence, or turning a right answer wrong could raise the total"
+            )
         for name in ("min_section_words", "min_novel_words", "section_scan_chars"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -547,13 +638,15 @@ class DsaCastRubric(Rubric):
             object.__setattr__(self, name, frozenset(getattr(self, name)))
         for name in ("evidence_section", "reasoning_section", "sanity_section"):
             if getattr(self, name) not in self.schema.sections:
-                raise ValueError(f"{own}.{name} {getattr(self, name)!r} is not one of the schema's "
-                                 f"sections {self.schema.sections}")
+                raise ValueError(
+                    f"{own}.{name} {getattr(self, name)!r} is not one of the schema's sections {self.schema.sections}"
+                )
         object.__setattr__(self, "grounding_sections", tuple(self.grounding_sections))
         for s in self.grounding_sections:
             if s not in self.schema.sections:
-                raise ValueError(f"{own}.grounding_sections: {s!r} is not one of the schema's "
-                                 f"sections {self.schema.sections}")
+                raise ValueError(
+                    f"{own}.grounding_sections: {s!r} is not one of the schema's sections {self.schema.sections}"
+                )
         if not isinstance(self.limits, Limits):
             raise TypeError(f"{own}.limits must be a claims.Limits, got {type(self.limits).__name__}")
 
@@ -582,6 +675,7 @@ class DsaCastRubric(Rubric):
         outside_filler = False
         novel = 0
         need_novel = 0 if question_words is None else self.min_novel_words
+        qwords = question_words or frozenset()  # read only while novel < need_novel: never when None
         filler = self.filler_words
         need_words = self.min_section_words
         # Only the first section_scan_chars characters are read, and never a word cut there.
@@ -606,7 +700,7 @@ class DsaCastRubric(Rubric):
             seen.add(w)
             if not outside_filler and w not in filler:
                 outside_filler = True
-            if novel < need_novel and w not in question_words:  # type: ignore[operator]
+            if novel < need_novel and w not in qwords:
                 novel += 1
             if outside_filler and novel >= need_novel and len(seen) >= need_words:
                 return None
@@ -614,8 +708,9 @@ class DsaCastRubric(Rubric):
             return RubricCode.BOILERPLATE_SECTION
         return RubricCode.COPIED_QUESTION
 
-    def _grounding(self, first: Mapping[str, str], question: str | None,
-                   question_words: frozenset[str] | None) -> set:
+    def _grounding(
+        self, first: Mapping[str, str], question: str | None, question_words: frozenset[str] | None
+    ) -> set[int | Fraction]:
         """Numbers a claim may start from: the question's (digits and number words), or without
         a question the decimal literals of the ``grounding_sections``."""
         if question is not None:
@@ -653,19 +748,20 @@ class DsaCastRubric(Rubric):
             shown = _shown(answer)
             if isinstance(answer, str):
                 raise ValueError(f"answer {shown} has no single numeric value to grade against")
-            raise ValueError(f"answer {shown} is not a finite number of at most "
-                             f"{self.number_limits.max_value_bits} bits (numerator and denominator)")
+            raise ValueError(
+                f"answer {shown} is not a finite number of at most "
+                f"{self.number_limits.max_value_bits} bits (numerator and denominator)"
+            )
         return ref
 
     # -- scoring -----------------------------------------------------------------------
 
-    def score(self, text: str, answer: object = None, question: str | None = None,
-              detail: bool = False) -> Grade:
+    def score(self, text: str, answer: object = None, question: str | None = None, detail: bool = False) -> Grade:
         ref = self.reference_value(answer)
         w = self.weights
         schema = self.schema
-        scan = _scan(text, schema)  # plain spans and lists; a Completion only for detail
-        r_spans, a_spans, inside, hi, found, _ = scan
+        scanned = scan(text, schema)  # plain spans and lists; a Completion only for detail
+        r_spans, a_spans, inside, hi, found, _ = scanned
         parse_issues = found.issues()
         issues: list[str] = list(parse_issues)
         codes = frozenset(parse_issues)
@@ -674,109 +770,26 @@ class DsaCastRubric(Rubric):
 
         # format
         blocks_ok = _blocks_ok(r_spans, a_spans)
-        exact = _exact_format(schema, scan, parse_issues)
+        exact = scan_is_exact(schema, scanned, parse_issues)
         fmt = 1.0 if exact else (self.format_partial if blocks_ok else 0.0)
         sound = blocks_ok and codes.isdisjoint(self.unsound_codes)
         gate = 1.0 if sound else self.unsound_factor
 
         # answer and correctness
-        ex = extract_answer(text[a[3]:a[4]], self.number_limits) if a is not None else None
+        ex = extract_answer(text[a[3] : a[4]], self.number_limits) if a is not None else None
         if ex is not None and ex.issue is not None:
             issues.append(ex.issue)
         value = ex.value if ex is not None and ex.issue is None else None
+        percent = ex is not None and ex.percent
         predicted = format_value(value, self.number_limits) if value is not None else None
         answer_ok = a is not None and codes.isdisjoint(self.answer_disqualifiers)
-        if ref is None:
-            correct, corr = None, 0.0
-        else:
-            match = ex is not None and answers_match(ex, ref, percent=self.percent)
-            correct = match and answer_ok
-            corr = 1.0 if correct else 0.0
-            if not correct and self.partial_credit:
-                if match:
-                    corr = self.malformed_share
-                elif answer_ok and value is not None and ref != 0:
-                    cands = (value, value * 100) if ex.percent else (value,)  # type: ignore[union-attr]
-                    if any(abs(v - ref) <= self.near_tolerance * abs(ref) for v in cands):
-                        corr = self.near_share
+        correct, corr = self._correctness(ex, ref, value, percent, answer_ok)
 
-        # structure
-        first = _first_bodies(text, schema, inside, hi)  # name -> body of its first section
+        first = first_section_bodies(text, schema, inside, hi)  # name -> body of its first section
         qwords = frozenset(_WORD.findall(question.lower())) if question is not None else None
-        ok_sections = 0
-        if reasoning is not None and codes.isdisjoint(self.structure_void_codes):
-            for name in schema.sections:
-                body = first.get(name)
-                if not body:
-                    continue  # missing_section / empty_section already reported by the parser
-                why = self._section_issue(body, qwords)
-                if why is None:
-                    ok_sections += 1
-                else:
-                    issues.append(why)
-            struct = ok_sections / len(self.schema.sections)
-            if Code.SECTION_OUT_OF_ORDER in codes:
-                struct *= self.out_of_order_factor
-        else:
-            struct = 0.0
-
-        # evidence
-        ev_body = first.get(self.evidence_section, "")
-        # Internal rows (claim, ok, value, stated_value, reason), claim = (kind, expr, stated,
-        # start, end): the same checks as check_claims, without a dataclass per claim.
-        rows = _check_rows(ev_body, self.limits) if ev_body else ()
-        distinct: dict[tuple[str, str], tuple] = {}
-        for row in rows:
-            claim = row[0]
-            distinct.setdefault(("".join(claim[1].split()), "".join(claim[2].split())), row)
-        n_claims = len(distinct)
-        credited = 0
-        results: set = set()  # results of credited claims (they support the answer)
-        if n_claims:
-            allowed: set[Fraction] | None = None
-            for claim, ok, _, sv, _ in distinct.values():
-                if ok is True:
-                    ops = _operands(claim[1])
-                    core = [o for o in ops if o != 0 and o != 1]
-                    if len(ops) < 2 or not core or (len(core) == 1 and sv == core[0]):
-                        issues.append(RubricCode.TRIVIAL_CLAIM)
-                        continue
-                    if allowed is None:
-                        allowed = self._grounding(first, question, qwords)
-                    if allowed.isdisjoint(ops):
-                        issues.append(RubricCode.UNGROUNDED_CLAIM)
-                        continue
-                    credited += 1
-                    if sv is not None:
-                        sv = sv.numerator if sv.denominator == 1 else sv  # int: cheaper to hash
-                        allowed.add(abs(sv))
-                        results.add(sv)
-                elif ok is False:
-                    issues.append(RubricCode.FALSE_CLAIM)
-                else:
-                    issues.append(RubricCode.UNCHECKABLE_CLAIM)
-            evid = credited / n_claims
-        else:
-            evid = 0.0
-            if ev_body:
-                issues.append(RubricCode.NO_CLAIMS)
-
-        # coherence
-        supported = refers = False
-        if value is not None and reasoning is not None:
-            v = value.numerator if value.denominator == 1 else value  # int: cheaper to hash
-            targets = (v, v * 100) if ex.percent else (v,)  # type: ignore[union-attr]
-            supported = any(t in results for t in targets)
-            if not supported:
-                rs = first.get(self.reasoning_section)
-                supported = rs is not None and self._mentions(rs, targets)
-            sc = first.get(self.sanity_section)
-            refers = sc is not None and self._mentions(sc, targets)
-            if not supported:
-                issues.append(RubricCode.UNSUPPORTED_ANSWER)
-            if not refers:
-                issues.append(RubricCode.SANITY_IGNORES_ANSWER)
-        coh = self.support_share * supported + (1.0 - self.support_share) * refers
+        struct, ok_sections = self._structure(first, reasoning is not None, codes, qwords, issues)
+        evid, n_claims, credited, results, distinct = self._evidence(first, question, qwords, issues)
+        coh, supported, refers = self._coherence(first, value, percent, reasoning is not None, results, issues)
 
         parts = (
             ("format", w.format * fmt),
@@ -788,21 +801,157 @@ class DsaCastRubric(Rubric):
         info = None
         if detail:
             scores = {
-                "format": fmt, "structure": struct, "correctness": corr, "evidence": evid,
-                "coherence": coh, "sound": float(sound), "sections_ok": float(ok_sections),
-                "claims": float(n_claims), "claims_credited": float(credited),
-                "supported": float(supported), "sanity_refers": float(refers),
+                "format": fmt,
+                "structure": struct,
+                "correctness": corr,
+                "evidence": evid,
+                "coherence": coh,
+                "sound": float(sound),
+                "sections_ok": float(ok_sections),
+                "claims": float(n_claims),
+                "claims_credited": float(credited),
+                "supported": float(supported),
+                "sanity_refers": float(refers),
             }
-            info = Detail(_build(text, schema, scan), ex, ref, tuple(map(_verdict, distinct.values())),
-                          MappingProxyType(scores))
+            info = Detail(
+                completion_from_scan(text, schema, scanned),
+                ex,
+                ref,
+                tuple(map(verdict_from_row, distinct.values())),
+                MappingProxyType(scores),
+            )
         return _grade(self, parts, correct, predicted, issues, info)
+
+    # -- components (each appends its issue codes to ``issues``, in component order) ----------
+
+    def _correctness(
+        self, ex: Extraction | None, ref: Fraction | None, value: Fraction | None, percent: bool, answer_ok: bool
+    ) -> tuple[bool | None, float]:
+        """``(correct, unweighted score)``: the extracted answer against the reference."""
+        if ref is None:
+            return None, 0.0
+        match = ex is not None and answers_match(ex, ref, percent=self.percent)
+        correct = match and answer_ok
+        corr = 1.0 if correct else 0.0
+        if not correct and self.partial_credit:
+            if match:
+                corr = self.malformed_share
+            elif answer_ok and value is not None and ref != 0:
+                cands = (value, value * 100) if percent else (value,)
+                if any(abs(v - ref) <= self.near_tolerance * abs(ref) for v in cands):
+                    corr = self.near_share
+        return correct, corr
+
+    def _structure(
+        self,
+        first: Mapping[str, str],
+        has_reasoning: bool,
+        codes: frozenset[str],
+        qwords: frozenset[str] | None,
+        issues: list[str],
+    ) -> tuple[float, int]:
+        """``(unweighted score, sections that count)``: substantive sections of the first reasoning block."""
+        if not has_reasoning or not codes.isdisjoint(self.structure_void_codes):
+            return 0.0, 0
+        ok_sections = 0
+        for name in self.schema.sections:
+            body = first.get(name)
+            if not body:
+                continue  # missing_section / empty_section already reported by the parser
+            why = self._section_issue(body, qwords)
+            if why is None:
+                ok_sections += 1
+            else:
+                issues.append(why)
+        struct = ok_sections / len(self.schema.sections)
+        if Code.SECTION_OUT_OF_ORDER in codes:
+            struct *= self.out_of_order_factor
+        return struct, ok_sections
+
+    def _evidence(
+        self, first: Mapping[str, str], question: str | None, qwords: frozenset[str] | None, issues: list[str]
+    ) -> tuple[float, int, int, set[int | Fraction], dict[tuple[str, str], VerdictRow]]:
+        """``(unweighted score, distinct claims, credited claims, their results, the distinct
+        claims' checks)``: the Evidence section's claims, checked, grounded and deduplicated."""
+        ev_body = first.get(self.evidence_section, "")
+        # Internal rows (claim, ok, value, stated_value, reason), claim = (kind, expr, stated,
+        # start, end): the same checks as check_claims, without a dataclass per claim.
+        rows = check_claim_rows(ev_body, self.limits) if ev_body else ()
+        distinct: dict[tuple[str, str], VerdictRow] = {}
+        for row in rows:
+            claim = row[0]
+            distinct.setdefault(("".join(claim[1].split()), "".join(claim[2].split())), row)
+        n_claims = len(distinct)
+        credited = 0
+        results: set[int | Fraction] = set()  # results of credited claims (they support the answer)
+        if not n_claims:
+            if ev_body:
+                issues.append(RubricCode.NO_CLAIMS)
+            return 0.0, 0, 0, results, distinct
+        allowed: set[int | Fraction] | None = None
+        for claim, ok, _, sv, _ in distinct.values():
+            if ok is True:
+                ops = _operands(claim[1])
+                core = [o for o in ops if o != 0 and o != 1]
+                if len(ops) < 2 or not core or (len(core) == 1 and sv == core[0]):
+                    issues.append(RubricCode.TRIVIAL_CLAIM)
+                    continue
+                if allowed is None:
+                    allowed = self._grounding(first, question, qwords)
+                if allowed.isdisjoint(ops):
+                    issues.append(RubricCode.UNGROUNDED_CLAIM)
+                    continue
+                credited += 1
+                if sv is not None:
+                    sv = sv.numerator if sv.denominator == 1 else sv  # int: cheaper to hash
+                    allowed.add(sv if sv >= 0 else -sv)  # abs(), typed
+                    results.add(sv)
+            elif ok is False:
+                issues.append(RubricCode.FALSE_CLAIM)
+            else:
+                issues.append(RubricCode.UNCHECKABLE_CLAIM)
+        return credited / n_claims, n_claims, credited, results, distinct
+
+    def _coherence(
+        self,
+        first: Mapping[str, str],
+        value: Fraction | None,
+        percent: bool,
+        has_reasoning: bool,
+        results: set[int | Fraction],
+        issues: list[str],
+    ) -> tuple[float, bool, bool]:
+        """``(unweighted score, supported, sanity refers)``: the answer backed by a credited claim
+        or named in Reasoning, and named in Sanity_check."""
+        supported = refers = False
+        if value is not None and has_reasoning:
+            v = value.numerator if value.denominator == 1 else value  # int: cheaper to hash
+            targets = (v, v * 100) if percent else (v,)
+            supported = any(t in results for t in targets)
+            if not supported:
+                rs = first.get(self.reasoning_section)
+                supported = rs is not None and self._mentions(rs, targets)
+            sc = first.get(self.sanity_section)
+            refers = sc is not None and self._mentions(sc, targets)
+            if not supported:
+                issues.append(RubricCode.UNSUPPORTED_ANSWER)
+            if not refers:
+                issues.append(RubricCode.SANITY_IGNORES_ANSWER)
+        return self.support_share * supported + (1.0 - self.support_share) * refers, supported, refers
 
 
 # --------------------------------------------------------------------------------------
 # seed: the original notebook's reward, reproduced (linear time, safe evaluator).
 # --------------------------------------------------------------------------------------
 
-_WS_RUN = re.compile(r"\s*+")
+
+class _AlwaysMatches(Protocol):
+    """A pattern that matches (maybe empty) at every position: ``match`` never returns None."""
+
+    def match(self, string: str, pos: int = ..., endpos: int = ...) -> re.Match[str]: ...
+
+
+_WS_RUN = cast(_AlwaysMatches, re.compile(r"\s*+"))
 
 
 @dataclass(frozen=True)
@@ -823,6 +972,8 @@ class CastTerms:
     raw: str | None  # the answer number as written
     gold: float | None  # the reference as the notebook read it
     calc_rows: tuple[tuple[str, str, bool], ...]  # (left, right, equal) per CALC line
+
+
 # The notebook's "####" number and "first number" patterns, applied at one position each.
 _HASH_NUMBER = re.compile(r"[-+]?+([\d,]*+)(\.\d++)?+")
 _FIRST_NUMBER = re.compile(r"[-+]?+\d[\d,]*+(?:\.\d++)?+")
@@ -882,21 +1033,30 @@ class SeedRubric(Rubric):
         own = "SeedRubric"
         if not isinstance(self.schema, Schema):
             raise TypeError(f"{own}.schema must be a Schema, got {type(self.schema).__name__}")
-        for name in ("exact_format", "tag_pair", "heading", "heading_order", "w_accuracy",
-                     "w_completeness", "w_format_bonus", "w_calc"):
+        for name in (
+            "exact_format",
+            "tag_pair",
+            "heading",
+            "heading_order",
+            "w_accuracy",
+            "w_completeness",
+            "w_format_bonus",
+            "w_calc",
+        ):
             _check_weight(own, name, getattr(self, name))
         for name in ("near_band", "far_band"):
             band = tuple(getattr(self, name))
-            if len(band) != 2 or not all(isinstance(x, (int, float)) and math.isfinite(x)
-                                         for x in band) or band[0] > band[1]:
-                raise ValueError(f"{own}.{name} must be a pair lo <= hi of finite numbers, "
-                                 f"got {getattr(self, name)!r}")
+            if (
+                len(band) != 2
+                or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in band)
+                or band[0] > band[1]
+            ):
+                raise ValueError(f"{own}.{name} must be a pair lo <= hi of finite numbers, got {getattr(self, name)!r}")
             object.__setattr__(self, name, band)
         for name in ("near_credit", "far_credit", "tags_only_bonus"):
             _check_share(own, name, getattr(self, name))
         if not isinstance(self.length_target_chars, int) or self.length_target_chars < 1:
-            raise ValueError(f"{own}.length_target_chars must be an int >= 1, "
-                             f"got {self.length_target_chars!r}")
+            raise ValueError(f"{own}.length_target_chars must be an int >= 1, got {self.length_target_chars!r}")
         if not isinstance(self.calc_marker, str) or not self.calc_marker:
             raise ValueError(f"{own}.calc_marker must be a non-empty str, got {self.calc_marker!r}")
         for name in ("max_predicted_chars", "max_calc_lines"):
@@ -962,16 +1122,16 @@ class SeedRubric(Rubric):
         if i < 0:
             return None
         j = text.find(close_tag, i + len(open_tag))
-        return None if j < 0 else text[i + len(open_tag):j]
+        return None if j < 0 else text[i + len(open_tag) : j]
 
     def format_exact_ok(self, text: str) -> bool:
         """Whether ``^\\s*<reasoning>\\s*Plan:.*?Reasoning:.*?Evidence:.*?Sanity_check:.*?
         </reasoning>\\s*<answer>.*?</answer>\\s*$`` (DOTALL) matches, decided in linear time."""
         heads = self._headings
-        p = _WS_RUN.match(text).end()  # type: ignore[union-attr]
+        p = _WS_RUN.match(text).end()
         if not text.startswith(self._r_open, p):
             return False
-        p = _WS_RUN.match(text, p + len(self._r_open)).end()  # type: ignore[union-attr]
+        p = _WS_RUN.match(text, p + len(self._r_open)).end()
         if not text.startswith(heads[0], p):
             return False
         p += len(heads[0])
@@ -986,8 +1146,8 @@ class SeedRubric(Rubric):
             return False
         r_close, a_open = self._r_close, self._a_open
         k = text.find(r_close, p)
-        while 0 <= k:  # earliest "</reasoning>\s*<answer>" after the headings
-            j = _WS_RUN.match(text, k + len(r_close)).end()  # type: ignore[union-attr]
+        while k >= 0:  # earliest "</reasoning>\s*<answer>" after the headings
+            j = _WS_RUN.match(text, k + len(r_close)).end()
             if text.startswith(a_open, j):
                 return j + len(a_open) <= last
             k = text.find(r_close, k + 1)
@@ -998,14 +1158,12 @@ class SeedRubric(Rubric):
 
     @staticmethod
     def _in_order(pos: list[int]) -> bool:
-        return all(p >= 0 for p in pos) and all(a < b for a, b in zip(pos, pos[1:]))
+        return all(p >= 0 for p in pos) and all(a < b for a, b in pairwise(pos))
 
     def format_soft_score(self, text: str) -> float:
         """reward_format_soft: tag pairs, headings and (all present) their order."""
-        score = self.tag_pair if self._block(text, self._r_open, self._r_close) is not None \
-            else -self.tag_pair
-        score += self.tag_pair if self._block(text, self._a_open, self._a_close) is not None \
-            else -self.tag_pair
+        score = self.tag_pair if self._block(text, self._r_open, self._r_close) is not None else -self.tag_pair
+        score += self.tag_pair if self._block(text, self._a_open, self._a_close) is not None else -self.tag_pair
         pos = self._positions(text)
         for p in pos:
             score += self.heading if p >= 0 else -self.heading
@@ -1032,7 +1190,7 @@ class SeedRubric(Rubric):
             e = k + 4
             while e < len(body) and body[e] == "#":
                 e += 1
-            s = _WS_RUN.match(body, e).end()  # type: ignore[union-attr]
+            s = _WS_RUN.match(body, e).end()
             m = _HASH_NUMBER.match(body, s)
             if m is not None:
                 run, frac = m.group(1), m.group(2)
@@ -1139,17 +1297,34 @@ class SeedRubric(Rubric):
         gold = self._gold(answer)
         acc = self.accuracy(pred, gold)
         rows, calc = self._calc_verdicts(text)
-        cast = (self.w_accuracy * acc + self.w_completeness * completeness
-                + self.w_format_bonus * bonus + self.w_calc * calc)
-        return CastTerms(cast, acc, completeness, present, in_order, length, bonus, calc,
-                         tuple(pos), body is not None, has_answer, raw, gold, tuple(rows))
+        cast = (
+            self.w_accuracy * acc
+            + self.w_completeness * completeness
+            + self.w_format_bonus * bonus
+            + self.w_calc * calc
+        )
+        return CastTerms(
+            cast,
+            acc,
+            completeness,
+            present,
+            in_order,
+            length,
+            bonus,
+            calc,
+            tuple(pos),
+            body is not None,
+            has_answer,
+            raw,
+            gold,
+            tuple(rows),
+        )
 
     def cast_score(self, text: str, answer: object = None) -> float:
         """reward_cast_math_and_completeness for one completion."""
         return self.cast_terms(text, answer).cast
 
-    def score(self, text: str, answer: object = None, question: str | None = None,
-              detail: bool = False) -> Grade:
+    def score(self, text: str, answer: object = None, question: str | None = None, detail: bool = False) -> Grade:
         exact = self.exact_format if self.format_exact_ok(text) else 0.0
         soft = self.format_soft_score(text)
         t = self.cast_terms(text, answer)
@@ -1177,10 +1352,14 @@ class SeedRubric(Rubric):
         info = None
         if detail:
             scores = {
-                "accuracy": t.accuracy, "completeness": t.completeness,
-                "headings_present": t.headings_present, "headings_in_order": t.headings_in_order,
-                "length": t.length, "format_bonus": t.format_bonus,
-                "calc_consistency": t.calc_consistency, "calc_lines": float(len(t.calc_rows)),
+                "accuracy": t.accuracy,
+                "completeness": t.completeness,
+                "headings_present": t.headings_present,
+                "headings_in_order": t.headings_in_order,
+                "length": t.length,
+                "format_bonus": t.format_bonus,
+                "calc_consistency": t.calc_consistency,
+                "calc_lines": float(len(t.calc_rows)),
             }
             ref = Fraction(gold) if gold is not None and math.isfinite(gold) else None
             info = Detail(None, None, ref, (), MappingProxyType(scores))
@@ -1193,15 +1372,17 @@ class SeedRubric(Rubric):
 # --------------------------------------------------------------------------------------
 
 DEFAULT_RUBRIC = "dsa-cast"
-RUBRICS: Mapping[str, Rubric] = MappingProxyType({
-    "dsa-cast": DsaCastRubric(),
-    "seed": SeedRubric(),
-    "format": FormatRubric(),
-})
+RUBRICS: Mapping[str, Rubric] = MappingProxyType(
+    {
+        "dsa-cast": DsaCastRubric(),
+        "seed": SeedRubric(),
+        "format": FormatRubric(),
+    }
+)
 """The registered rubrics by name (read-only), each with its documented defaults."""
 
 
-def get_rubric(name: str = DEFAULT_RUBRIC, **options: object) -> Rubric:
+def get_rubric(name: str = DEFAULT_RUBRIC, **options: Any) -> Rubric:
     """The rubric registered as ``name``, with ``options`` replacing its fields, e.g.
     ``get_rubric("dsa-cast", partial_credit=True, percent="number")``."""
     if name not in RUBRICS:
@@ -1212,9 +1393,11 @@ def get_rubric(name: str = DEFAULT_RUBRIC, **options: object) -> Rubric:
     known = {f.name for f in dataclasses.fields(base)}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ValueError(f"rubric {name!r} has no option {', '.join(map(repr, unknown))}; "
-                         f"options: {', '.join(sorted(known - {'name'}))}")
-    return dataclasses.replace(base, **options)  # type: ignore[arg-type]
+        raise ValueError(
+            f"rubric {name!r} has no option {', '.join(map(repr, unknown))}; "
+            f"options: {', '.join(sorted(known - {'name'}))}"
+        )
+    return dataclasses.replace(base, **options)
 
 
 def resolve_rubric(rubric: str | Rubric) -> Rubric:

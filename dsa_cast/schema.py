@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 __all__ = ["DSA", "THINK", "Schema"]
@@ -93,18 +93,12 @@ class Schema:
         for name in ("reasoning_tag", "answer_tag"):
             value = getattr(self, name)
             if not isinstance(value, str) or not _TAG_NAME.fullmatch(value):
-                raise ValueError(
-                    f"Schema.{name} must be a tag name matching [A-Za-z][A-Za-z0-9_.-]*, got {value!r}"
-                )
+                raise ValueError(f"Schema.{name} must be a tag name matching [A-Za-z][A-Za-z0-9_.-]*, got {value!r}")
         if self._tag_key(self.reasoning_tag) == self._tag_key(self.answer_tag):
-            raise ValueError(
-                f"Schema.reasoning_tag and Schema.answer_tag must differ, both are {self.answer_tag!r}"
-            )
+            raise ValueError(f"Schema.reasoning_tag and Schema.answer_tag must differ, both are {self.answer_tag!r}")
         sections = self.sections
         if isinstance(sections, str) or not isinstance(sections, Sequence):
-            raise ValueError(
-                f"Schema.sections must be a sequence of section names, got {type(sections).__name__}"
-            )
+            raise ValueError(f"Schema.sections must be a sequence of section names, got {type(sections).__name__}")
         sections = tuple(sections)
         object.__setattr__(self, "sections", sections)
         if not sections:
@@ -123,8 +117,7 @@ class Schema:
                     "under this schema's matching options"
                 )
             seen[key] = name
-        for name in ("case_sensitive_tags", "case_sensitive_headings", "flexible_separators",
-                     "markdown_headings"):
+        for name in ("case_sensitive_tags", "case_sensitive_headings", "flexible_separators", "markdown_headings"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"Schema.{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("max_findings_per_code", "max_blocks", "max_sections"):
@@ -203,9 +196,14 @@ class Schema:
         heading_at = re.compile(line, re.ASCII)
         heading_names = re.compile(prefix + names_only, re.ASCII)
         keys = {self.heading_key(n): n for n in self.sections}
-        return _Patterns(tags=tags, headings=headings, heading_at=heading_at,
-                         heading_names=heading_names, heading_keys=keys,
-                         spelled={n: n for n in self.sections})
+        return _Patterns(
+            tags=tags,
+            headings=headings,
+            heading_at=heading_at,
+            heading_names=heading_names,
+            heading_keys=keys,
+            spelled={n: n for n in self.sections},
+        )
 
 
 DSA = Schema()

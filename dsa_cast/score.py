@@ -11,6 +11,7 @@ numpy is never imported here). Formulas: ``docs/rewards.md``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
+from typing import Any, cast
 
 from dsa_cast.rubrics import (
     DEFAULT_RUBRIC,
@@ -45,8 +46,14 @@ def _check_question(question: object, where: str) -> str | None:
     raise TypeError(f"{where} must be str or None, got {type(question).__name__}")
 
 
-def grade(completion: str, answer: object = None, *, rubric: str | Rubric = DEFAULT_RUBRIC,
-          question: str | None = None, detail: bool = False) -> Grade:
+def grade(
+    completion: str,
+    answer: object = None,
+    *,
+    rubric: str | Rubric = DEFAULT_RUBRIC,
+    question: str | None = None,
+    detail: bool = False,
+) -> Grade:
     """Grade one completion.
 
     Args:
@@ -61,6 +68,17 @@ def grade(completion: str, answer: object = None, *, rubric: str | Rubric = DEFA
     Raises:
       TypeError: ``completion`` (or ``question``) is not a str, or ``answer`` has an unsupported type.
       ValueError: ``answer`` holds no single number, or ``rubric`` is unknown.
+
+    Example:
+      >>> text = ("<reasoning>\\nPlan:\\nMultiply.\\nReasoning:\\nSix sevens.\\nEvidence:\\n"
+      ...         "CALC: 6*7 = 42\\nSanity_check:\\n42 / 7 = 6.\\n</reasoning>\\n<answer>42</answer>")
+      >>> g = grade(text, "42")
+      >>> g.correct, g.predicted, g.total, g.max_total
+      (True, '42', 7.25, 10.0)
+      >>> dict(g.components)
+      {'format': 1.0, 'structure': 0.75, 'correctness': 5.0, 'evidence': 0.0, 'coherence': 0.5}
+      >>> grade("<answer>41</answer>", "#### 42").issues
+      ('missing_reasoning', 'missing_section')
     """
     if not isinstance(completion, str):
         raise TypeError(f"grade(): completion must be str, got {type(completion).__name__}")
@@ -68,31 +86,37 @@ def grade(completion: str, answer: object = None, *, rubric: str | Rubric = DEFA
     return resolve_rubric(rubric).score(completion, answer, question, detail)
 
 
-def explain(completion: str, answer: object = None, *, rubric: str | Rubric = DEFAULT_RUBRIC,
-            question: str | None = None) -> Grade:
+def explain(
+    completion: str, answer: object = None, *, rubric: str | Rubric = DEFAULT_RUBRIC, question: str | None = None
+) -> Grade:
     """``grade(..., detail=True)``: the grade plus the parse, the extraction and the verdicts."""
     return grade(completion, answer, rubric=rubric, question=question, detail=True)
 
 
-def grade_batch(completions: Sequence[str], answers: Sequence[object] | None = None, *,
-                rubric: str | Rubric = DEFAULT_RUBRIC, questions: Sequence[str] | None = None,
-                detail: bool = False) -> list[Grade]:
+def grade_batch(
+    completions: Sequence[str],
+    answers: Sequence[object] | None = None,
+    *,
+    rubric: str | Rubric = DEFAULT_RUBRIC,
+    questions: Sequence[str] | None = None,
+    detail: bool = False,
+) -> list[Grade]:
     """Grade a list of completions (``answers`` / ``questions`` line up with it, or are None).
 
     Every completion is type-checked before any is graded; errors name the index.
     """
     if isinstance(completions, (str, bytes, Mapping, Set)):
-        raise TypeError(f"grade_batch(): completions must be a sequence of str, got one "
-                        f"{type(completions).__name__}")
+        raise TypeError(f"grade_batch(): completions must be a sequence of str, got one {type(completions).__name__}")
     completions = list(completions)
     n = len(completions)
     for i, c in enumerate(completions):
         if not isinstance(c, str):
             raise TypeError(f"grade_batch(): completions[{i}] must be str, got {type(c).__name__}")
     refs = _column(answers, n, "grade_batch(): answers")
-    qs = _column(questions, n, "grade_batch(): questions")
-    for i, q in enumerate(qs):
+    qs = [
         _check_question(q, f"grade_batch(): questions[{i}]")
+        for i, q in enumerate(_column(questions, n, "grade_batch(): questions"))
+    ]
     r = resolve_rubric(rubric)
     if isinstance(r, DsaCastRubric):  # read each distinct reference once (G completions share one)
         memo: dict[object, object] = {}
@@ -115,7 +139,7 @@ def grade_batch(completions: Sequence[str], answers: Sequence[object] | None = N
     return out
 
 
-def _column(values: Sequence[object] | None, n: int, name: str) -> list:
+def _column(values: Sequence[object] | None, n: int, name: str) -> list[object]:
     """One plain value per completion (None everywhere when ``values`` is None)."""
     if values is None:
         return [None] * n
@@ -139,8 +163,9 @@ def _plain(value: object) -> object:
         try:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ValueError(f"bytes that are not UTF-8 text (invalid byte 0x{value[err.start]:02x} "
-                             f"at offset {err.start})") from None
+            raise ValueError(
+                f"bytes that are not UTF-8 text (invalid byte 0x{value[err.start]:02x} at offset {err.start})"
+            ) from None
     if value is None or isinstance(value, (str, int, float)):
         return value
     item = getattr(value, "item", None)
@@ -153,43 +178,44 @@ def _plain(value: object) -> object:
 # The seed notebook's reward functions (Tunix signature), backed by the "seed" rubric.
 # --------------------------------------------------------------------------------------
 
-_SEED = RUBRICS["seed"]
+_seed = RUBRICS["seed"]
+assert isinstance(_seed, SeedRubric)
+_SEED: SeedRubric = _seed
 assert isinstance(_SEED, SeedRubric)
 
 
 def _texts(completions: Sequence[str], fn: str) -> list[str]:
     if isinstance(completions, (str, bytes, Mapping, Set)):
         raise TypeError(f"{fn}(): completions must be a sequence of str, got one {type(completions).__name__}")
-    out = []
+    out: list[object] = []
     for i, c in enumerate(completions):
         try:
             out.append(_plain(c))
         except ValueError as err:
             raise ValueError(f"{fn}(): completions[{i}]: {err}") from None
-    for i, c in enumerate(out):
-        if not isinstance(c, str):
-            raise TypeError(f"{fn}(): completions[{i}] must be str, got {type(c).__name__}")
-    return out  # type: ignore[return-value]
+    for i, v in enumerate(out):
+        if not isinstance(v, str):
+            raise TypeError(f"{fn}(): completions[{i}] must be str, got {type(v).__name__}")
+    return cast(list[str], out)  # every entry checked just above
 
 
-def reward_format_exact(prompts, completions, **kwargs) -> list[float]:
+def reward_format_exact(prompts: object, completions: Sequence[str], **kwargs: Any) -> list[float]:
     """The seed's exact-format reward: 3.0 for the exact layout, else 0.0."""
-    return [_SEED.exact_format if _SEED.format_exact_ok(c) else 0.0
-            for c in _texts(completions, "reward_format_exact")]
+    return [_SEED.exact_format if _SEED.format_exact_ok(c) else 0.0 for c in _texts(completions, "reward_format_exact")]
 
 
-def reward_format_soft(prompts, completions, **kwargs) -> list[float]:
+def reward_format_soft(prompts: object, completions: Sequence[str], **kwargs: Any) -> list[float]:
     """The seed's soft-format reward: +/- for tag pairs, headings and their order (-5 .. +6)."""
     return [_SEED.format_soft_score(c) for c in _texts(completions, "reward_format_soft")]
 
 
-def reward_cast_math_and_completeness(prompts, completions, **kwargs) -> list[float]:
+def reward_cast_math_and_completeness(prompts: object, completions: Sequence[str], **kwargs: Any) -> list[float]:
     """The seed's CAST reward: 3 x accuracy + 2 x completeness + 1 x format bonus + 1 x CALC
     consistency, against ``kwargs["answer"]`` (one reference per completion)."""
     texts = _texts(completions, "reward_cast_math_and_completeness")
     refs = _column(kwargs.get("answer"), len(texts), "reward_cast_math_and_completeness(): answer")
     out = []
-    for i, (c, r) in enumerate(zip(texts, refs)):
+    for i, (c, r) in enumerate(zip(texts, refs, strict=True)):
         try:
             out.append(_SEED.cast_score(c, r))
         except (TypeError, ValueError) as err:

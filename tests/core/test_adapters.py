@@ -17,7 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from dsa_cast import adapters
@@ -78,8 +78,14 @@ def _tunix_call(fn, completions, answers, questions=None, **extra):
     cols = {"answer": FakeArray(answers)}
     if questions is not None:
         cols["question"] = FakeArray(questions)
-    return fn(prompts=["p"] * len(completions), completions=completions, mode="train",
-              trajectory_ids=list(range(len(completions))), **cols, **extra)
+    return fn(
+        prompts=["p"] * len(completions),
+        completions=completions,
+        mode="train",
+        trajectory_ids=list(range(len(completions))),
+        **cols,
+        **extra,
+    )
 
 
 # -- names and sums ----------------------------------------------------------------------
@@ -109,12 +115,12 @@ def test_tunix_components_sum_to_grade_total(name):
         assert math.fsum(values) == pytest.approx(g.total, abs=1e-12)
 
 
-@settings(max_examples=60, deadline=None)
 @given(
     texts=st.lists(
-        st.text(alphabet=st.sampled_from(list("<>/reasoninganswrPlRmEvdcSy_k:= 0123456789*+\n")),
-                max_size=120),
-        min_size=1, max_size=4),
+        st.text(alphabet=st.sampled_from(list("<>/reasoninganswrPlRmEvdcSy_k:= 0123456789*+\n")), max_size=120),
+        min_size=1,
+        max_size=4,
+    ),
     ref=st.integers(-50, 50),
 )
 def test_property_tunix_never_none_finite_and_sums(texts, ref):
@@ -133,10 +139,19 @@ def test_property_tunix_never_none_finite_and_sums(texts, ref):
 def test_tunix_numpy_like_columns_repeated_per_generation_and_extra_params():
     fns = tunix_rewards()
     completions = [GOOD, WRONG, GOOD, MALFORMED]  # rows p0,p0,p1,p1
-    out = [f(prompts=["p0", "p0", "p1", "p1"], completions=completions,
-             answer=FakeArray(["42", "42", "7", "7"]), question=FakeArray([QUESTION] * 4),
-             mode="eval", trajectory_ids=["a", "b", "c", "d"], num_generations=2) for f in fns]
-    correctness = dict(zip([f.__name__ for f in fns], out))["dsa_cast_correctness"]
+    out = [
+        f(
+            prompts=["p0", "p0", "p1", "p1"],
+            completions=completions,
+            answer=FakeArray(["42", "42", "7", "7"]),
+            question=FakeArray([QUESTION] * 4),
+            mode="eval",
+            trajectory_ids=["a", "b", "c", "d"],
+            num_generations=2,
+        )
+        for f in fns
+    ]
+    correctness = dict(zip([f.__name__ for f in fns], out, strict=True))["dsa_cast_correctness"]
     assert correctness == [5.0, 0.0, 0.0, 0.0]
     assert all(len(col) == 4 and None not in col for col in out)
 
@@ -145,9 +160,16 @@ def test_tunix_with_real_numpy_arrays():
     np = pytest.importorskip("numpy")  # only in the full venv; the duck-typed test covers core
     fns = tunix_rewards()
     answers = np.repeat(np.array(["42", "#### 41"]), 2)  # '<U7' array, repeated per generation
-    out = [f(prompts=["a", "a", "b", "b"], completions=[GOOD, WRONG, GOOD, WRONG],
-             answer=answers, question=np.array([QUESTION] * 4, dtype=object), mode="train")
-           for f in fns]
+    out = [
+        f(
+            prompts=["a", "a", "b", "b"],
+            completions=[GOOD, WRONG, GOOD, WRONG],
+            answer=answers,
+            question=np.array([QUESTION] * 4, dtype=object),
+            mode="train",
+        )
+        for f in fns
+    ]
     assert [c[2] for c in out][2] == 0.0 and [c[0] for c in out][2] == 5.0
     num = tunix_rewards()[2](prompts=["x"], completions=[GOOD], answer=np.array([42]))
     assert num == [5.0]  # numpy integer references read as plain ints
@@ -237,8 +259,7 @@ def test_trl_plain_and_conversational_completions_agree():
 
 def test_trl_reference_column_is_configurable_and_none_skips():
     fns = trl_rewards(answer_field="solution")
-    out = [f(["p"] * 3, [GOOD] * 3, solution=["42", None, "#### 42"], trainer_state=object())
-           for f in fns]
+    out = [f(["p"] * 3, [GOOD] * 3, solution=["42", None, "#### 42"], trainer_state=object()) for f in fns]
     assert all(col[1] is None for col in out)
     assert out[2] == [5.0, None, 5.0]
     fmt = trl_rewards("format")[0](["p"], [GOOD])  # a rubric that reads no reference never skips
@@ -249,8 +270,11 @@ def test_trl_logs_breakdown_once_per_batch():
     extra: list[tuple[str, list]] = []
     metrics: list[tuple[str, float]] = []
     fns = trl_rewards()
-    kw = {"answer": ["42", "42", "42"], "log_extra": lambda c, v: extra.append((c, v)),
-          "log_metric": lambda n, v: metrics.append((n, v))}
+    kw = {
+        "answer": ["42", "42", "42"],
+        "log_extra": lambda c, v: extra.append((c, v)),
+        "log_metric": lambda n, v: metrics.append((n, v)),
+    }
     for f in fns:
         f(["p"] * 3, [GOOD, WRONG, MALFORMED], **kw)
     assert [c for c, _ in extra] == ["dsa_cast/predicted", "dsa_cast/correct", "dsa_cast/issues"]
@@ -331,10 +355,22 @@ def test_completion_text_formats():
     assert completion_text("x") == "x"
     assert completion_text([{"role": "assistant", "content": "a"}]) == "a"
     assert completion_text({"role": "assistant", "content": "a"}) == "a"
-    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "a"},
-                                                              {"type": "image"}, {"text": "b"}]}]) == "ab"
-    assert completion_text([{"role": "tool", "content": "t"}, {"role": "assistant", "content": "a"},
-                            {"role": "assistant", "content": "b"}]) == "a\nb"
+    assert (
+        completion_text(
+            [{"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "image"}, {"text": "b"}]}]
+        )
+        == "ab"
+    )
+    assert (
+        completion_text(
+            [
+                {"role": "tool", "content": "t"},
+                {"role": "assistant", "content": "a"},
+                {"role": "assistant", "content": "b"},
+            ]
+        )
+        == "a\nb"
+    )
     with pytest.raises(TypeError, match="message 0"):
         completion_text(["bare string"])
     with pytest.raises(TypeError):
@@ -350,8 +386,11 @@ def test_verl_compute_score_single_and_batch():
     assert single["score"] == g.total and single["acc"] == 1.0 and single["pred"] == "42"
     assert {k: single[k] for k in g.components} == dict(g.components)
     results = compute_score_batch(
-        data_sources=FakeArray(["openai/gsm8k"] * 4), solution_strs=TEXTS,
-        ground_truths=FakeArray(["42"] * 4), extra_infos=FakeArray([{"question": QUESTION}] * 4))
+        data_sources=FakeArray(["openai/gsm8k"] * 4),
+        solution_strs=TEXTS,
+        ground_truths=FakeArray(["42"] * 4),
+        extra_infos=FakeArray([{"question": QUESTION}] * 4),
+    )
     assert results[0] == single
     assert len({tuple(r) for r in results}) == 1  # same keys for every item (reward_extra_info)
     assert [r["score"] for r in results] == [grade(t, "42", question=QUESTION).total for t in TEXTS]
@@ -372,8 +411,9 @@ def test_verl_reward_kwargs_select_the_rubric():
 
 def test_openrlhf_strips_prompt_and_returns_lists_without_torch(monkeypatch):
     real = adapters.importlib.util.find_spec
-    monkeypatch.setattr(adapters.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "torch" else real(name, *a))
+    monkeypatch.setattr(
+        adapters.importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
     prompt = "<start_of_turn>user\nQ<end_of_turn>\n<start_of_turn>model\n"
     out = reward_func([prompt + GOOD, prompt + WRONG], [prompt, prompt], ["42", "42"])
     assert out["rewards"] == [grade(GOOD, "42").total, grade(WRONG, "42").total]
@@ -445,19 +485,26 @@ def test_thread_pool_and_asyncio_to_thread():
     expected = _sequential(tunix_rewards(), BATCHES)
     jobs = [(i % len(BATCHES), f) for i in range(40) for f in fns]
     with ThreadPoolExecutor(max_workers=8) as ex:
-        results = list(ex.map(lambda j: (j[0], j[1].__name__,
-                                         j[1](["p"] * len(BATCHES[j[0]]), BATCHES[j[0]],
-                                              answer=["42"] * len(BATCHES[j[0]]))), jobs))
+        results = list(
+            ex.map(
+                lambda j: (
+                    j[0],
+                    j[1].__name__,
+                    j[1](["p"] * len(BATCHES[j[0]]), BATCHES[j[0]], answer=["42"] * len(BATCHES[j[0]])),
+                ),
+                jobs,
+            )
+        )
     names = [f.__name__ for f in fns]
     for b, name, values in results:
         assert values == expected[b][names.index(name)]
 
     async def main():
-        return await asyncio.gather(*(asyncio.to_thread(compute_score_batch, ["s"] * len(b), b,
-                                                        ["42"] * len(b)) for b in BATCHES))
+        return await asyncio.gather(
+            *(asyncio.to_thread(compute_score_batch, ["s"] * len(b), b, ["42"] * len(b)) for b in BATCHES)
+        )
 
-    assert asyncio.run(main()) == [compute_score_batch(["s"] * len(b), b, ["42"] * len(b))
-                                   for b in BATCHES]
+    assert asyncio.run(main()) == [compute_score_batch(["s"] * len(b), b, ["42"] * len(b)) for b in BATCHES]
 
 
 def test_batch_grader_reports_type_errors_with_index():
@@ -513,10 +560,15 @@ def _plain_signature(fn) -> str:
     return f"{fn.__name__}({', '.join(parts)})"
 
 
-@pytest.mark.parametrize("page, fns", [
-    ("tunix.md", [tunix_rewards]), ("trl.md", [trl_rewards]),
-    ("verl.md", [compute_score, compute_score_batch]), ("openrlhf.md", [reward_func]),
-])
+@pytest.mark.parametrize(
+    "page, fns",
+    [
+        ("tunix.md", [tunix_rewards]),
+        ("trl.md", [trl_rewards]),
+        ("verl.md", [compute_score, compute_score_batch]),
+        ("openrlhf.md", [reward_func]),
+    ],
+)
 def test_docs_state_the_real_signatures(page, fns):
     text = (DOCS / page).read_text(encoding="utf-8")
     for fn in fns:
@@ -587,8 +639,12 @@ def test_mappings_and_sets_are_not_columns():
 
 
 def test_trl_content_as_a_list_of_plain_strings_is_its_text():
-    msg = [{"role": "assistant", "content": [GOOD[:50], {"type": "text", "text": GOOD[50:]},
-                                             {"type": "image", "url": "x"}]}]
+    msg = [
+        {
+            "role": "assistant",
+            "content": [GOOD[:50], {"type": "text", "text": GOOD[50:]}, {"type": "image", "url": "x"}],
+        }
+    ]
     assert completion_text(msg) == GOOD
     fns = trl_rewards()
     assert sum(f(prompts=["p"], completions=[msg], answer=["42"])[0] for f in fns) == grade(GOOD, "42").total

@@ -6,7 +6,7 @@ import operator
 from fractions import Fraction
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dsa_cast.claims import (
@@ -151,8 +151,10 @@ Natalia sold 48/2 = <<48/2=24>>24 clips (48/2=24). 5 = 5. 7-2=6
 
 
 def _summary(text: str) -> list[tuple]:
-    return [(v.claim.kind, v.claim.expr, v.claim.stated, text[v.claim.start:v.claim.end], v.ok, v.reason)
-            for v in check_claims(text)]
+    return [
+        (v.claim.kind, v.claim.expr, v.claim.stated, text[v.claim.start : v.claim.end], v.ok, v.reason)
+        for v in check_claims(text)
+    ]
 
 
 def test_claim_examples() -> None:
@@ -202,7 +204,10 @@ def test_rounding_and_calc_rules(line: str, ok: bool | None, reason: str | None)
 def test_calc_line_with_several_equals_gives_one_claim_per_pair() -> None:
     verdicts = check_claims("CALC: 12 + 8 = 20 = 4 * 5 = 21")
     assert [(v.claim.expr, v.claim.stated, v.ok) for v in verdicts] == [
-        ("12 + 8", "20", True), ("4 * 5", "20", True), ("4 * 5", "21", False)]
+        ("12 + 8", "20", True),
+        ("4 * 5", "20", True),
+        ("4 * 5", "21", False),
+    ]
 
 
 CHAIN_CONTEXT = [
@@ -238,7 +243,7 @@ def test_claim_spans_and_order() -> None:
     claims = find_claims(text)
     assert [c.kind for c in claims] == ["chain", "annotation", "calc", "chain"]
     assert [c.start for c in claims] == sorted(c.start for c in claims)
-    assert [text[c.start:c.end] for c in claims] == ["1+1=2", "<<2*3=6>>", "CALC: 3-1 = 2", "4/2 = 2"]
+    assert [text[c.start : c.end] for c in claims] == ["1+1=2", "<<2*3=6>>", "CALC: 3-1 = 2", "4/2 = 2"]
 
 
 def test_find_claims_rejects_non_str() -> None:
@@ -352,7 +357,6 @@ def _render(tree, draw) -> str:  # type: ignore[no-untyped-def]
 BIG = Limits(max_expr_chars=4096, max_tokens=4096, max_depth=256, max_result_bits=1 << 16)
 
 
-@settings(deadline=None)
 @given(tree=_trees(), data=st.data())
 def test_evaluator_agrees_with_fraction_arithmetic(tree, data: st.DataObject) -> None:  # type: ignore[no-untyped-def]
     text = _render(tree, data.draw)
@@ -380,7 +384,7 @@ def test_precedence_and_left_associativity(case) -> None:  # type: ignore[no-unt
     nums, ops = case
     # reference: fold * and / first, left to right, then + and -
     terms, signs = [nums[0]], []
-    for op, n in zip(ops, nums[1:]):
+    for op, n in zip(ops, nums[1:], strict=True):
         if op in "*/":
             if op == "/" and n == 0:
                 terms = None  # type: ignore[assignment]
@@ -389,13 +393,13 @@ def test_precedence_and_left_associativity(case) -> None:  # type: ignore[no-unt
         else:
             terms.append(n)
             signs.append(op)
-    text = _leaf_text(nums[0]) + "".join(f" {op} {_leaf_text(n)}" for op, n in zip(ops, nums[1:]))
+    text = _leaf_text(nums[0]) + "".join(f" {op} {_leaf_text(n)}" for op, n in zip(ops, nums[1:], strict=True))
     if terms is None:
         with pytest.raises(EvalError):
             evaluate(text, BIG)
         return
     expected = terms[0]
-    for sign, t in zip(signs, terms[1:]):
+    for sign, t in zip(signs, terms[1:], strict=True):
         expected = expected + t if sign == "+" else expected - t
     assert evaluate(text, BIG) == expected
 
@@ -438,7 +442,6 @@ CLAIMISH = st.lists(
 ).map("".join)
 
 
-@settings(deadline=None)
 @given(st.one_of(st.text(max_size=300), CLAIMISH), st.integers(0, 8))
 def test_find_and_check_never_raise_and_are_capped(text: str, cap: int) -> None:
     limits = Limits(max_claims=cap)
@@ -459,7 +462,6 @@ def _has_binary(tree) -> bool:  # type: ignore[no-untyped-def]
     return tree[0] in ("bin", "pow") or (tree[0] == "neg" and _has_binary(tree[1]))
 
 
-@settings(deadline=None)
 @given(
     tree=_trees(max_leaves=6),
     data=st.data(),
@@ -496,17 +498,48 @@ def test_true_claims_hold_and_perturbed_ones_fail(tree, data, template: str, del
 # soups of the common grammar, precedence and tight fractions included.
 # ---------------------------------------------------------------------------------------
 
-SOUP_TOKENS = ["1", "2", "3", "12", "0", "2.5", "0.50", "$4", "1,200", ".5", "+", "-", "−", "–",
-               "*", "x", "×", "·", "/", "÷", "\\div", "%", "(", ")", "[", "]", "^", "**", " ", "1e2"]
+SOUP_TOKENS = [
+    "1",
+    "2",
+    "3",
+    "12",
+    "0",
+    "2.5",
+    "0.50",
+    "$4",
+    "1,200",
+    ".5",
+    "+",
+    "-",
+    "−",
+    "–",
+    "*",
+    "x",
+    "×",
+    "·",
+    "/",
+    "÷",
+    "\\div",
+    "%",
+    "(",
+    ")",
+    "[",
+    "]",
+    "^",
+    "**",
+    " ",
+    "1e2",
+]
 
 
-@settings(deadline=None, max_examples=400)
-@given(parts=st.lists(st.sampled_from(SOUP_TOKENS), min_size=1, max_size=14),
-       spaces=st.lists(st.sampled_from(["", " "]), min_size=14, max_size=14))
+@given(
+    parts=st.lists(st.sampled_from(SOUP_TOKENS), min_size=1, max_size=14),
+    spaces=st.lists(st.sampled_from(["", " "]), min_size=14, max_size=14),
+)
 def test_fast_path_agrees_with_full_parser(parts: list[str], spaces: list[str]) -> None:
     from dsa_cast.claims import _analyze, _eval, _has_operation, _parse
 
-    expr = "".join(p + s for p, s in zip(parts, spaces))
+    expr = "".join(p + s for p, s in zip(parts, spaces, strict=False))
     try:
         tree = _parse(expr, DEFAULT_LIMITS)
     except EvalError as err:

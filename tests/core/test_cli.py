@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dsa_cast.cli import main
@@ -37,8 +37,7 @@ def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
 
 
 def write_jsonl(path: Path, records: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records),
-                    encoding="utf-8")
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), encoding="utf-8")
     return path
 
 
@@ -50,15 +49,26 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def test_grade_with_references_in_the_records(tmp_path):
-    src = write_jsonl(tmp_path / "outs.jsonl", [
-        {"id": "a", "completion": GOOD, "answer": "42"},
-        {"id": "b", "completion": WRONG, "answer": "#### 42"},
-        {"id": "c", "completion": "<answer>42</answer>", "answer": 42},
-    ])
+    src = write_jsonl(
+        tmp_path / "outs.jsonl",
+        [
+            {"id": "a", "completion": GOOD, "answer": "42"},
+            {"id": "b", "completion": WRONG, "answer": "#### 42"},
+            {"id": "c", "completion": "<answer>42</answer>", "answer": 42},
+        ],
+    )
     code, out, err = run("grade", str(src), "--out", str(tmp_path / "rep"), "--no-plots")
     assert code == 0, err
-    for label in ("accuracy", "format adherence", "section Plan", "section Sanity_check",
-                  "evidence validity", "coherence", "mean total", "top issues"):
+    for label in (
+        "accuracy",
+        "format adherence",
+        "section Plan",
+        "section Sanity_check",
+        "evidence validity",
+        "coherence",
+        "mean total",
+        "top issues",
+    ):
         assert label in out
     results = read_jsonl(tmp_path / "rep" / "results.jsonl")
     assert [r["id"] for r in results] == ["a", "b", "c"]
@@ -75,20 +85,22 @@ def test_grade_with_references_in_the_records(tmp_path):
 
 
 def test_grade_joins_gsm8k_answers_by_order_and_by_id(tmp_path):
-    refs = write_jsonl(tmp_path / "refs.jsonl", [
-        {"question": "Six boxes of 7 apples. How many apples?", "answer": "6*7=<<6*7=42>>42\n#### 42"},
-        {"question": "What is 3 + 4?", "answer": "3+4=7\n#### 7"},
-    ])
+    refs = write_jsonl(
+        tmp_path / "refs.jsonl",
+        [
+            {"question": "Six boxes of 7 apples. How many apples?", "answer": "6*7=<<6*7=42>>42\n#### 42"},
+            {"question": "What is 3 + 4?", "answer": "3+4=7\n#### 7"},
+        ],
+    )
     outs = write_jsonl(tmp_path / "outs.jsonl", [{"completion": GOOD}, {"completion": GOOD}])
-    code, _, err = run("grade", str(outs), "--answers", str(refs), "--out", str(tmp_path / "o"),
-                       "--no-plots")
+    code, _, err = run("grade", str(outs), "--answers", str(refs), "--out", str(tmp_path / "o"), "--no-plots")
     assert code == 0, err
     assert [r["correct"] for r in read_jsonl(tmp_path / "o" / "results.jsonl")] == [True, False]
     # by id: a GSM8K file has no id field, so its record numbers are the ids
-    by_id = write_jsonl(tmp_path / "ids.jsonl", [{"id": 1, "completion": GOOD},
-                                                 {"id": "0", "completion": GOOD}])
-    code, _, err = run("grade", str(by_id), "--answers", str(refs), "--join", "id",
-                       "--out", str(tmp_path / "i"), "--no-plots")
+    by_id = write_jsonl(tmp_path / "ids.jsonl", [{"id": 1, "completion": GOOD}, {"id": "0", "completion": GOOD}])
+    code, _, err = run(
+        "grade", str(by_id), "--answers", str(refs), "--join", "id", "--out", str(tmp_path / "i"), "--no-plots"
+    )
     assert code == 0, err
     assert [r["correct"] for r in read_jsonl(tmp_path / "i" / "results.jsonl")] == [False, True]
 
@@ -97,12 +109,14 @@ def test_grade_against_the_real_gsm8k_test_file(tmp_path):
     refs = tmp_path / "test.jsonl"
     refs.write_bytes(gzip.decompress(GSM8K_TEST.read_bytes()))
     first = json.loads(refs.read_text(encoding="utf-8").splitlines()[0])  # answer 18
-    outs = write_jsonl(tmp_path / "outs.jsonl", [
-        {"id": 0, "completion": GOOD.replace("42", "18")},
-        {"id": 1, "completion": GOOD.replace("42", "3")},
-    ])
-    code, out, err = run("grade", str(outs), "--answers", str(refs), "--out",
-                         str(tmp_path / "o"), "--no-plots")
+    outs = write_jsonl(
+        tmp_path / "outs.jsonl",
+        [
+            {"id": 0, "completion": GOOD.replace("42", "18")},
+            {"id": 1, "completion": GOOD.replace("42", "3")},
+        ],
+    )
+    code, out, err = run("grade", str(outs), "--answers", str(refs), "--out", str(tmp_path / "o"), "--no-plots")
     assert code == 0, err  # join auto -> id (the outputs have ids)
     assert first["answer"].endswith("#### 18")
     assert [r["correct"] for r in read_jsonl(tmp_path / "o" / "results.jsonl")] == [True, True]
@@ -110,9 +124,15 @@ def test_grade_against_the_real_gsm8k_test_file(tmp_path):
 
 
 def test_bad_line_names_file_and_line_and_keeps_what_was_written(tmp_path):
-    src = write_jsonl(tmp_path / "outs.jsonl",
-                      [{"completion": GOOD, "answer": 42}, {"completion": WRONG, "answer": 42},
-                       "{not json", {"completion": GOOD, "answer": 42}])
+    src = write_jsonl(
+        tmp_path / "outs.jsonl",
+        [
+            {"completion": GOOD, "answer": 42},
+            {"completion": WRONG, "answer": 42},
+            "{not json",
+            {"completion": GOOD, "answer": 42},
+        ],
+    )
     code, out, err = run("grade", str(src), "--out", str(tmp_path / "rep"), "--no-plots")
     assert code == 2
     assert f"{src}:3: invalid JSON" in err
@@ -121,12 +141,15 @@ def test_bad_line_names_file_and_line_and_keeps_what_was_written(tmp_path):
     assert summary["complete"] is False and summary["n"] == 2 and ":3:" in summary["error"]
 
 
-@pytest.mark.parametrize("record, message", [
-    ({"text": GOOD}, "no 'completion' field (fields: text); use --completion-field"),
-    ({"completion": GOOD, "answer": "lots"}, "reference (field 'answer'): answer 'lots'"),
-    ({"completion": 5}, "field 'completion': a completion must be a str"),
-    ([1, 2], "expected a JSON object, got list"),
-])
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({"text": GOOD}, "no 'completion' field (fields: text); use --completion-field"),
+        ({"completion": GOOD, "answer": "lots"}, "reference (field 'answer'): answer 'lots'"),
+        ({"completion": 5}, "field 'completion': a completion must be a str"),
+        ([1, 2], "expected a JSON object, got list"),
+    ],
+)
 def test_each_kind_of_bad_record(tmp_path, record, message):
     src = write_jsonl(tmp_path / "o.jsonl", [{"completion": GOOD}, record])
     code, _, err = run("grade", str(src), "--out", str(tmp_path / "r"), "--no-plots")
@@ -134,9 +157,17 @@ def test_each_kind_of_bad_record(tmp_path, record, message):
 
 
 def test_skip_bad_goes_on_and_counts(tmp_path):
-    src = write_jsonl(tmp_path / "o.jsonl", [
-        {"completion": GOOD, "answer": 42}, "nope", "", {"completion": 1},
-        "\xff", {"completion": WRONG, "answer": 42}])
+    src = write_jsonl(
+        tmp_path / "o.jsonl",
+        [
+            {"completion": GOOD, "answer": 42},
+            "nope",
+            "",
+            {"completion": 1},
+            "\xff",
+            {"completion": WRONG, "answer": 42},
+        ],
+    )
     src.write_bytes(src.read_bytes().replace("\xff".encode(), b"\xff"))  # a non-UTF-8 line
     code, out, err = run("grade", str(src), "--skip-bad", "--out", str(tmp_path / "r"), "--no-plots")
     assert code == 0
@@ -147,8 +178,7 @@ def test_skip_bad_goes_on_and_counts(tmp_path):
 
 
 def test_join_errors(tmp_path):
-    refs = write_jsonl(tmp_path / "refs.jsonl", [{"id": "x", "answer": "#### 1"},
-                                                 {"id": "x", "answer": "#### 2"}])
+    refs = write_jsonl(tmp_path / "refs.jsonl", [{"id": "x", "answer": "#### 1"}, {"id": "x", "answer": "#### 2"}])
     outs = write_jsonl(tmp_path / "outs.jsonl", [{"id": "x", "completion": GOOD}])
     code, _, err = run("grade", str(outs), "--answers", str(refs), "--out", str(tmp_path / "r"))
     assert code == 2 and f"{refs}:2: duplicate id 'x' (first at line 1)" in err
@@ -157,12 +187,10 @@ def test_join_errors(tmp_path):
     code, _, err = run("grade", str(outs), "--answers", str(refs), "--out", str(tmp_path / "r"))
     assert code == 2 and f"{outs}:1: id 'y' is not in {refs}" in err
     outs = write_jsonl(tmp_path / "outs.jsonl", [{"completion": GOOD}, {"completion": GOOD}])
-    code, _, err = run("grade", str(outs), "--answers", str(refs), "--join", "order",
-                       "--out", str(tmp_path / "r"))
+    code, _, err = run("grade", str(outs), "--answers", str(refs), "--join", "order", "--out", str(tmp_path / "r"))
     assert code == 2 and f"{outs}:2: no matching record in {refs} (it has only 1 records)" in err
     refs = write_jsonl(tmp_path / "refs.jsonl", [{"solution": "1"}])
-    code, _, err = run("grade", str(outs), "--answers", str(refs), "--join", "order",
-                       "--out", str(tmp_path / "r"))
+    code, _, err = run("grade", str(outs), "--answers", str(refs), "--join", "order", "--out", str(tmp_path / "r"))
     assert code == 2 and f"{refs}:1: no 'answer' field" in err
 
 
@@ -185,8 +213,7 @@ def test_plots_without_matplotlib_and_progress_without_tqdm(tmp_path, monkeypatc
 
 def test_plots_with_matplotlib(tmp_path):
     pytest.importorskip("matplotlib")  # the plot extra; the table test above covers core
-    src = write_jsonl(tmp_path / "o.jsonl", [{"completion": GOOD, "answer": 42},
-                                             {"completion": "x", "answer": 42}])
+    src = write_jsonl(tmp_path / "o.jsonl", [{"completion": GOOD, "answer": 42}, {"completion": "x", "answer": 42}])
     code, out, _ = run("grade", str(src), "--out", str(tmp_path / "r"))
     assert code == 0
     for name in ("components.png", "issues.png"):
@@ -195,11 +222,24 @@ def test_plots_with_matplotlib(tmp_path):
 
 
 def test_conversational_completions_and_custom_fields(tmp_path):
-    src = write_jsonl(tmp_path / "o.jsonl", [
-        {"uid": 7, "messages": [{"role": "assistant", "content": GOOD}], "gold": "42"}])
-    code, _, err = run("grade", str(src), "--completion-field", "messages", "--answer-field", "gold",
-                       "--id-field", "uid", "--out", str(tmp_path / "r"), "--no-plots",
-                       "--rubric", "seed")
+    src = write_jsonl(
+        tmp_path / "o.jsonl", [{"uid": 7, "messages": [{"role": "assistant", "content": GOOD}], "gold": "42"}]
+    )
+    code, _, err = run(
+        "grade",
+        str(src),
+        "--completion-field",
+        "messages",
+        "--answer-field",
+        "gold",
+        "--id-field",
+        "uid",
+        "--out",
+        str(tmp_path / "r"),
+        "--no-plots",
+        "--rubric",
+        "seed",
+    )
     assert code == 0, err
     (rec,) = read_jsonl(tmp_path / "r" / "results.jsonl")
     assert rec["id"] == 7 and rec["correct"] is True
@@ -218,9 +258,25 @@ print(rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, out.getvalue().spl
 def _grade_in_fresh_process(src: Path, out: Path) -> tuple[int, int, str]:
     """Exit code, peak RSS (KiB, Linux) and the table's first line of a fresh interpreter."""
     proc = subprocess.run(
-        [sys.executable, "-c", _PEAK_RSS, "grade", str(src), "--rubric", "format", "--out", str(out),
-         "--no-plots", "--progress", "off"],
-        capture_output=True, text=True, timeout=300, check=True)
+        [
+            sys.executable,
+            "-c",
+            _PEAK_RSS,
+            "grade",
+            str(src),
+            "--rubric",
+            "format",
+            "--out",
+            str(out),
+            "--no-plots",
+            "--progress",
+            "off",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     rc, rss, first = proc.stdout.split(maxsplit=2)
     return int(rc), int(rss), first.strip()
 
@@ -230,8 +286,10 @@ def test_streams_100k_lines_in_bounded_memory(tmp_path):
         src = tmp_path / f"n{n}.jsonl"
         with src.open("w", encoding="utf-8") as fh:
             for i in range(n):
-                fh.write(json.dumps({"id": i, "completion": f"<reasoning>Plan: x{i}</reasoning>"
-                                                            f"<answer>{i % 7}</answer>"}) + "\n")
+                fh.write(
+                    json.dumps({"id": i, "completion": f"<reasoning>Plan: x{i}</reasoning><answer>{i % 7}</answer>"})
+                    + "\n"
+                )
         return src
 
     rc_small, rss_small, _ = _grade_in_fresh_process(make(1_000), tmp_path / "r1")
@@ -246,16 +304,22 @@ def test_streams_100k_lines_in_bounded_memory(tmp_path):
 
 def test_summary_state_is_constant_size():
     def item(i: int) -> ItemResult:
-        return ItemResult(total=(i * 7919) % 1000 / 100.0, max_total=10.0,
-                          components={"a": i % 3 / 2.0, "b": ((i * 31) % 997) / 99.7},
-                          correct=bool(i % 2), issues=("x", f"code{i % 5}"), exact_format=i % 4 == 0,
-                          sections_present=("Plan",), evidence_checked=i % 3, evidence_ok=i % 2,
-                          coherence=0.5)
+        return ItemResult(
+            total=(i * 7919) % 1000 / 100.0,
+            max_total=10.0,
+            components={"a": i % 3 / 2.0, "b": ((i * 31) % 997) / 99.7},
+            correct=bool(i % 2),
+            issues=("x", f"code{i % 5}"),
+            exact_format=i % 4 == 0,
+            sections_present=("Plan",),
+            evidence_checked=i % 3,
+            evidence_ok=i % 2,
+            coherence=0.5,
+        )
 
     def size(s: Summary) -> int:
         hists = [s.total_hist, *s.component_hists.values()]
-        return (len(s.issue_counts) + len(s.component_sums) + len(s.section_counts)
-                + sum(len(h.bins) for h in hists))
+        return len(s.issue_counts) + len(s.component_sums) + len(s.section_counts) + sum(len(h.bins) for h in hists)
 
     s = Summary(ReportConfig(histogram_bins=64))
     for i in range(1_000):
@@ -287,9 +351,19 @@ def test_bounded_histogram_merges_exactly():
 def test_explain_argument_shows_parse_issues_claims_and_components():
     code, out, err = run("explain", "--answer", "42", GOOD + " thanks")
     assert code == 0, err
-    for needle in ("total:", "correct: True", "predicted: 42", "components:", "correctness",
-                   "Plan", "Sanity_check", "text_after", "false_claim", "ok    calc       6*7 = 42",
-                   "FALSE calc       6+7 = 14  -> 13  [mismatch]"):
+    for needle in (
+        "total:",
+        "correct: True",
+        "predicted: 42",
+        "components:",
+        "correctness",
+        "Plan",
+        "Sanity_check",
+        "text_after",
+        "false_claim",
+        "ok    calc       6*7 = 42",
+        "FALSE calc       6+7 = 14  -> 13  [mismatch]",
+    ):
         assert needle in out
 
 
@@ -313,11 +387,15 @@ def test_explain_json_and_errors():
 
 
 def test_python_dash_m_entry_point(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "dsa_cast", "explain", "--answer", "42", "-"],
-                          input=GOOD, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dsa_cast", "explain", "--answer", "42", "-"],
+        input=GOOD,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0 and "correct: True" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "dsa_cast", "grade"], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "dsa_cast", "grade"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "usage" in proc.stderr
 
 
@@ -333,8 +411,11 @@ def test_docs_cli_lists_exactly_the_parser_options():
         flags = {s for a in sub[name]._actions for s in a.option_strings if s.startswith("--")}
         flags.discard("--help")
         section = doc.split(f"## `{name}`")[1].split("\n## ")[0]
-        section = "\n".join(line for line in section.splitlines()  # another script's flags
-                             if not line.startswith("$ python benchmarks/"))
+        section = "\n".join(
+            line
+            for line in section.splitlines()  # another script's flags
+            if not line.startswith("$ python benchmarks/")
+        )
         assert flags == set(re.findall(r"--[a-z][a-z-]+", section)), name
 
 
@@ -348,12 +429,12 @@ def test_grade_the_labelled_benchmark_corpus_end_to_end(tmp_path, monkeypatch):
 
     items = build_corpus(CorpusConfig(limit=40), path=GSM8K_TEST)
     src = write_jsonl(tmp_path / "corpus.jsonl", [asdict(it) for it in items])
-    code, out, err = run("grade", str(src), "--answer-field", "reference", "--out",
-                         str(tmp_path / "r"), "--no-plots")
+    code, out, err = run("grade", str(src), "--answer-field", "reference", "--out", str(tmp_path / "r"), "--no-plots")
     assert code == 0, err
     results = read_jsonl(tmp_path / "r" / "results.jsonl")
-    wrong = [(it.id, it.kind, it.style) for it, r in zip(items, results)
-             if r["correct"] != it.expected_correct]
+    wrong = [
+        (it.id, it.kind, it.style) for it, r in zip(items, results, strict=True) if r["correct"] != it.expected_correct
+    ]
     assert not wrong
     expected = sum(it.expected_correct for it in items)
     assert f"({expected}/{len(items)} with a reference)" in out
@@ -404,6 +485,7 @@ def test_grade_results_replace_the_old_ones_only_when_written(tmp_path, monkeypa
     rep = tmp_path / "rep"
     assert run("grade", str(src), "--out", str(rep), "--no-plots")[0] == 0
     old = (rep / "results.jsonl").read_bytes()
+
     def crash(*args, **kw):
         raise RuntimeError("killed mid-run")
 
@@ -426,8 +508,9 @@ def test_grade_hostile_line_is_a_located_error(tmp_path, name, where):
     else:
         src = write_jsonl(tmp_path / "o.jsonl", [{"completion": GOOD}] * 3)
         bad = tmp_path / "refs.jsonl"
-        bad.write_bytes(b'{"answer": "#### 42"}\n' + hostile.replace(b'"completion"', b'"answer"')
-                        + b'\n{"answer": "#### 42"}\n')
+        bad.write_bytes(
+            b'{"answer": "#### 42"}\n' + hostile.replace(b'"completion"', b'"answer"') + b'\n{"answer": "#### 42"}\n'
+        )
         args = [str(src), "--answers", str(bad), "--join", "order"]
     code, _, err = run("grade", *args, "--out", str(tmp_path / "r"), "--no-plots")
     assert code == 2 and err.startswith(f"error: {bad}:2: ") and "Traceback" not in err
@@ -446,8 +529,9 @@ def test_grade_answers_by_id_with_a_bad_line(tmp_path):
     code, _, err = run("grade", str(outs), "--answers", str(refs), "--out", str(tmp_path / "r"), "--no-plots")
     assert code == 2 and f"error: {refs}:2: invalid JSON: Exceeds the limit (4300 digits)" in err
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["complete"] is False
-    code, _, err = run("grade", str(outs), "--answers", str(refs), "--skip-bad", "--out", str(tmp_path / "s"),
-                       "--no-plots")
+    code, _, err = run(
+        "grade", str(outs), "--answers", str(refs), "--skip-bad", "--out", str(tmp_path / "s"), "--no-plots"
+    )
     assert code == 0 and f"skipped {refs}:2:" in err and f"skipped {outs}:2: id '2' is not in {refs}" in err
 
 
@@ -462,8 +546,7 @@ def test_grade_inputs_directory_stdin_unreadable_and_out_file(tmp_path):
     src = write_jsonl(tmp_path / "o.jsonl", [{"completion": GOOD, "answer": 42}])
     code, _, err = run("grade", str(src), "--out", str(tmp_path / "afile"))
     assert code == 2 and "exists and is not a directory" in err
-    code, out, err = run("grade", "-", "--out", str(tmp_path / "std"), "--no-plots",
-                         stdin=src.read_text())
+    code, out, err = run("grade", "-", "--out", str(tmp_path / "std"), "--no-plots", stdin=src.read_text())
     assert code == 0, err
     assert json.loads((tmp_path / "std" / "summary.json").read_text())["outputs"] == "-"
     refs = write_jsonl(tmp_path / "refs.jsonl", [{"answer": "42"}])
@@ -475,19 +558,28 @@ def test_grade_inputs_directory_stdin_unreadable_and_out_file(tmp_path):
             return False
 
     err = io.StringIO()
-    code = main(["grade", str(src), "--answers", "-", "--join", "id", "--out", str(tmp_path / "x")],
-                stdin=Pipe(refs.read_bytes()), stdout=io.StringIO(), stderr=err)
+    code = main(
+        ["grade", str(src), "--answers", "-", "--join", "id", "--out", str(tmp_path / "x")],
+        stdin=Pipe(refs.read_bytes()),
+        stdout=io.StringIO(),
+        stderr=err,
+    )
     assert code == 2 and "must be a regular file" in err.getvalue()
-    code, _, err = run("grade", str(src), "--answers", "-", "--out", str(tmp_path / "y"), "--no-plots",
-                       stdin=refs.read_text())
+    code, _, err = run(
+        "grade", str(src), "--answers", "-", "--out", str(tmp_path / "y"), "--no-plots", stdin=refs.read_text()
+    )
     assert code == 0, err  # joined by order, standard input is fine
 
 
 def test_grade_reads_dev_stdin_and_dash_in_a_real_process(tmp_path):
     data = _good_line() + b"\n"
     for name in ("-", "/dev/stdin"):
-        proc = subprocess.run([sys.executable, "-m", "dsa_cast", "grade", name, "--out", str(tmp_path / "r"),
-                               "--no-plots"], input=data, capture_output=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "dsa_cast", "grade", name, "--out", str(tmp_path / "r"), "--no-plots"],
+            input=data,
+            capture_output=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
         assert len(read_jsonl(tmp_path / "r" / "results.jsonl")) == 1
 
@@ -503,8 +595,7 @@ def test_explain_invalid_bytes_and_unencodable_output():
     code, _, err = run("explain", "--answer", "42", "-", stdin="")
     assert code == 0
     out, errs = io.StringIO(), io.StringIO()
-    code = main(["explain", "--answer", "42", "-"], stdin=io.BytesIO(GOOD.encode() + b"\xff"),
-                stdout=out, stderr=errs)
+    code = main(["explain", "--answer", "42", "-"], stdin=io.BytesIO(GOOD.encode() + b"\xff"), stdout=out, stderr=errs)
     assert code == 2 and errs.getvalue().startswith("error: standard input: not UTF-8: invalid byte 0xff")
     # an argument holding bytes that are not UTF-8 (surrogate escapes) is a located error
     code, _, err = run("explain", "--answer", "42", "bad \udcff text")
@@ -512,20 +603,28 @@ def test_explain_invalid_bytes_and_unencodable_output():
     # a stream that cannot encode the text gets escapes, not a UnicodeEncodeError
     ascii_out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
     text = GOOD.replace("CALC: 6*7 = 42", "CALC: 6×7 = 42 ✓")
-    assert main(["explain", "--answer", "42", text], stdin=io.StringIO(), stdout=ascii_out,
-                stderr=io.StringIO()) == 0
+    assert main(["explain", "--answer", "42", text], stdin=io.StringIO(), stdout=ascii_out, stderr=io.StringIO()) == 0
     ascii_out.flush()
     assert b"\\xd7" in ascii_out.buffer.getvalue()
 
 
 def test_explain_strict_utf8_locale_in_a_real_process():
     env = {**__import__("os").environ, "LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8:strict"}
-    proc = subprocess.run([sys.executable, "-m", "dsa_cast", "explain", "--answer", "42"],
-                          input=GOOD.encode() + b"\xff\xfe", capture_output=True, timeout=60, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dsa_cast", "explain", "--answer", "42"],
+        input=GOOD.encode() + b"\xff\xfe",
+        capture_output=True,
+        timeout=60,
+        env=env,
+    )
     assert proc.returncode == 2 and b"Traceback" not in proc.stderr
     assert proc.stderr.startswith(b"error: standard input: not UTF-8")
-    proc = subprocess.run([sys.executable, "-m", "dsa_cast", "explain", "--answer", "42", b"x \xff y"],
-                          capture_output=True, timeout=60, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dsa_cast", "explain", "--answer", "42", b"x \xff y"],
+        capture_output=True,
+        timeout=60,
+        env=env,
+    )
     assert proc.returncode == 2 and b"Traceback" not in proc.stderr
 
 
@@ -533,22 +632,31 @@ _LINE_KINDS = st.one_of(
     st.sampled_from(list(HOSTILE_LINES.values())),
     st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")),
     st.just(b""),
-    st.builds(lambda c, a: json.dumps({"completion": c, "answer": a}).encode(),
-              st.sampled_from([GOOD, WRONG, "", "<answer>4</answer>"]), st.sampled_from([42, "42", "#### 7"])),
+    st.builds(
+        lambda c, a: json.dumps({"completion": c, "answer": a}).encode(),
+        st.sampled_from([GOOD, WRONG, "", "<answer>4</answer>"]),
+        st.sampled_from([42, "42", "#### 7"]),
+    ),
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.lists(_LINE_KINDS, min_size=1, max_size=8))
+@example(lines=[b"\xef\xbb\xbf"])  # a first line that is only a byte-order mark is blank
 def test_fuzz_grade_cli_hostile_lines(tmp_path, lines):
     """Any mix of hostile and good lines: exit 2 naming FILE:LINE of the first bad line (or 0 when
     all are good), never an exception; with --skip-bad exit 0 and every bad line counted."""
     src = tmp_path / "fuzz.jsonl"
     data = b"\n".join(lines) + b"\n"
     src.write_bytes(data)
-    bad = [n for n, line in enumerate(data.split(b"\n")[:-1], 1)
-           if line.strip() and not _is_good(line)]
+    # The reader drops a byte-order mark at the start of the file first: a first line holding
+    # only one is blank (found by the thorough Hypothesis profile; the reader always did this).
+    rows = data.split(b"\n")[:-1]
+    blank = [
+        not (line[3:] if n == 1 and line.startswith(b"\xef\xbb\xbf") else line).strip()
+        for n, line in enumerate(rows, 1)
+    ]
+    bad = [n for n, (line, empty) in enumerate(zip(rows, blank, strict=True), 1) if not empty and not _is_good(line)]
     code, _, err = run("grade", str(src), "--out", str(tmp_path / "r"), "--no-plots")
     if bad:
         assert code == 2 and err.startswith(f"error: {src}:{bad[0]}: "), err
@@ -578,8 +686,11 @@ def test_hostile_file_in_a_real_process_never_prints_a_traceback(tmp_path):
     src = tmp_path / "h.jsonl"
     src.write_bytes(b"\n".join(HOSTILE_LINES.values()) + b"\n")
     for extra in ([], ["--skip-bad"]):
-        proc = subprocess.run([sys.executable, "-m", "dsa_cast", "grade", str(src), "--out", str(tmp_path / "r"),
-                               "--no-plots", *extra], capture_output=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "dsa_cast", "grade", str(src), "--out", str(tmp_path / "r"), "--no-plots", *extra],
+            capture_output=True,
+            timeout=120,
+        )
         assert b"Traceback" not in proc.stderr
         assert proc.returncode == (0 if extra else 2)
         assert proc.stderr.startswith(b"skipped " if extra else f"error: {src}:1: ".encode())
@@ -603,8 +714,11 @@ def _grade_files(tmp_path: Path, name: str, lines: list, *args: str) -> tuple[in
     src = write_jsonl(tmp_path / f"{name}.jsonl", lines)
     out_dir = tmp_path / f"{name}.out"
     code, out, err = run("grade", str(src), "--out", str(out_dir), "--no-plots", "--progress", "off", *args)
-    files = {p.name: p.read_bytes().replace(str(src).encode(), b"SRC")
-             for p in sorted(out_dir.iterdir())} if out_dir.exists() else {}
+    files = (
+        {p.name: p.read_bytes().replace(str(src).encode(), b"SRC") for p in sorted(out_dir.iterdir())}
+        if out_dir.exists()
+        else {}
+    )
     return code, out.replace(str(out_dir), "OUT"), err.replace(str(src), "SRC"), files
 
 
@@ -630,10 +744,12 @@ def test_jobs_with_an_order_joined_answers_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cli, "CONFIG", cli.CliConfig(jobs_chunk_records=2))
     outs = [{"completion": GOOD if i % 3 else WRONG} for i in range(11)] + ["{bad"]
-    refs = write_jsonl(tmp_path / "refs.jsonl", [{"question": f"q{i}", "answer": f"#### {42 + i % 2}"}
-                                                  for i in range(11)])
-    got = [_grade_files(tmp_path, f"j{j}", outs, "--answers", str(refs), "--skip-bad", "--jobs", str(j))
-           for j in (1, 2)]
+    refs = write_jsonl(
+        tmp_path / "refs.jsonl", [{"question": f"q{i}", "answer": f"#### {42 + i % 2}"} for i in range(11)]
+    )
+    got = [
+        _grade_files(tmp_path, f"j{j}", outs, "--answers", str(refs), "--skip-bad", "--jobs", str(j)) for j in (1, 2)
+    ]
     assert got[0][1:] == got[1][1:]
     assert len(got[0][3]["results.jsonl"].decode().splitlines()) == 11
 
@@ -645,9 +761,14 @@ def test_jobs_must_be_positive(tmp_path, capsys):
         assert code == 2 and "--jobs" in capsys.readouterr().err  # argparse's usage error
 
 
-@pytest.mark.parametrize("stdin_text, argv", [("", ["explain", "--answer", "18"]),
-                                              ("", ["explain", "--answer", "18", ""]),
-                                              ("  \n", ["explain", "--answer", "18", "-"])])
+@pytest.mark.parametrize(
+    "stdin_text, argv",
+    [
+        ("", ["explain", "--answer", "18"]),
+        ("", ["explain", "--answer", "18", ""]),
+        ("  \n", ["explain", "--answer", "18", "-"]),
+    ],
+)
 def test_explain_warns_that_an_empty_completion_is_empty(stdin_text, argv):
     """`"$(cat missing.txt)"` expands to nothing: the grade is still printed, with a warning."""
     code, out, err = run(*argv, stdin=stdin_text)
@@ -662,8 +783,14 @@ def test_plot_axes_span_each_components_possible_range():
     from dsa_cast.rubrics import get_rubric
 
     ranges = component_ranges(get_rubric("dsa-cast"))
-    assert ranges == {"total": (0.0, 10.0), "format": (0.0, 1.0), "structure": (0.0, 1.5),
-                      "correctness": (0.0, 5.0), "evidence": (0.0, 1.5), "coherence": (0.0, 1.0)}
+    assert ranges == {
+        "total": (0.0, 10.0),
+        "format": (0.0, 1.0),
+        "structure": (0.0, 1.5),
+        "correctness": (0.0, 5.0),
+        "evidence": (0.0, 1.5),
+        "coherence": (0.0, 1.0),
+    }
     assert component_ranges(get_rubric("format")) == {"total": (0.0, 1.0), "format": (0.0, 1.0)}
     assert component_ranges(get_rubric("seed"))["total"] == (-5.0, 16.0)
     zeros = BoundedHistogram()
@@ -678,8 +805,9 @@ def test_grade_writes_readable_plots(tmp_path):
     pytest.importorskip("matplotlib")  # the plot extra; the core-only CI venv checks the table instead
     import matplotlib.image
 
-    src = write_jsonl(tmp_path / "o.jsonl", [{"completion": "no format", "answer": 1},
-                                             {"completion": GOOD, "answer": 42}])
+    src = write_jsonl(
+        tmp_path / "o.jsonl", [{"completion": "no format", "answer": 1}, {"completion": GOOD, "answer": 42}]
+    )
     code, out, err = run("grade", str(src), "--out", str(tmp_path / "r"))
     assert code == 0, err
     for name in ("components.png", "issues.png"):

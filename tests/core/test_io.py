@@ -63,7 +63,7 @@ def test_bom_blank_lines_crlf_and_offsets():
     assert lines_of(b'{"a": 1}\n\xef\xbb\xbf{"b": 2}\n')[1].value == {"b": 2}
     assert lines_of(b'{"a": \xef\xbb\xbf1}\n')[0].error.reason.startswith("invalid JSON")
     assert got[1].offset == data.index(b'{"b"') and got[1].offset + got[1].size == len(data)
-    assert lines_of(b'[1]\n2\n', objects=False)[1].value == 2
+    assert lines_of(b"[1]\n2\n", objects=False)[1].value == 2
 
 
 def test_a_line_over_the_limit_is_skipped_in_bounded_pieces():
@@ -94,8 +94,7 @@ def test_read_jsonl_check_skip_limit(tmp_path):
         io.read_jsonl(p)
     got = io.read_jsonl(p, skip_bad=True, check=lambda r: None if "x" in r else "no x")
     assert [n for n, _ in got.records] == [1, 2, 5]
-    assert [(b.line, b.reason) for b in got.bad_lines] == [(3, "not UTF-8: invalid byte 0xff at column 1"),
-                                                          (4, "no x")]
+    assert [(b.line, b.reason) for b in got.bad_lines] == [(3, "not UTF-8: invalid byte 0xff at column 1"), (4, "no x")]
     assert len(io.read_jsonl(p, skip_bad=True, limit=1).records) == 1
 
 
@@ -125,9 +124,13 @@ def test_load_json_locates_syntax_errors_and_caps_size(tmp_path):
         io.load_json(p, limits=JsonLimits(max_file_bytes=100))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(st.binary(max_size=40), st.sampled_from(list(HOSTILE.values())),
-                          st.just(b'{"ok": true}')), max_size=12))
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=40), st.sampled_from(list(HOSTILE.values())), st.just(b'{"ok": true}')),
+        max_size=12,
+    )
+)
 def test_the_reader_never_raises_and_locates_every_bad_line(chunks):
     data = b"\n".join(c.replace(b"\n", b" ") for c in chunks) + b"\n"
     for line in lines_of(data):
@@ -145,10 +148,9 @@ def test_atomic_output_replaces_only_when_done(tmp_path):
     p = tmp_path / "out.txt"
     p.write_text("old")
     p.chmod(0o640)
-    with pytest.raises(RuntimeError):
-        with io.atomic_output(p) as fh:
-            fh.write("half")
-            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError), io.atomic_output(p) as fh:
+        fh.write("half")
+        raise RuntimeError("crash")
     assert p.read_text() == "old" and sorted(x.name for x in tmp_path.iterdir()) == ["out.txt"]
     io.atomic_write_text(p, "new\n")
     assert p.read_text() == "new\n" and stat.S_IMODE(p.stat().st_mode) == 0o640

@@ -16,12 +16,23 @@ GOOD = (
     "Sanity_check:\n42 apples shared by 7 per box gives 6 boxes.\n</reasoning>\n<answer>42</answer>"
 )
 
-tails = st.lists(st.tuples(st.sampled_from(END_MARKERS), st.sampled_from(["", "\n", " ", "\n\n"])),
-                 min_size=1, max_size=4)
+tails = st.lists(
+    st.tuples(st.sampled_from(END_MARKERS), st.sampled_from(["", "\n", " ", "\n\n"])), min_size=1, max_size=4
+)
 
 
-@pytest.mark.parametrize("tail", ["<end_of_turn>", "<end_of_turn>\n", "<end_of_turn><eos>",
-                                  "\n<|im_end|>", "<|im_end|>\n<|endoftext|>", "</s>", "<|eot_id|>"])
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "<end_of_turn>",
+        "<end_of_turn>\n",
+        "<end_of_turn><eos>",
+        "\n<|im_end|>",
+        "<|im_end|>\n<|endoftext|>",
+        "</s>",
+        "<|eot_id|>",
+    ],
+)
 def test_a_normally_ended_completion_scores_the_maximum(tail):
     assert grade(GOOD + tail, "42").total == 9.5  # the rubric itself counts the marker as text
     assert strip_end_markers(GOOD + tail) == GOOD
@@ -36,7 +47,7 @@ def test_property_strips_exactly_a_trailing_run(body, tail):
     assert strip_end_markers(out) == out  # idempotent
     assert not any(out.rstrip().endswith(m) for m in END_MARKERS)
     # only markers and whitespace were removed
-    rest = text[len(out):]
+    rest = text[len(out) :]
     for m in END_MARKERS:
         rest = rest.replace(m, "")
     assert rest.strip() == ""

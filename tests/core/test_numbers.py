@@ -9,7 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dsa_cast.numbers import (
@@ -309,7 +309,7 @@ SEPARATORS = [",", " ", "\u2009", "\u202f", "\u00a0", "{,}"]
 
 def _group(digits: str, sep: str) -> str:
     head = len(digits) % 3 or 3
-    return sep.join([digits[:head]] + [digits[i:i + 3] for i in range(head, len(digits), 3)])
+    return sep.join([digits[:head]] + [digits[i : i + 3] for i in range(head, len(digits), 3)])
 
 
 def _decimal_parts(v: Fraction, places: int) -> tuple[str, str, str]:
@@ -320,9 +320,7 @@ def _decimal_parts(v: Fraction, places: int) -> tuple[str, str, str]:
     return ("-" if v < 0 else ""), str(whole), str(frac).rjust(places, "0") if places else ""
 
 
-decimals = st.builds(
-    lambda n, k: F(n, 10**k), st.integers(-(10**12), 10**12), st.integers(0, 4)
-)
+decimals = st.builds(lambda n, k: F(n, 10**k), st.integers(-(10**12), 10**12), st.integers(0, 4))
 fractions_ = st.builds(F, st.integers(-(10**6), 10**6), st.integers(1, 10**4))
 values = st.one_of(decimals, fractions_)
 
@@ -338,8 +336,15 @@ def _renderings(v: Fraction, draw) -> list[str]:  # type: ignore[no-untyped-def]
     """Every supported way of writing v (as exact strings) that fits v's shape."""
     out = [format_value(v)]
     canon = format_value(v)
-    out += [f"\\boxed{{{canon}}}", f"${canon}$", f"<answer>{canon}</answer>", f"{canon} apples",
-            f"{canon}.", f"{canon}\\text{{ units}}", canon.replace("-", "\u2212")]
+    out += [
+        f"\\boxed{{{canon}}}",
+        f"${canon}$",
+        f"<answer>{canon}</answer>",
+        f"{canon} apples",
+        f"{canon}.",
+        f"{canon}\\text{{ units}}",
+        canon.replace("-", "\u2212"),
+    ]
     if (v * 10**6).denominator == 1:  # terminating decimal
         places = _places(v)
         sign, whole, frac = _decimal_parts(v, places)
@@ -372,7 +377,6 @@ def _renderings(v: Fraction, draw) -> list[str]:  # type: ignore[no-untyped-def]
     return out
 
 
-@settings(deadline=None)
 @given(v=values, data=st.data())
 def test_every_rendering_parses_back(v: Fraction, data: st.DataObject) -> None:
     for text in _renderings(v, data.draw):
@@ -428,7 +432,9 @@ def test_numbers_in_finds_each_value_with_its_span(vals: list[Fraction], joiner:
 
 
 NUMBERISH = st.lists(
-    st.sampled_from(list("0123456789,. -+/%$€\\{}^x×eE\u2212\u2009\u00a0") + ["\\frac{", "\\boxed{", "####", "answer is"]),
+    st.sampled_from(
+        list("0123456789,. -+/%$€\\{}^x×eE\u2212\u2009\u00a0") + ["\\frac{", "\\boxed{", "####", "answer is"]
+    ),
     max_size=60,
 ).map("".join)
 
@@ -459,7 +465,9 @@ def test_literals_over_the_digit_cap_are_oversize(n: int) -> None:
 def test_percent_either_is_number_or_fraction(v: Fraction) -> None:
     pct = Extraction(v, "x%", True, None)
     for ref in (v, v * 100, v + 1):
-        assert answers_match(pct, ref) == (answers_match(pct, ref, percent="number") or answers_match(pct, ref, percent="fraction"))
+        assert answers_match(pct, ref) == (
+            answers_match(pct, ref, percent="number") or answers_match(pct, ref, percent="fraction")
+        )
 
 
 # ----------------------------------------------------------------------------- reference bounds
@@ -475,9 +483,16 @@ def test_every_reference_type_is_bounded_like_strings():
     assert extract_reference(v.numerator) == v == extract_reference(Decimal(largest)) == extract_reference(v)
     smallest = extract_reference(f"1e-{L.max_exponent}")
     assert extract_reference(Decimal(f"1e-{L.max_exponent}")) == smallest == extract_reference(smallest)
-    too_big = [10 ** (L.max_digits + L.max_exponent + 1), -(10**5000), Fraction(1, 10**5000),
-               Fraction(10**5000, 7), Decimal("1e100000000"), Decimal("-1e-100000000"),
-               Decimal("9" * 5000 + "e-2"), Decimal(f"1e{L.max_digits + L.max_exponent + 1}")]
+    too_big = [
+        10 ** (L.max_digits + L.max_exponent + 1),
+        -(10**5000),
+        Fraction(1, 10**5000),
+        Fraction(10**5000, 7),
+        Decimal("1e100000000"),
+        Decimal("-1e-100000000"),
+        Decimal("9" * 5000 + "e-2"),
+        Decimal(f"1e{L.max_digits + L.max_exponent + 1}"),
+    ]
     for ref in too_big:  # refused before any conversion (Decimal("1e100000000") used to hang)
         assert extract_reference(ref) is None
         with pytest.raises(ValueError, match="not a finite number of at most"):

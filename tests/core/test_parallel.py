@@ -28,8 +28,9 @@ def test_results_come_back_in_input_order(jobs):
     assert list(ordered_map(sum, chunks, jobs=jobs, window=2 * jobs)) == [sum(c) for c in chunks]
 
 
-@settings(max_examples=8, deadline=None)
-@given(st.lists(st.lists(st.integers(-10**6, 10**6), max_size=20), max_size=12), st.integers(1, 3))
+# Each example may start a pool of worker processes (about a second each): a few suffice.
+@settings(max_examples=8)
+@given(st.lists(st.lists(st.integers(-(10**6), 10**6), max_size=20), max_size=12), st.integers(1, 3))
 def test_property_same_as_map(chunks, jobs):
     assert list(ordered_map(sum, chunks, jobs=jobs, window=jobs)) == list(map(sum, chunks))
 

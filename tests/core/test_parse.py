@@ -47,7 +47,10 @@ def test_clean_completion() -> None:
     assert c.exact_format
     assert [s.name for s in c.sections] == ["Plan", "Reasoning", "Evidence", "Sanity_check"]
     assert [s.body for s in c.sections] == [
-        "Add the two numbers.", "2 + 3 = 5.", "CALC: 2 + 3 = 5", "5 is more than either addend."
+        "Add the two numbers.",
+        "2 + 3 = 5.",
+        "CALC: 2 + 3 = 5",
+        "5 is more than either addend.",
     ]
     assert c.answer is not None and c.answer.body == "\n5\n" and c.answer.closed
     assert c.reasoning is not None and c.reasoning.start == 0
@@ -72,17 +75,13 @@ def test_seed_example_glued_heading_and_surrounding_whitespace() -> None:
     [
         ("", ALL_MISSING),
         ("   \n\t ", ALL_MISSING),
-        ("The answer is 5.", (C.MISSING_REASONING, C.MISSING_ANSWER, C.TEXT_BEFORE,
-                              C.MISSING_SECTION)),
+        ("The answer is 5.", (C.MISSING_REASONING, C.MISSING_ANSWER, C.TEXT_BEFORE, C.MISSING_SECTION)),
         ("<answer>5</answer>", (C.MISSING_REASONING, C.MISSING_SECTION)),
         (GOOD.replace("</answer>", ""), (C.UNCLOSED_ANSWER, C.TRUNCATED)),
-        (GOOD.replace("</reasoning>", ""), (C.UNCLOSED_REASONING, C.MISSING_ANSWER, C.NESTED_TAG,
-                                            C.TRUNCATED)),
-        (GOOD.split("Evidence:")[0], (C.UNCLOSED_REASONING, C.MISSING_ANSWER, C.TRUNCATED,
-                                      C.MISSING_SECTION)),
+        (GOOD.replace("</reasoning>", ""), (C.UNCLOSED_REASONING, C.MISSING_ANSWER, C.NESTED_TAG, C.TRUNCATED)),
+        (GOOD.split("Evidence:")[0], (C.UNCLOSED_REASONING, C.MISSING_ANSWER, C.TRUNCATED, C.MISSING_SECTION)),
         (GOOD + "<answer>6</answer>", (C.DUPLICATE_ANSWER,)),
-        (GOOD + "\n" + GOOD, (C.DUPLICATE_REASONING, C.DUPLICATE_ANSWER,
-                              C.HEADING_OUTSIDE_REASONING)),
+        (GOOD + "\n" + GOOD, (C.DUPLICATE_REASONING, C.DUPLICATE_ANSWER, C.HEADING_OUTSIDE_REASONING)),
         (dsa(answer="  "), (C.EMPTY_ANSWER,)),
         ("<answer>5</answer>" + GOOD.split("<answer>")[0], (C.ANSWER_BEFORE_REASONING,)),
         (GOOD + "</answer>", (C.STRAY_CLOSING_TAG, C.TEXT_AFTER)),
@@ -92,27 +91,32 @@ def test_seed_example_glued_heading_and_surrounding_whitespace() -> None:
         (dsa(evidence="I put <answer>5</answer> here"), (C.NESTED_TAG,)),
         (dsa(answer="5\nPlan: done"), (C.HEADING_OUTSIDE_REASONING,)),
         (GOOD + "\nSanity_check: ok", (C.TEXT_AFTER, C.HEADING_OUTSIDE_REASONING)),
-        (GOOD.replace("<reasoning>\n", "<reasoning>\nLet me think.\n"),
-         (C.TEXT_BEFORE_SECTIONS,)),
+        (GOOD.replace("<reasoning>\n", "<reasoning>\nLet me think.\n"), (C.TEXT_BEFORE_SECTIONS,)),
         (GOOD.replace("Evidence:\nCALC: 2 + 3 = 5\n", ""), (C.MISSING_SECTION,)),
-        (GOOD.replace("Sanity_check:", "Plan:"), (C.MISSING_SECTION, C.DUPLICATE_SECTION,
-                                                  C.SECTION_OUT_OF_ORDER)),
+        (GOOD.replace("Sanity_check:", "Plan:"), (C.MISSING_SECTION, C.DUPLICATE_SECTION, C.SECTION_OUT_OF_ORDER)),
         (dsa(evidence="x\nPlan:\nagain"), (C.DUPLICATE_SECTION, C.SECTION_OUT_OF_ORDER)),
         (dsa(plan="a\nPlan:\nb"), (C.DUPLICATE_SECTION,)),
-        (GOOD.replace("Plan:", "P1:").replace("Evidence:", "Plan:").replace("P1:", "Evidence:"),
-         (C.SECTION_OUT_OF_ORDER,)),
+        (
+            GOOD.replace("Plan:", "P1:").replace("Evidence:", "Plan:").replace("P1:", "Evidence:"),
+            (C.SECTION_OUT_OF_ORDER,),
+        ),
         (dsa(reasoning=" \n "), (C.EMPTY_SECTION,)),
         # A heading in the middle of a line is prose, not a heading.
-        (dsa(plan="we Plan: nothing").replace("Plan:\nwe", "Plan x:\nwe"),
-         (C.TEXT_BEFORE_SECTIONS, C.MISSING_SECTION)),
+        (dsa(plan="we Plan: nothing").replace("Plan:\nwe", "Plan x:\nwe"), (C.TEXT_BEFORE_SECTIONS, C.MISSING_SECTION)),
         # Lookalike tags are plain text.
-        ("< reasoning >Plan: a</ reasoning><answer>1</answer>",
-         (C.MISSING_REASONING, C.TEXT_BEFORE, C.MISSING_SECTION)),
-        ('<reasoning type="x">Plan: a</reasoning><answer>1</answer>',
-         (C.MISSING_REASONING, C.STRAY_CLOSING_TAG, C.TEXT_BEFORE, C.MISSING_SECTION)),
+        (
+            "< reasoning >Plan: a</ reasoning><answer>1</answer>",
+            (C.MISSING_REASONING, C.TEXT_BEFORE, C.MISSING_SECTION),
+        ),
+        (
+            '<reasoning type="x">Plan: a</reasoning><answer>1</answer>',
+            (C.MISSING_REASONING, C.STRAY_CLOSING_TAG, C.TEXT_BEFORE, C.MISSING_SECTION),
+        ),
         # Pre-filled "<reasoning>" left out of the graded text.
-        (GOOD.removeprefix("<reasoning>"), (C.MISSING_REASONING, C.STRAY_CLOSING_TAG, C.TEXT_BEFORE,
-                                            C.HEADING_OUTSIDE_REASONING, C.MISSING_SECTION)),
+        (
+            GOOD.removeprefix("<reasoning>"),
+            (C.MISSING_REASONING, C.STRAY_CLOSING_TAG, C.TEXT_BEFORE, C.HEADING_OUTSIDE_REASONING, C.MISSING_SECTION),
+        ),
     ],
 )
 def test_issue_examples(text: str, issues: tuple[Code, ...]) -> None:
@@ -138,25 +142,32 @@ def test_findings_locate_each_issue() -> None:
 
 
 def test_missing_sections_listed_in_schema_order() -> None:
-    assert [f.section for f in parse("").findings if f.code is C.MISSING_SECTION] == list(
-        DSA.sections
-    )
+    assert [f.section for f in parse("").findings if f.code is C.MISSING_SECTION] == list(DSA.sections)
 
 
 def test_out_of_order_and_duplicate_findings_name_sections() -> None:
     c = parse(GOOD.replace("Sanity_check:", "Reasoning:"))
     assert c.issues == (C.MISSING_SECTION, C.DUPLICATE_SECTION, C.SECTION_OUT_OF_ORDER)
     by_code = {f.code: f.section for f in c.findings}
-    assert by_code == {C.DUPLICATE_SECTION: "Reasoning", C.SECTION_OUT_OF_ORDER: "Reasoning",
-                       C.MISSING_SECTION: "Sanity_check"}
+    assert by_code == {
+        C.DUPLICATE_SECTION: "Reasoning",
+        C.SECTION_OUT_OF_ORDER: "Reasoning",
+        C.MISSING_SECTION: "Sanity_check",
+    }
 
 
 def test_truncated_mid_answer() -> None:
     text = GOOD[: GOOD.index("</answer>") + 4]  # ends inside "</answer>"
     c = parse(text)
     assert c.issues == (C.UNCLOSED_ANSWER, C.TRUNCATED)
-    assert c.answer == Block(text.index("<answer>"), len(text), text.index("<answer>") + 8,
-                             len(text), text[text.index("<answer>") + 8:], False)
+    assert c.answer == Block(
+        text.index("<answer>"),
+        len(text),
+        text.index("<answer>") + 8,
+        len(text),
+        text[text.index("<answer>") + 8 :],
+        False,
+    )
 
 
 def test_stray_reasoning_close_tag_inside_answer_is_nested() -> None:
@@ -167,8 +178,21 @@ def test_stray_reasoning_close_tag_inside_answer_is_nested() -> None:
 
 @pytest.mark.parametrize(
     "heading",
-    ["Plan:", "plan:", "PLAN :", "**Plan:**", "**Plan**:", "*Plan*:", "__Plan__:", "## Plan:",
-     "###### Plan:", "- Plan:", "* Plan:", "+ **Plan:**", "  \t Plan:"],
+    [
+        "Plan:",
+        "plan:",
+        "PLAN :",
+        "**Plan:**",
+        "**Plan**:",
+        "*Plan*:",
+        "__Plan__:",
+        "## Plan:",
+        "###### Plan:",
+        "- Plan:",
+        "* Plan:",
+        "+ **Plan:**",
+        "  \t Plan:",
+    ],
 )
 def test_accepted_heading_spellings(heading: str) -> None:
     c = parse(GOOD.replace("Plan:", heading, 1))
@@ -177,8 +201,7 @@ def test_accepted_heading_spellings(heading: str) -> None:
     assert c.sections[0].heading == heading.strip(" \t")
 
 
-@pytest.mark.parametrize("heading", ["Sanity check:", "Sanity-check:", "sanity_CHECK:",
-                                     "**Sanity check**:"])
+@pytest.mark.parametrize("heading", ["Sanity check:", "Sanity-check:", "sanity_CHECK:", "**Sanity check**:"])
 def test_sanity_check_variants(heading: str) -> None:
     c = parse(GOOD.replace("Sanity_check:", heading))
     assert c.issues == () and c.sections[3].name == "Sanity_check"
@@ -186,8 +209,21 @@ def test_sanity_check_variants(heading: str) -> None:
 
 @pytest.mark.parametrize(
     "heading",
-    ["Plans:", "Plan -", "Plan", "#Plan:", "-Plan:", "1. Plan:", "> Plan:", "The Plan:",
-     "Sanity  check:", "Sanitycheck:", "\u00a0Plan:", "Pl an:", "####### Plan:"],
+    [
+        "Plans:",
+        "Plan -",
+        "Plan",
+        "#Plan:",
+        "-Plan:",
+        "1. Plan:",
+        "> Plan:",
+        "The Plan:",
+        "Sanity  check:",
+        "Sanitycheck:",
+        "\u00a0Plan:",
+        "Pl an:",
+        "####### Plan:",
+    ],
 )
 def test_rejected_heading_spellings(heading: str) -> None:
     c = parse(GOOD.replace("Plan:", heading, 1))
@@ -205,8 +241,7 @@ def test_case_sensitive_options() -> None:
     strict = Schema(case_sensitive_tags=True, case_sensitive_headings=True)
     assert parse(GOOD, strict).issues == ()
     assert C.MISSING_REASONING in parse(GOOD.replace("<reasoning>", "<Reasoning>"), strict).issues
-    assert parse(GOOD.replace("Plan:", "plan:"), strict).issues == (C.TEXT_BEFORE_SECTIONS,
-                                                                    C.MISSING_SECTION)
+    assert parse(GOOD.replace("Plan:", "plan:"), strict).issues == (C.TEXT_BEFORE_SECTIONS, C.MISSING_SECTION)
 
 
 def test_exact_separators_and_plain_headings_options() -> None:
@@ -289,9 +324,15 @@ def test_case_sensitive_tags_may_differ_only_by_case() -> None:
         Schema(reasoning_tag="A", answer_tag="a")
 
 
-@pytest.mark.parametrize("schema", [DSA, THINK, Schema(markdown_headings=False),
-                                    Schema(case_sensitive_tags=True, case_sensitive_headings=True,
-                                           flexible_separators=False, sections=("A b",))])
+@pytest.mark.parametrize(
+    "schema",
+    [
+        DSA,
+        THINK,
+        Schema(markdown_headings=False),
+        Schema(case_sensitive_tags=True, case_sensitive_headings=True, flexible_separators=False, sections=("A b",)),
+    ],
+)
 def test_heading_patterns_group_numbers(schema: Schema) -> None:
     # parse() reads groups by number; keep the schema's patterns in step with it.
     for pattern in (schema._patterns.headings, schema._patterns.heading_at):
@@ -344,8 +385,13 @@ def test_adversarial_counts() -> None:
     assert parse(ADVERSARIAL["headings_inside"]).n_sections == 10_000
     c = parse(ADVERSARIAL["open_tags"])
     assert c.n_reasoning_blocks == 1 and c.issues == (
-        C.UNCLOSED_REASONING, C.MISSING_ANSWER, C.NESTED_TAG, C.TRUNCATED, C.TEXT_BEFORE_SECTIONS,
-        C.MISSING_SECTION)
+        C.UNCLOSED_REASONING,
+        C.MISSING_ANSWER,
+        C.NESTED_TAG,
+        C.TRUNCATED,
+        C.TEXT_BEFORE_SECTIONS,
+        C.MISSING_SECTION,
+    )
 
 
 def test_import_is_light() -> None:
@@ -361,9 +407,7 @@ def test_import_is_light() -> None:
 # ----------------------------------------------------------------------------- properties
 
 # Body text that holds no tag ('<') and no heading (':'), and is not blank.
-BODY_ALPHABET = st.characters(
-    blacklist_characters="<:", blacklist_categories=("Cs",), max_codepoint=0x2FFF
-)
+BODY_ALPHABET = st.characters(blacklist_characters="<:", blacklist_categories=("Cs",), max_codepoint=0x2FFF)
 bodies = st.text(BODY_ALPHABET, min_size=1, max_size=40).map(str.strip).filter(bool)
 blank = st.text(" \t\n", max_size=3)
 
@@ -380,8 +424,12 @@ def schemas(draw: st.DrawFn) -> Schema:
         return draw(st.sampled_from([DSA, THINK]))
     word = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1, max_size=8)
     names = draw(
-        st.lists(st.builds(lambda a, b: a if not b else f"{a}_{b}", word, word | st.just("")),
-                 min_size=1, max_size=6, unique_by=lambda s: s.lower())
+        st.lists(
+            st.builds(lambda a, b: a if not b else f"{a}_{b}", word, word | st.just("")),
+            min_size=1,
+            max_size=6,
+            unique_by=lambda s: s.lower(),
+        )
     )
     tags = draw(st.lists(word, min_size=2, max_size=2, unique_by=str.lower))
     return Schema(reasoning_tag=tags[0], answer_tag=tags[1], sections=tuple(names))
@@ -396,8 +444,7 @@ def structured(draw: st.DrawFn) -> tuple[Schema, list[int], list[str], str]:
     return schema, list(range(n)), body_list, draw(bodies)
 
 
-def render(schema: Schema, order: list[int], body_list: list[str], answer: str,
-           data: st.DataObject) -> str:
+def render(schema: Schema, order: list[int], body_list: list[str], answer: str, data: st.DataObject) -> str:
     """Render sections ``order`` (schema indices) with ``body_list`` in position order, drawing the
     spelling of every tag and heading and the blanks between them from ``data``."""
 
@@ -414,12 +461,19 @@ def render(schema: Schema, order: list[int], body_list: list[str], answer: str,
             name = name.replace("_", data.draw(st.sampled_from("_- ")))
         parts.append(_spell(name, data.draw(st.integers(0, 6)), data.draw(st.integers(0, 2))))
         parts.append(data.draw(st.sampled_from([" ", "\n", "\t", " \n"])) + body_list[k])
-    parts += [data.draw(blank), tag(schema.reasoning_tag, True), data.draw(blank),
-              tag(schema.answer_tag), answer, tag(schema.answer_tag, True), data.draw(blank)]
+    parts += [
+        data.draw(blank),
+        tag(schema.reasoning_tag, True),
+        data.draw(blank),
+        tag(schema.answer_tag),
+        answer,
+        tag(schema.answer_tag, True),
+        data.draw(blank),
+    ]
     return "".join(parts)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(structured(), st.data())
 def test_round_trip(case, data: st.DataObject) -> None:
     schema, order, body_list, answer = case
@@ -433,7 +487,7 @@ def test_round_trip(case, data: st.DataObject) -> None:
     assert c.reasoning is not None and c.reasoning.end <= c.answer.start
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(structured(), st.data())
 def test_permuted_sections_are_out_of_order(case, data: st.DataObject) -> None:
     schema, order, body_list, answer = case
@@ -448,7 +502,7 @@ def test_permuted_sections_are_out_of_order(case, data: st.DataObject) -> None:
     assert not c.exact_format
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(structured(), st.data())
 def test_removed_section_is_missing(case, data: st.DataObject) -> None:
     schema, order, body_list, answer = case
@@ -461,7 +515,7 @@ def test_removed_section_is_missing(case, data: st.DataObject) -> None:
     assert [f.section for f in c.findings] == [schema.sections[drop]]
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(structured(), st.data())
 def test_repeated_or_emptied_section(case, data: st.DataObject) -> None:
     schema, order, body_list, answer = case
@@ -470,17 +524,47 @@ def test_repeated_or_emptied_section(case, data: st.DataObject) -> None:
     emptied[k] = ""
     assert parse(render(schema, order, emptied, answer, data), schema).issues == (C.EMPTY_SECTION,)
     repeated = order[: k + 1] + [k] + order[k + 1 :]
-    text = render(schema, repeated, body_list[: k + 1] + ["again"] + body_list[k + 1 :], answer,
-                  data)
+    text = render(schema, repeated, body_list[: k + 1] + ["again"] + body_list[k + 1 :], answer, data)
     assert parse(text, schema).issues == (C.DUPLICATE_SECTION,)
 
 
 # Soups of tags, lookalikes, headings and filler: the inputs most likely to trip the parser.
 SOUP_TOKENS = [
-    "<reasoning>", "</reasoning>", "<answer>", "</answer>", "<REASONING>", "</Answer>", "<think>",
-    "</think>", "< reasoning >", "<reasoning", "</", "<", ">", "Plan:", "Reasoning:", "Evidence:",
-    "Sanity_check:", "sanity check:", "**Plan:**", "## Evidence:", "- Reasoning :", "Plan", ":",
-    "\n", "\r\n", " ", "\t", "x", "42", "\\boxed{", "CALC: 1+1 = 2", "#", "*", "_", "\u00a0",
+    "<reasoning>",
+    "</reasoning>",
+    "<answer>",
+    "</answer>",
+    "<REASONING>",
+    "</Answer>",
+    "<think>",
+    "</think>",
+    "< reasoning >",
+    "<reasoning",
+    "</",
+    "<",
+    ">",
+    "Plan:",
+    "Reasoning:",
+    "Evidence:",
+    "Sanity_check:",
+    "sanity check:",
+    "**Plan:**",
+    "## Evidence:",
+    "- Reasoning :",
+    "Plan",
+    ":",
+    "\n",
+    "\r\n",
+    " ",
+    "\t",
+    "x",
+    "42",
+    "\\boxed{",
+    "CALC: 1+1 = 2",
+    "#",
+    "*",
+    "_",
+    "\u00a0",
     "\u017f",
 ]
 soups = st.lists(st.sampled_from(SOUP_TOKENS) | st.text(max_size=3), max_size=60).map("".join)
@@ -505,8 +589,7 @@ def check_invariants(c: Completion, text: str, schema: Schema) -> None:
             assert b.end == b.body_end == n
     for b1, b2 in itertools.pairwise(blocks):
         assert b1.end <= b2.start
-    for tags, kind in ((c.reasoning_blocks, schema.reasoning_tag), (c.answer_blocks,
-                                                                    schema.answer_tag)):
+    for tags, kind in ((c.reasoning_blocks, schema.reasoning_tag), (c.answer_blocks, schema.answer_tag)):
         for b in tags:
             assert fold(text[b.start : b.body_start]) == fold(f"<{kind}>")
             if b.closed:
@@ -540,14 +623,13 @@ def check_invariants(c: Completion, text: str, schema: Schema) -> None:
     assert (C.EMPTY_SECTION in c.issues) == any(not s.body for s in c.sections)
 
 
-@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
-@given(st.text(), st.sampled_from([DSA, THINK, Schema(case_sensitive_tags=True,
-                                                      markdown_headings=False)]))
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(), st.sampled_from([DSA, THINK, Schema(case_sensitive_tags=True, markdown_headings=False)]))
 def test_never_raises_on_any_text(text: str, schema: Schema) -> None:
     check_invariants(parse(text, schema), text, schema)
 
 
-@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(soups, st.sampled_from([DSA, THINK]))
 def test_never_raises_on_tag_and_heading_soup(text: str, schema: Schema) -> None:
     c = parse(text, schema)
@@ -555,7 +637,7 @@ def test_never_raises_on_tag_and_heading_soup(text: str, schema: Schema) -> None
     assert parse(text, schema) == c  # deterministic
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(soups, soups)
 def test_appending_text_after_a_clean_completion_is_never_clean(prefix: str, suffix: str) -> None:
     assume(suffix.strip())
@@ -567,8 +649,13 @@ def test_appending_text_after_a_clean_completion_is_never_clean(prefix: str, suf
 
 def test_dataclasses_are_frozen() -> None:
     c = parse(GOOD)
-    for obj, attr in ((c, "issues"), (c.answer, "body"), (c.sections[0], "body"),
-                      (Finding(C.TRUNCATED, 0, 0), "code"), (DSA, "answer_tag")):
+    for obj, attr in (
+        (c, "issues"),
+        (c.answer, "body"),
+        (c.sections[0], "body"),
+        (Finding(C.TRUNCATED, 0, 0), "code"),
+        (DSA, "answer_tag"),
+    ):
         with pytest.raises(AttributeError):
             setattr(obj, attr, None)
     assert isinstance(c.sections[0], Section)
@@ -607,9 +694,30 @@ def test_format_doc_lists_every_code_and_schema_field() -> None:
 # (parse._heading_tail). A schema whose caps are never reached always takes the heading loop, so
 # its findings, cut to the small schema's caps, are what the tail must report.
 
-_PIECES = ["Plan:", "Plan:", "plan :", "## **Reasoning:**", "Reasoning:", "- Evidence:", "Sanity-check:",
-           "Sanity_check:", "Plan:\n", "Plan:\n", "\n", "\n", "\n", " ", "\t", "\u00a0", "x", "7",
-           "<reasoning>", "<answer>", "</reasoning>", "**"]
+_PIECES = [
+    "Plan:",
+    "Plan:",
+    "plan :",
+    "## **Reasoning:**",
+    "Reasoning:",
+    "- Evidence:",
+    "Sanity-check:",
+    "Sanity_check:",
+    "Plan:\n",
+    "Plan:\n",
+    "\n",
+    "\n",
+    "\n",
+    " ",
+    "\t",
+    "\u00a0",
+    "x",
+    "7",
+    "<reasoning>",
+    "<answer>",
+    "</reasoning>",
+    "**",
+]
 
 
 def _capped(c: Completion, cap: int) -> tuple:
@@ -622,7 +730,7 @@ def _capped(c: Completion, cap: int) -> tuple:
     return c.issues, tuple(findings), c.n_sections
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(_PIECES), min_size=8, max_size=150), st.booleans())
 def test_heading_tail_reports_what_the_heading_loop_reports(pieces, wrap):
     small = Schema(max_findings_per_code=2, max_sections=3)
@@ -634,25 +742,30 @@ def test_heading_tail_reports_what_the_heading_loop_reports(pieces, wrap):
     assert got.sections == want.sections[:3]
 
 
-@pytest.mark.parametrize("unit", ["Plan:\n", "Plan:\nx\n", "plan:\nPLAN:\n", "Reasoning:\nPlan:\n",
-                                  "Sanity_check:\n\u00a0\n", "Plan:<reasoning>"])
+@pytest.mark.parametrize(
+    "unit",
+    ["Plan:\n", "Plan:\nx\n", "plan:\nPLAN:\n", "Reasoning:\nPlan:\n", "Sanity_check:\n\u00a0\n", "Plan:<reasoning>"],
+)
 def test_heading_tail_on_thousands_of_headings(unit):
     text = "<reasoning>\nPlan:\nReasoning:\n" + unit * 3000 + "Evidence:\n</reasoning><answer>1</answer>"
     big = Schema(max_findings_per_code=10**6, max_sections=10**6)
     got, want = parse(text), parse(text, big)
     assert _capped(got, DSA.max_findings_per_code) == _capped(want, DSA.max_findings_per_code)
-    assert got.sections == want.sections[:DSA.max_sections]
+    assert got.sections == want.sections[: DSA.max_sections]
 
 
-@pytest.mark.parametrize("unit", [
-    lambda i: f"Plan:\nx{i}\n",  # distinct bodies
-    lambda i: "Plan" + " " * (i % 150) + ":\n",  # distinct heading lines, empty bodies
-    lambda i: ["Plan", "pLaN", "Reasoning", "Evidence"][i % 4] + "\t" * (i % 90) + ":\n" + " " * (i % 3),
-    lambda i: ("Reasoning:\n" if i % 500 else "Plan:\n") + ("\n" if i % 7 else "y\n"),
-])
+@pytest.mark.parametrize(
+    "unit",
+    [
+        lambda i: f"Plan:\nx{i}\n",  # distinct bodies
+        lambda i: "Plan" + " " * (i % 150) + ":\n",  # distinct heading lines, empty bodies
+        lambda i: ["Plan", "pLaN", "Reasoning", "Evidence"][i % 4] + "\t" * (i % 90) + ":\n" + " " * (i % 3),
+        lambda i: ("Reasoning:\n" if i % 500 else "Plan:\n") + ("\n" if i % 7 else "y\n"),
+    ],
+)
 def test_heading_tail_on_thousands_of_distinct_headings(unit):
     text = "<reasoning>\nPlan:\nReasoning:\n" + "".join(unit(i) for i in range(3000)) + "</reasoning><answer>1</answer>"
     big = Schema(max_findings_per_code=10**6, max_sections=10**6)
     got, want = parse(text), parse(text, big)
     assert _capped(got, DSA.max_findings_per_code) == _capped(want, DSA.max_findings_per_code)
-    assert got.sections == want.sections[:DSA.max_sections]
+    assert got.sections == want.sections[: DSA.max_sections]

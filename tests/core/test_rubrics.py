@@ -60,23 +60,60 @@ def cases(draw, answer_kind=None):
     a, b = draw(st.integers(2, 60)), draw(st.integers(2, 60))
     ref = a * b
     question = f"Tom has {a} boxes with {b} pens in each box. How many pens does Tom have?"
-    plan = draw(st.sampled_from([
-        "Multiply the number of boxes by the pens per box.", "Solve the problem step by step.",
-        question, "", "ok", "Count every pen: boxes times pens in each.",
-    ]))
-    reasoning = draw(st.sampled_from([
-        f"He has {a} boxes of {b} pens, so {a} * {b} = {ref} pens.", f"So the total is {ref} pens.",
-        f"Boxes {a} and pens {b} multiply to a total.", "", "ok", question,
-    ]))
-    claims = draw(st.lists(st.sampled_from([
-        f"CALC: {a} * {b} = {ref}", f"CALC: {a} * {b} = {ref + 1}", "CALC: 1 + 1 = 2",
-        f"CALC: {a} * 1 = {a}", "CALC: 123 + 456 = 579", f"{a} x {b} = {ref}", f"<<{b}*{a}={ref}>>",
-        "Multiplication is correct.", "CALC: (2 = 3", f"CALC: {ref} / {b} = {a}",
-    ]), max_size=5))
-    sanity = draw(st.sampled_from([
-        f"{ref} is more than {a}, as expected for {b} pens per box.", "The answer is reasonable.",
-        "", f"Dividing {ref} by {a} gives back {b}.", "Looks good.",
-    ]))
+    plan = draw(
+        st.sampled_from(
+            [
+                "Multiply the number of boxes by the pens per box.",
+                "Solve the problem step by step.",
+                question,
+                "",
+                "ok",
+                "Count every pen: boxes times pens in each.",
+            ]
+        )
+    )
+    reasoning = draw(
+        st.sampled_from(
+            [
+                f"He has {a} boxes of {b} pens, so {a} * {b} = {ref} pens.",
+                f"So the total is {ref} pens.",
+                f"Boxes {a} and pens {b} multiply to a total.",
+                "",
+                "ok",
+                question,
+            ]
+        )
+    )
+    claims = draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    f"CALC: {a} * {b} = {ref}",
+                    f"CALC: {a} * {b} = {ref + 1}",
+                    "CALC: 1 + 1 = 2",
+                    f"CALC: {a} * 1 = {a}",
+                    "CALC: 123 + 456 = 579",
+                    f"{a} x {b} = {ref}",
+                    f"<<{b}*{a}={ref}>>",
+                    "Multiplication is correct.",
+                    "CALC: (2 = 3",
+                    f"CALC: {ref} / {b} = {a}",
+                ]
+            ),
+            max_size=5,
+        )
+    )
+    sanity = draw(
+        st.sampled_from(
+            [
+                f"{ref} is more than {a}, as expected for {b} pens per box.",
+                "The answer is reasonable.",
+                "",
+                f"Dividing {ref} by {a} gives back {b}.",
+                "Looks good.",
+            ]
+        )
+    )
     bodies = {"Plan": plan, "Reasoning": reasoning, "Evidence": "\n".join(claims), "Sanity_check": sanity}
     names = list(SECTIONS)
     if draw(st.booleans()):
@@ -84,17 +121,19 @@ def cases(draw, answer_kind=None):
     keep = draw(st.lists(st.booleans(), min_size=4, max_size=4))
     if draw(st.integers(0, 3)) > 0:
         keep = [True] * 4
-    sections = tuple((n, bodies[n]) for n, k in zip(names, keep) if k)
+    sections = tuple((n, bodies[n]) for n, k in zip(names, keep, strict=True) if k)
     kind = answer_kind or draw(st.sampled_from(["right", "wrong", "styled", "several", "empty"]))
     answer = {
-        "right": str(ref), "wrong": str(ref + draw(st.integers(1, 9))),
+        "right": str(ref),
+        "wrong": str(ref + draw(st.integers(1, 9))),
         "styled": draw(st.sampled_from([f"${ref:,}.00", f"\\boxed{{{ref}}}", f"The answer is {ref}."])),
-        "several": f"{ref} or {ref + 1}", "empty": " ",
+        "several": f"{ref} or {ref + 1}",
+        "empty": " ",
     }[kind]
     return Case(sections, answer, ref, question if draw(st.booleans()) else None)
 
 
-PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(suppress_health_check=[HealthCheck.too_slow])
 
 # --------------------------------------------------------------------------------------
 # Grade contract.
@@ -119,20 +158,36 @@ def test_grade_contract_on_generated_completions(case, name):
     assert g == case.grade(rubric)  # deterministic
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.text(), st.sampled_from(sorted(RUBRICS)),
-       st.sampled_from([None, "42", 7, Fraction(1, 3), "#### 1,234"]))
+@given(st.text(), st.sampled_from(sorted(RUBRICS)), st.sampled_from([None, "42", 7, Fraction(1, 3), "#### 1,234"]))
 def test_any_text_never_raises(text, name, ref):
     check_grade(grade(text, ref, rubric=name), RUBRICS[name])
 
 
-TAGGY = st.lists(st.sampled_from([
-    "<reasoning>", "</reasoning>", "<answer>", "</answer>", "Plan:", "Reasoning:", "Evidence:",
-    "Sanity_check:", "\n", " ", "42", "CALC: 6*7 = 42", "x", "\\boxed{", "}", "<<2*3=6>>",
-]), max_size=30).map("".join)
+TAGGY = st.lists(
+    st.sampled_from(
+        [
+            "<reasoning>",
+            "</reasoning>",
+            "<answer>",
+            "</answer>",
+            "Plan:",
+            "Reasoning:",
+            "Evidence:",
+            "Sanity_check:",
+            "\n",
+            " ",
+            "42",
+            "CALC: 6*7 = 42",
+            "x",
+            "\\boxed{",
+            "}",
+            "<<2*3=6>>",
+        ]
+    ),
+    max_size=30,
+).map("".join)
 
 
-@settings(max_examples=300, deadline=None)
 @given(TAGGY, st.sampled_from(sorted(RUBRICS)))
 def test_tag_soup_never_raises(text, name):
     g = grade(text, "42", rubric=name, question="What is 6 times 7?")
@@ -174,7 +229,7 @@ def test_grade_batch_matches_grade():
     refs = ["1", 2, None, Fraction(3), "#### 4"]
     qs = ["q one", None, "q three", None, None]
     assert grade_batch(texts, refs, questions=qs) == [
-        grade(t, r, question=q) for t, r, q in zip(texts, refs, qs)
+        grade(t, r, question=q) for t, r, q in zip(texts, refs, qs, strict=True)
     ]
     assert grade_batch(texts, None, rubric="seed") == [grade(t, rubric="seed") for t in texts]
     assert grade_batch([], None) == []
@@ -245,8 +300,13 @@ def replace(sections, name, body):
 def test_clean_completion_earns_the_maximum():
     g = g_clean()
     assert g.total == 10.0 and g.correct is True and g.predicted == "144" and g.issues == ()
-    assert dict(g.components) == {"format": 1.0, "structure": 1.5, "correctness": 5.0,
-                                  "evidence": 1.5, "coherence": 1.0}
+    assert dict(g.components) == {
+        "format": 1.0,
+        "structure": 1.5,
+        "correctness": 5.0,
+        "evidence": 1.5,
+        "coherence": 1.0,
+    }
     assert g_clean(question=None).total == 10.0  # grounding falls back to Plan + Reasoning
 
 
@@ -281,8 +341,11 @@ def test_evidence_counts_distinct_grounded_true_claims():
     off = ev("CALC: 12 * 12 = 145\nCALC: 123 + 456 = 579\nCALC: 77 * 3 = 231")
     assert off.components["evidence"] == 0.0 and "ungrounded_claim" in off.issues
     half = ev("CALC: 16 - 4 = 12\nCALC: 12 * 12 = 145")
-    for filler in ("CALC: 1 + 1 = 2\n" * 40, "".join(f"CALC: {k} * 1 = {k}\n" for k in range(2, 40)),
-                   "".join(f"CALC: {k} + {k} = {2 * k}\n" for k in range(100, 140))):
+    for filler in (
+        "CALC: 1 + 1 = 2\n" * 40,
+        "".join(f"CALC: {k} * 1 = {k}\n" for k in range(2, 40)),
+        "".join(f"CALC: {k} + {k} = {2 * k}\n" for k in range(100, 140)),
+    ):
         farmed = ev("CALC: 16 - 4 = 12\nCALC: 12 * 12 = 145\n" + filler)
         assert farmed.components["evidence"] <= half.components["evidence"]
     # repeating one true claim counts it once
@@ -297,8 +360,9 @@ def test_evidence_counts_distinct_grounded_true_claims():
 def test_coherence_needs_support_and_a_sanity_reference():
     g = g_clean(replace(CLEAN, "Sanity_check", "The value is plausible for a small shop."))
     assert g.components["coherence"] == 0.5 and "sanity_ignores_answer" in g.issues
-    no_support = replace(replace(CLEAN, "Reasoning", "The shop keeps twelve boxes of pens."),
-                         "Evidence", "CALC: 16 - 4 = 12")
+    no_support = replace(
+        replace(CLEAN, "Reasoning", "The shop keeps twelve boxes of pens."), "Evidence", "CALC: 16 - 4 = 12"
+    )
     g = g_clean(no_support)
     assert g.components["coherence"] == 0.5 and "unsupported_answer" in g.issues
     # the answer as a checked-true claim's result is support enough
@@ -396,7 +460,7 @@ def test_repeating_a_heading_never_raises(case, data, name):
     lines = body.split("\n")
     k = data.draw(st.integers(0, len(lines)))
     split = ((own, "\n".join(lines[:k])), (heading, "\n".join(lines[k:])))
-    sections = case.sections[:i] + split + case.sections[i + 1:]
+    sections = case.sections[:i] + split + case.sections[i + 1 :]
     base = case.grade(RUBRICS[name]).total
     assert case.grade(RUBRICS[name], sections=sections).total <= base
 
@@ -412,7 +476,7 @@ def test_padding_a_section_never_raises(case, data, how, name):
     else:
         pad = data.draw(st.text(alphabet=" \t\n", min_size=1, max_size=8))
         padded = pad + body.replace("\n", "\n" + pad) + pad
-    sections = case.sections[:i] + ((own, padded),) + case.sections[i + 1:]
+    sections = case.sections[:i] + ((own, padded),) + case.sections[i + 1 :]
     base = case.grade(RUBRICS[name]).total
     assert case.grade(RUBRICS[name], sections=sections).total <= base
 
@@ -429,8 +493,12 @@ def test_a_wrong_answer_never_beats_the_right_one(case, delta, partial):
 
 
 @PROPS
-@given(st.sampled_from(["", " ", "\n", " \n\t"]), st.sampled_from(["", "42", "7", "$42", "x"]),
-       st.booleans(), st.sampled_from([None, "What is 6 times 7?"]))
+@given(
+    st.sampled_from(["", " ", "\n", " \n\t"]),
+    st.sampled_from(["", "42", "7", "$42", "x"]),
+    st.booleans(),
+    st.sampled_from([None, "What is 6 times 7?"]),
+)
 def test_a_skeleton_earns_a_small_share(gap_body, answer, think, question):
     text = render([(s, gap_body) for s in SECTIONS], answer)
     rubric = get_rubric("dsa-cast")
@@ -442,10 +510,12 @@ def test_a_skeleton_earns_a_small_share(gap_body, answer, think, question):
 
 def test_number_words_in_the_question_ground_claims():
     q = "Janet's ducks lay 16 eggs. She eats three and bakes with four. How many are left?"
-    sections = (("Plan", "Subtract what she eats and bakes from the eggs laid."),
-                ("Reasoning", "She uses 3 + 4 = 7 eggs, so 16 - 7 = 9 are left."),
-                ("Evidence", "CALC: 3 + 4 = 7\nCALC: 16 - 7 = 9"),
-                ("Sanity_check", "9 is less than 16."))
+    sections = (
+        ("Plan", "Subtract what she eats and bakes from the eggs laid."),
+        ("Reasoning", "She uses 3 + 4 = 7 eggs, so 16 - 7 = 9 are left."),
+        ("Evidence", "CALC: 3 + 4 = 7\nCALC: 16 - 7 = 9"),
+        ("Sanity_check", "9 is less than 16."),
+    )
     g = grade(render(sections, "9"), "9", question=q)
     assert g.components["evidence"] == 1.5 and g.issues == ()
     g = grade(render(sections, "9"), "9", question=q.replace("three", "some").replace("four", "more"))
@@ -453,8 +523,11 @@ def test_number_words_in_the_question_ground_claims():
 
 
 def test_only_credited_claims_support_the_answer():
-    sections = replace(replace(CLEAN, "Reasoning", "The shop keeps twelve boxes of twelve pens."),
-                       "Evidence", "CALC: 144 * 1 = 144\nCALC: 16 - 4 = 12")
+    sections = replace(
+        replace(CLEAN, "Reasoning", "The shop keeps twelve boxes of twelve pens."),
+        "Evidence",
+        "CALC: 144 * 1 = 144\nCALC: 16 - 4 = 12",
+    )
     g = g_clean(sections)
     assert "trivial_claim" in g.issues and "unsupported_answer" in g.issues
     assert g.components["coherence"] == 0.5
@@ -471,16 +544,63 @@ def test_grades_pickle(name):
         assert (back.detail is None) == (not detail)
 
 
-NUMBERISH = st.lists(st.sampled_from(
-    list("0123456789") + ["-", "\u2212", "+", ".", ",", " ", "/", "%", "e", "x", "a", "$", "(", ")",
-                          "\\frac{1}{2}", "{,}", "\u00a0", "^", "×", "percent", "\n", "=", "*"]),
-    max_size=14).map("".join)
+NUMBERISH = st.lists(
+    st.sampled_from(
+        list("0123456789")
+        + [
+            "-",
+            "\u2212",
+            "+",
+            ".",
+            ",",
+            " ",
+            "/",
+            "%",
+            "e",
+            "x",
+            "a",
+            "$",
+            "(",
+            ")",
+            "\\frac{1}{2}",
+            "{,}",
+            "\u00a0",
+            "^",
+            "×",
+            "percent",
+            "\n",
+            "=",
+            "*",
+        ]
+    ),
+    max_size=14,
+).map("".join)
 
 
-@settings(max_examples=1500, deadline=None)
-@given(NUMBERISH, st.sampled_from([0, 1, 2, 5, 12, 25, 125, 1000, 1025, 1234567, Fraction(1, 2),
-                                   Fraction(5, 2), -5, -1, Fraction(1, 4), Fraction(-1, 2)]),
-       st.booleans())
+@given(
+    NUMBERISH,
+    st.sampled_from(
+        [
+            0,
+            1,
+            2,
+            5,
+            12,
+            25,
+            125,
+            1000,
+            1025,
+            1234567,
+            Fraction(1, 2),
+            Fraction(5, 2),
+            -5,
+            -1,
+            Fraction(1, 4),
+            Fraction(-1, 2),
+        ]
+    ),
+    st.booleans(),
+)
 def test_answer_mentions_follow_the_documented_reading(body, target, percent):
     """Integers >= 0: plain digits, maybe comma-grouped, not negative, not part of a longer number
     (checked against a regular-expression statement of that rule); others: numbers_in."""
@@ -493,8 +613,10 @@ def test_answer_mentions_follow_the_documented_reading(body, target, percent):
     for t in targets:
         if t.denominator == 1 and t >= 0:
             forms = "|".join(re.escape(f) for f in {str(t.numerator), f"{t.numerator:,}"})
-            rule = (rf"(?<![0-9.])(?<![0-9],)(?<!(?<![0-9A-Za-z)\]}}])[-\u2212])(?:{forms})"
-                    r"(?:\.0+)?(?![0-9]|,[0-9]{3}|\.[0-9])")
+            rule = (
+                rf"(?<![0-9.])(?<![0-9],)(?<!(?<![0-9A-Za-z)\]}}])[-\u2212])(?:{forms})"
+                r"(?:\.0+)?(?![0-9]|,[0-9]{3}|\.[0-9])"
+            )
             expected = expected or re.search(rule, body) is not None
         else:
             expected = expected or any(v == t for v, _, _ in numbers_in(body))
@@ -518,17 +640,68 @@ def _mentions_loop(body: str, s: str) -> bool:
     return False
 
 
-_MENTION_PIECES = ["1", "1", "1", "0", "2", "9", ".", ",", "-", "\u2212", "x", "X", "A", "Z", "z", ")", "]",
-                   "}", "(", " ", "1,000", ".0", "1.", "12", "a-", "_", "\u0661"]
+_MENTION_PIECES = [
+    "1",
+    "1",
+    "1",
+    "0",
+    "2",
+    "9",
+    ".",
+    ",",
+    "-",
+    "\u2212",
+    "x",
+    "X",
+    "A",
+    "Z",
+    "z",
+    ")",
+    "]",
+    "}",
+    "(",
+    " ",
+    "1,000",
+    ".0",
+    "1.",
+    "12",
+    "a-",
+    "_",
+    "\u0661",
+]
 
 
-_MENTION_EDGES = ["9,1", "Z-1", "z-1", "]-1", "}-1", ")-1", "(-1", "-1", " -1", "1-1", "x\u22121", "\u22121",
-                  "1.1", "1,000", "2,1,000", "1.0", "1.05", "1,0001", "1.", ".1", "11", "1,", "1,00"]
+_MENTION_EDGES = [
+    "9,1",
+    "Z-1",
+    "z-1",
+    "]-1",
+    "}-1",
+    ")-1",
+    "(-1",
+    "-1",
+    " -1",
+    "1-1",
+    "x\u22121",
+    "\u22121",
+    "1.1",
+    "1,000",
+    "2,1,000",
+    "1.0",
+    "1.05",
+    "1,0001",
+    "1.",
+    ".1",
+    "11",
+    "1,",
+    "1,00",
+]
 
 
-@settings(max_examples=800, deadline=None)
-@given(st.lists(st.sampled_from(_MENTION_PIECES + _MENTION_EDGES), max_size=60),
-       st.sampled_from([0, 1, 2, 10, 12, 1000, 1001]))
+@given(
+    st.lists(st.sampled_from(_MENTION_PIECES + _MENTION_EDGES), max_size=60),
+    st.sampled_from([0, 1, 2, 10, 12, 1000, 1001]),
+)
 def test_mention_pattern_is_the_occurrence_rule(pieces, t):
     from dsa_cast.rubrics import _mention_pattern
 
@@ -540,7 +713,6 @@ def test_mention_pattern_is_the_occurrence_rule(pieces, t):
         assert (_mention_pattern(s).search(body) is not None) == _mentions_loop(body, s)
 
 
-@settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(_MENTION_PIECES), max_size=300), st.sampled_from([0, 1, 2, 10, 1000]))
 def test_mentions_int_matches_the_occurrence_rule(pieces, t):
     from dsa_cast.rubrics import _mentions_int
@@ -555,3 +727,15 @@ def test_mentions_int_is_fast_on_a_90000_digit_run():
     body = "1" * 90_000
     assert _mentions_int(body, 1) is False and _mentions_int(body + " 1", 1) is True
     assert _mentions_int("1." * 50_000, 1) is False and _mentions_int("1." * 50_000 + " 1", 1) is True
+
+
+def test_grade_init_takes_exactly_the_dataclass_fields() -> None:
+    """Grade writes its __init__ out (one __dict__ update, for speed): it must stay in step with the fields."""
+    import dataclasses
+    import inspect
+
+    from dsa_cast.rubrics import Grade
+
+    fields = [(f.name, f.default) for f in dataclasses.fields(Grade)]
+    params = [(p.name, p.default) for p in list(inspect.signature(Grade.__init__).parameters.values())[1:]]
+    assert params == [(n, inspect.Parameter.empty if d is dataclasses.MISSING else d) for n, d in fields]

@@ -7,12 +7,13 @@ implementation must agree with on generated text, and the Tunix calling conventi
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from dsa_cast.claims import EvalError, evaluate
@@ -29,8 +30,10 @@ SEED = SeedRubric()
 
 
 def dsa(plan="p", reasoning="r", evidence="e", sanity="s", answer="42", gap="\n"):
-    return (f"<reasoning>{gap}Plan: {plan}{gap}Reasoning: {reasoning}{gap}Evidence: {evidence}"
-            f"{gap}Sanity_check: {sanity}{gap}</reasoning>{gap}<answer>{answer}</answer>")
+    return (
+        f"<reasoning>{gap}Plan: {plan}{gap}Reasoning: {reasoning}{gap}Evidence: {evidence}"
+        f"{gap}Sanity_check: {sanity}{gap}</reasoning>{gap}<answer>{answer}</answer>"
+    )
 
 
 def body_len(text: str) -> int:
@@ -94,9 +97,7 @@ def test_accuracy_terms_by_hand(written, ref, accuracy):
     text = dsa(answer=written, evidence="none")
     n = body_len(text)
     expected = 3 * accuracy + 2 * ((1 + 1 + n / 300) / 3) + 1 + 0
-    assert reward_cast_math_and_completeness(None, [text], answer=[ref]) == [
-        pytest.approx(expected, abs=1e-12)
-    ]
+    assert reward_cast_math_and_completeness(None, [text], answer=[ref]) == [pytest.approx(expected, abs=1e-12)]
     assert grade(text, ref, rubric="seed").correct is (accuracy == 1.0)
 
 
@@ -155,8 +156,16 @@ def test_seed_reference_types():
     for bad in ({"a": 1}, [1], [10**5000], (2.5,), b"2.5", True):
         with pytest.raises(TypeError, match="reference must be a number or str"):
             grade(text, bad, rubric="seed")
-    for bad in ("nan", "inf", "#### -Infinity", "1" * 5000, 10**5000, float("nan"), Decimal("1e100000000"),
-                Fraction(10**5000, 3)):
+    for bad in (
+        "nan",
+        "inf",
+        "#### -Infinity",
+        "1" * 5000,
+        10**5000,
+        float("nan"),
+        Decimal("1e100000000"),
+        Fraction(10**5000, 3),
+    ):
         with pytest.raises(ValueError, match="is not a finite number"):
             grade(text, bad, rubric="seed")
     with pytest.raises(ValueError, match=r"answer\[1\]"):  # the reward function names the item
@@ -246,30 +255,56 @@ def oracle(text: str, ref: str) -> tuple[float, float, float]:
         elif gold != 0:
             ratio = pred / gold
             acc = 0.5 if 0.9 <= ratio <= 1.1 else 0.25 if 0.8 <= ratio <= 1.2 else 0.0
-    comp = (sum(p >= 0 for p in pos) / 4 + (1.0 if order else 0.0)
-            + (min(len(r.group(1)) / 300, 1.0) if r else 0.0)) / 3
+    comp = (
+        sum(p >= 0 for p in pos) / 4 + (1.0 if order else 0.0) + (min(len(r.group(1)) / 300, 1.0) if r else 0.0)
+    ) / 3
     tags = bool(r) and bool(a)
     bonus = 1.0 if tags and order else 0.5 if tags else 0.0
     total = ok = 0
     for m in _CALC.finditer(text):
         total += 1
-        try:
+        with contextlib.suppress(EvalError):
             ok += evaluate(m.group(1)) == evaluate(m.group(2).strip())
-        except EvalError:
-            pass
     calc = ok / total if total else 0.0
     return exact, soft, 3 * acc + 2 * comp + bonus + calc
 
 
-TOKENS = st.sampled_from([
-    "<reasoning>", "</reasoning>", "<answer>", "</answer>", "Plan:", "Reasoning:", "Evidence:",
-    "Sanity_check:", " ", "\n", "\t", "\u00a0", "\x1c", "\u2028", "x", "####", "#", "12", "3.5",
-    "1,000", "-", "+", ",", ".", "7", "٣", "\nCALC: 2+3 = 5\n", "\nCALC: 2*3 = 7\n",
-    "\nCALC: 12 / 4 = 3", "CALC: 1,000 + 7 = 1007 apples",
-])
+TOKENS = st.sampled_from(
+    [
+        "<reasoning>",
+        "</reasoning>",
+        "<answer>",
+        "</answer>",
+        "Plan:",
+        "Reasoning:",
+        "Evidence:",
+        "Sanity_check:",
+        " ",
+        "\n",
+        "\t",
+        "\u00a0",
+        "\x1c",
+        "\u2028",
+        "x",
+        "####",
+        "#",
+        "12",
+        "3.5",
+        "1,000",
+        "-",
+        "+",
+        ",",
+        ".",
+        "7",
+        "٣",
+        "\nCALC: 2+3 = 5\n",
+        "\nCALC: 2*3 = 7\n",
+        "\nCALC: 12 / 4 = 3",
+        "CALC: 1,000 + 7 = 1007 apples",
+    ]
+)
 
 
-@settings(max_examples=400, deadline=None)
 @given(st.lists(TOKENS, max_size=40), st.sampled_from(["12", "3.5", "1,000", "0", "x", "#### 7"]))
 def test_linear_implementation_agrees_with_regex_oracle(tokens, ref):
     text = "".join(tokens)
@@ -280,7 +315,6 @@ def test_linear_implementation_agrees_with_regex_oracle(tokens, ref):
     assert g.components["cast"] == pytest.approx(cast, abs=1e-12)
 
 
-@settings(max_examples=200, deadline=None)
 @given(st.lists(TOKENS, max_size=12), st.lists(TOKENS, max_size=12), st.lists(TOKENS, max_size=6))
 def test_exact_format_agrees_on_near_miss_layouts(pre, mid, post):
     text = "".join(pre) + dsa(plan="".join(mid), answer="".join(post))
@@ -324,7 +358,7 @@ def test_reward_functions_sum_to_the_seed_total():
         reward_format_soft(["p"] * 4, texts, **kwargs),
         reward_cast_math_and_completeness(["p"] * 4, texts, **kwargs),
     ]
-    totals = [sum(col) for col in zip(*parts)]
+    totals = [sum(col) for col in zip(*parts, strict=True)]
     assert totals == [g.total for g in grade_batch(texts, refs, rubric="seed")]
     assert all(isinstance(x, float) for p in parts for x in p)
 

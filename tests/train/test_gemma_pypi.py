@@ -17,14 +17,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import sentencepiece as spm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsa_cast_train import gemma_pypi as gp
+
+if TYPE_CHECKING:  # imported where used: collecting this module must not need sentencepiece
+    import sentencepiece as spm
 
 pytestmark = pytest.mark.train
 
@@ -89,6 +92,8 @@ def loaded(converted):
 
 @pytest.fixture(scope="module")
 def real_tokenizer(converted) -> spm.SentencePieceProcessor:
+    import sentencepiece as spm
+
     return spm.SentencePieceProcessor(model_file=str(converted / gp.TOKENIZER_NAME))
 
 
@@ -187,6 +192,8 @@ def _toy_vocab():
 
 
 def _toy_tokenizer() -> spm.SentencePieceProcessor:
+    import sentencepiece as spm
+
     pieces, scores, types = _toy_vocab()
     proto = gp.build_sentencepiece_model(pieces, scores, types, unk_id=3, bos_id=2, eos_id=1, pad_id=0)
     return spm.SentencePieceProcessor(model_proto=proto)
