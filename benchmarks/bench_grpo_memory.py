@@ -19,7 +19,8 @@ least 4 GiB below the default and is no slower per step.
     python benchmarks/bench_grpo_memory.py --generations 2 8 --losses lean
     python benchmarks/bench_grpo_memory.py --quick              # G = 2, 2 steps, 64 new tokens
 
-Results: ``benchmarks/results/bench_grpo_memory.json`` (and ``.md``).
+Results: ``benchmarks/results/bench_grpo_memory.json``. The trainers set two glibc malloc limits
+(:mod:`dsa_cast_train.malloc`); ``--env DSA_CAST_MALLOC_TUNING=0`` measures glibc's defaults.
 """
 
 from __future__ import annotations

@@ -268,3 +268,17 @@ def test_progress_printer_pools_evaluation_batches_and_reports_pace(caplog):
     assert len(trains) == 3 and "s/step" not in trains[0]
     assert "40 s/step, ~80 s left" in trains[2]  # 2 steps in 80 s; steps 3 and 4 to go
     assert lines.index(evals[0]) < lines.index(trains[0])
+
+
+def test_malloc_tuning_respects_the_user_and_is_accepted_by_glibc():
+    import platform
+
+    from dsa_cast_train import malloc
+
+    assert malloc.planned({}) == {"arena_max": 2, "mmap_threshold": 1 << 20}
+    assert malloc.planned({"MALLOC_ARENA_MAX": "8"}) == {"mmap_threshold": 1 << 20}
+    assert malloc.planned({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}) == {"arena_max": 2}
+    assert malloc.planned({"DSA_CAST_MALLOC_TUNING": "0"}) == {}
+    assert malloc.apply({"DSA_CAST_MALLOC_TUNING": "0"}) == {}
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert malloc.apply({}) == {"arena_max": 2, "mmap_threshold": 1 << 20}
