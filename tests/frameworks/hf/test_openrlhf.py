@@ -101,20 +101,39 @@ def test_without_marker_stripping_openrlhf_would_lose_half_a_point(tok, prompt, 
     assert float(out["reward"]) == 9.5
 
 
-def test_a_raising_reward_func_is_swallowed_at_info_level(tok, prompt, tmp_path, caplog):
-    """OpenRLHF catches the exception, logs it at INFO and returns no reward (docs/adapters/openrlhf.md)."""
-    executor = SingleTurnAgentExecutor([_reward_file(tmp_path, "from dsa_cast.score import reward_func  # noqa: F401\n")])
+def _run_logged(executor, tok, prompt, caplog, label):
     logger = logging.getLogger("openrlhf")
     old = logger.propagate
     logger.propagate = True
     try:
-        with caplog.at_level(logging.INFO, logger="openrlhf"):
-            out, _ = _run(executor, tok, prompt, tok(COMPLETION, add_special_tokens=False).input_ids,
-                          label="no number here")
+        with caplog.at_level(logging.INFO):
+            out, _ = _run(executor, tok, prompt, tok(COMPLETION, add_special_tokens=False).input_ids, label=label)
     finally:
         logger.propagate = old
+    return out
+
+
+def test_an_unreadable_label_scores_the_minimum_by_default(tok, prompt, tmp_path, caplog):
+    """on_error='min' (the default): the row gets the rubric's minimum and a WARNING naming it,
+    so one bad label does not take the RL step down (docs/adapters/openrlhf.md)."""
+    executor = SingleTurnAgentExecutor([_reward_file(tmp_path, "from dsa_cast.score import reward_func  # noqa: F401\n")])
+    out = _run_logged(executor, tok, prompt, caplog, label="no number here")
+    assert float(out["reward"]) == 0.0
+    assert any("labels[0]" in r.getMessage() and r.levelno == logging.WARNING and r.name == "dsa_cast.adapters"
+               for r in caplog.records)
+
+
+def test_a_raising_reward_func_is_swallowed_at_info_level(tok, prompt, tmp_path, caplog):
+    """With on_error='raise', OpenRLHF catches the exception, logs it at INFO and returns no
+    reward (docs/adapters/openrlhf.md): why 'min' is the default."""
+    body = ("from dsa_cast.score import reward_func as dsa\n\n"
+            "def reward_func(queries, prompts, labels, **kwargs):\n"
+            "    return dsa(queries, prompts, labels, on_error='raise')\n")
+    executor = SingleTurnAgentExecutor([_reward_file(tmp_path, body)])
+    out = _run_logged(executor, tok, prompt, caplog, label="no number here")
     assert out["reward"] is None and out["scores"] is None
-    assert any("labels[0]" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+    assert any("labels[0]" in r.getMessage() and r.levelno == logging.INFO and r.name.startswith("openrlhf")
+               for r in caplog.records)
 
 
 def test_reward_is_a_float32_tensor(tok, prompt, tmp_path):
