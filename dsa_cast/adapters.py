@@ -29,10 +29,11 @@ import importlib.util
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from dsa_cast.columns import column, plain_value, sequence
 from dsa_cast.markers import END_MARKERS, check_end_markers, strip_end_markers
 from dsa_cast.rubrics import Grade, Rubric, RubricCode, get_rubric, resolve_rubric
 
@@ -120,54 +121,10 @@ class _Unreadable:
         return f"<unreadable: {self.reason}>"
 
 
-def _text(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"bytes that are not UTF-8 text (invalid byte 0x{raw[err.start]:02x} at offset {err.start})"
-        ) from None
-
-
-def _plain(value: object) -> object:
-    """A numpy scalar / 0-d array / bytes cell as a plain Python value (duck-typed); bytes that
-    are not UTF-8 are a ValueError."""
-    if value is None or isinstance(value, (str, int, float)):
-        return value
-    if isinstance(value, (bytes, bytearray)):
-        return _text(bytes(value))
-    item = getattr(value, "item", None)
-    if callable(item) and getattr(value, "ndim", None) == 0:
-        return _plain(item())
-    return value
-
-
-def _sequence(values: Any, name: str) -> list[object]:  # any column type: checked here
-    """The entries of a list, tuple or numpy array column (one str, bytes, dict or set is an
-    error: iterating it would grade its characters or keys)."""
-    if isinstance(values, (str, bytes, bytearray, Mapping, Set)):
-        raise TypeError(
-            f"{name} must be a sequence with one entry per completion (list, tuple or "
-            f"array), got one {type(values).__name__}"
-        )
-    tolist = getattr(values, "tolist", None)  # numpy: native Python values in one call
-    return list(tolist() if callable(tolist) else values)
-
-
 def _column(values: object, n: int, name: str, *, unreadable_ok: bool = False) -> list[object]:
-    """One plain value per completion from a list, tuple or numpy array column. A cell that is
-    not UTF-8 is an error naming it, or with ``unreadable_ok`` an :class:`_Unreadable` marker."""
-    out: list[object] = []
-    for i, v in enumerate(_sequence(values, f"batch column {name!r}")):
-        try:
-            out.append(_plain(v))
-        except ValueError as err:
-            if not unreadable_ok:
-                raise ValueError(f"batch column {name!r}[{i}]: {err}") from None
-            out.append(_Unreadable(str(err)))
-    if len(out) != n:
-        raise ValueError(f"batch column {name!r} has {len(out)} entries for {n} completions")
-    return out
+    """One plain value per completion from batch column ``name`` (:func:`dsa_cast.columns.column`);
+    with ``unreadable_ok`` a cell that is not UTF-8 becomes an :class:`_Unreadable` marker."""
+    return column(values, n, f"batch column {name!r}", unreadable=_Unreadable if unreadable_ok else None)
 
 
 def completion_text(completion: object) -> str:
@@ -177,7 +134,7 @@ def completion_text(completion: object) -> str:
     assistant messages' contents are joined with newlines (a single message is just its
     content); a content given as parts (``[{"type": "text", "text": ...}]``) joins its text parts.
     """
-    completion = _plain(completion)
+    completion = plain_value(completion)
     if isinstance(completion, str):
         return completion
     if isinstance(completion, Mapping):
@@ -197,7 +154,7 @@ def completion_text(completion: object) -> str:
 
 
 def _content_text(content: object) -> str:
-    content = _plain(content)
+    content = plain_value(content)
     if content is None:
         return ""
     if isinstance(content, str):
@@ -205,7 +162,7 @@ def _content_text(content: object) -> str:
     if isinstance(content, Sequence):
         texts = []
         for j, part in enumerate(content):
-            part = _plain(part)
+            part = plain_value(part)
             if isinstance(part, str):  # a plain string part is text too
                 texts.append(part)
             elif isinstance(part, Mapping):
@@ -345,7 +302,7 @@ class BatchGrader:
             raise TypeError(f"{who}: missing 'completions'")
         texts = []
         markers = self.config.end_markers
-        for i, c in enumerate(_sequence(completions, f"{who}: completions")):
+        for i, c in enumerate(sequence(completions, f"{who}: completions")):
             try:
                 texts.append(strip_end_markers(completion_text(c), markers))
             except (TypeError, ValueError) as err:
@@ -561,7 +518,7 @@ def _named_rubric(rubric: str | Rubric, rubric_options: Mapping[str, object] | N
 
 def _verl_question(extra_info: object) -> str | None:
     if isinstance(extra_info, Mapping):
-        q = _plain(extra_info.get("question"))
+        q = plain_value(extra_info.get("question"))
         return q if isinstance(q, str) else None
     return None
 
@@ -625,7 +582,7 @@ def compute_score_batch(
     r = _named_rubric(rubric, rubric_options)
     markers = check_end_markers(end_markers)
     texts = []
-    for i, s in enumerate(_sequence(solution_strs, "solution_strs")):
+    for i, s in enumerate(sequence(solution_strs, "solution_strs")):
         try:
             texts.append(strip_end_markers(completion_text(s), markers))
         except (TypeError, ValueError) as err:
@@ -689,7 +646,7 @@ def reward_func(
     is installed (OpenRLHF's own convention), plain lists otherwise; ``as_tensors`` forces one.
     ``on_error``: see :data:`ON_ERROR`.
     """
-    qs = _sequence(queries, "queries")
+    qs = sequence(queries, "queries")
     n = len(qs)
     qs = _column(qs, n, "queries")
     ps = _column(prompts, n, "prompts") if prompts is not None else [""] * n

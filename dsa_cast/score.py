@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence, Set
 from typing import Any, cast
 
+from dsa_cast.columns import column, plain_value
 from dsa_cast.rubrics import (
     DEFAULT_RUBRIC,
     RUBRICS,
@@ -139,39 +140,10 @@ def grade_batch(
     return out
 
 
-def _column(values: Sequence[object] | None, n: int, name: str) -> list[object]:
-    """One plain value per completion (None everywhere when ``values`` is None)."""
-    if values is None:
-        return [None] * n
-    if isinstance(values, (str, bytes, bytearray, Mapping, Set)):  # iterating would grade keys or chars
-        raise TypeError(f"{name} must be a sequence (list, tuple or array), got one {type(values).__name__}")
-    out = []
-    for i, v in enumerate(values):
-        try:
-            out.append(_plain(v))
-        except ValueError as err:
-            raise ValueError(f"{name}[{i}]: {err}") from None
-    if len(out) != n:
-        raise ValueError(f"{name} has {len(out)} entries for {n} completions")
-    return out
-
-
-def _plain(value: object) -> object:
-    """A numpy scalar / bytes cell as a plain Python value (duck-typed: numpy is not imported);
-    bytes that are not UTF-8 are a ValueError."""
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ValueError(
-                f"bytes that are not UTF-8 text (invalid byte 0x{value[err.start]:02x} at offset {err.start})"
-            ) from None
-    if value is None or isinstance(value, (str, int, float)):
-        return value
-    item = getattr(value, "item", None)
-    if callable(item) and getattr(value, "ndim", None) == 0:
-        return _plain(item())
-    return value
+def _column(values: Sequence[object] | None, n: int, label: str) -> list[object]:
+    """One plain value per completion (:func:`dsa_cast.columns.column`); None everywhere when
+    ``values`` is None."""
+    return [None] * n if values is None else column(values, n, label)
 
 
 # --------------------------------------------------------------------------------------
@@ -190,7 +162,7 @@ def _texts(completions: Sequence[str], fn: str) -> list[str]:
     out: list[object] = []
     for i, c in enumerate(completions):
         try:
-            out.append(_plain(c))
+            out.append(plain_value(c))
         except ValueError as err:
             raise ValueError(f"{fn}(): completions[{i}]: {err}") from None
     for i, v in enumerate(out):
