@@ -226,25 +226,76 @@ def export_zip(
     """
     run = Path(run_dir)
     root = resolve_checkpoint_root(run, checkpoint_root)
-    steps = checkpoint_steps(root)
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
-        raise ExportError(f"{root}: step {step} not found; available steps: {steps}")
+    step = _pick_step(root, step)
     step_dir = root / str(step)
     out = Path(out_path) if out_path is not None else run / "export" / f"{run.resolve().name}_step{step}.zip"
+    _check_zip_destination(out, overwrite)
+    _verify_step(step_dir, include_optimizer)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    members = _checkpoint_members(step_dir, step, include_optimizer)
+    run_members, metrics_summary = _run_members(run)
+    members += run_members
+    if config is None:
+        config = _run_config(run)
+
+    try:
+        dsa_io.refuse_inputs(out, [p for p, _ in members])
+    except dsa_io.OutputError as exc:
+        raise ExportError(str(exc)) from exc
+    entries = [FileEntry(arc, sha256_file(p), p.stat().st_size) for p, arc in members]
+    manifest = _manifest(step, step_dir, include_optimizer, config, metrics_summary, entries)
+    _write_zip_atomically(out, members, manifest, compression)
+    total = sum(e.size for e in entries)
+    log.info("exported step %d (%d files, %d bytes) to %s", step, len(entries), total, out)
+    return ZipExport(out, step, step_dir, len(entries), total, sha256_file(out))
+
+
+def _manifest(step: int, step_dir: Path, include_optimizer: bool, config: Mapping[str, Any] | None,
+              metrics_summary: dict[str, Any], entries: Sequence[FileEntry]) -> dict[str, Any]:
+    """``MANIFEST.json``'s content: what was archived, from where, and every member's sha256/size."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "step": step,
+        "checkpoint_dir": str(step_dir),
+        "include_optimizer": include_optimizer,
+        "config": dict(config) if config is not None else None,
+        "metrics": metrics_summary,
+        "files": [dataclasses.asdict(e) for e in entries],
+    }
+
+
+def _pick_step(root: Path, step: int | None) -> int:
+    """``step`` if it is a finished step under ``root``, the newest finished step when None."""
+    steps = checkpoint_steps(root)
+    if step is None:
+        return steps[-1]
+    if step not in steps:
+        raise ExportError(f"{root}: step {step} not found; available steps: {steps}")
+    return step
+
+
+def _check_zip_destination(out: Path, overwrite: bool) -> None:
+    """Refuse a directory, and an existing file that is not our archive unless ``overwrite``."""
     if out.is_dir():
         raise ExportError(f"{out}: is a directory; --out names the zip file")
     if out.exists() and not overwrite and not is_export_archive(out):
         raise ExportError(f"{out}: exists and is not a dsa-cast export archive; refusing to replace it "
                           f"(pass --overwrite / overwrite=True, or choose another --out)")
+
+
+def _verify_step(step_dir: Path, include_optimizer: bool) -> None:
+    """Check the step against the digests recorded when it was saved (a warning when it has none)."""
     try:
         if not digests.verify(step_dir, None if include_optimizer else ("model_params",)):
             log.warning("checkpoint %s has no %s: archived without verification", step_dir, digests.DIGEST_FILE)
     except digests.CheckpointError as exc:
         raise ExportError(str(exc)) from exc
-    out.parent.mkdir(parents=True, exist_ok=True)
 
+
+def _checkpoint_members(step_dir: Path, step: int, include_optimizer: bool) -> list[tuple[Path, str]]:
+    """``(file, archive name)`` for every file of the step (``optimizer_state`` only if included)."""
     members: list[tuple[Path, str]] = []
     for p in sorted(step_dir.rglob("*")):
         rel = p.relative_to(step_dir)
@@ -257,35 +308,35 @@ def export_zip(
         members.append((p, f"checkpoint/{step}/{rel.as_posix()}"))
     if not members:
         raise ExportError(f"{step_dir}: checkpoint step holds no files")
+    return members
+
+
+def _run_members(run: Path) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
+    """The run's config and metrics files as ``(file, archive name)``, and the last record of each
+    metrics file (for the manifest)."""
+    members: list[tuple[Path, str]] = []
     metrics_summary: dict[str, Any] = {}
     for p in _run_files(run):
         rel = p.relative_to(run).as_posix()
         members.append((p, f"run/{rel}"))
         if p.suffix == ".jsonl":
             metrics_summary[rel] = _last_jsonl_record(p)
-    if config is None:
-        for name in ("config.json", "resolved_config.json"):
-            cfg = _read_json_or_none(run / name)
-            if cfg is not None:
-                config = cfg
-                break
+    return members, metrics_summary
 
-    try:
-        dsa_io.refuse_inputs(out, [p for p, _ in members])
-    except dsa_io.OutputError as exc:
-        raise ExportError(str(exc)) from exc
-    entries = [FileEntry(arc, sha256_file(p), p.stat().st_size) for p, arc in members]
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "step": step,
-        "checkpoint_dir": str(step_dir),
-        "include_optimizer": include_optimizer,
-        "config": dict(config) if config is not None else None,
-        "metrics": metrics_summary,
-        "files": [dataclasses.asdict(e) for e in entries],
-    }
 
+def _run_config(run: Path) -> Any:
+    """The run's resolved config as JSON (``config.json``, else ``resolved_config.json``), or None."""
+    for name in ("config.json", "resolved_config.json"):
+        cfg = _read_json_or_none(run / name)
+        if cfg is not None:
+            return cfg
+    return None
+
+
+def _write_zip_atomically(out: Path, members: Sequence[tuple[Path, str]], manifest: Mapping[str, Any],
+                          compression: int) -> None:
+    """Write the zip to a temporary file beside ``out``, fsync and verify it, then rename it into
+    place; on any failure the temporary file is removed and ``out`` is left as it was."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -301,9 +352,6 @@ def export_zip(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    total = sum(e.size for e in entries)
-    log.info("exported step %d (%d files, %d bytes) to %s", step, len(entries), total, out)
-    return ZipExport(out, step, step_dir, len(entries), total, sha256_file(out))
 
 
 def _is_symlink_member(info: zipfile.ZipInfo) -> bool:
@@ -846,10 +894,7 @@ def run(config, run_dir: str | Path) -> ExportResult:
     run_path = Path(run_dir)
     exp = config.export
     root = resolve_checkpoint_root(run_path, exp.checkpoint)
-    steps = checkpoint_steps(root)
-    step = exp.step if exp.step is not None else steps[-1]
-    if step not in steps:
-        raise ExportError(f"{root}: step {step} not found; available steps: {steps}")
+    step = _pick_step(root, exp.step)
     out_dir = Path(exp.output) if exp.output else run_path / "export"
     zexp = sexp = None
     if exp.format in ("safetensors", "both"):
