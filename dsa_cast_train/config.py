@@ -122,7 +122,8 @@ class ModelSpec:
     dtype: str = "float32"
     """Parameter dtype: ``float32`` or ``bfloat16``."""
     remat: str = "none"
-    """Activation rematerialisation: ``none``, ``block`` or ``decoder`` (saves memory on long sequences). SFT and evaluation only: GRPO uses ``grpo.remat_layers``."""
+    """Activation rematerialisation: ``none``, ``block`` or ``decoder`` (saves memory on long
+    sequences). SFT and evaluation only: GRPO uses ``grpo.remat_layers``."""
     cache_dir: str | None = None
     """Download/conversion cache for ``kaggle``, ``hf`` and ``gemma3-270m-pypi`` (``None``: library default)."""
     num_layers: int = 2
@@ -759,7 +760,7 @@ def apply_overrides(config: PipelineConfig, overrides: Iterable[str | tuple[str,
             (key, value), raw = item, None
         try:
             config = _merge(config, _nest(key, value))
-        except ConfigError as exc:
+        except ConfigError:
             if raw is not None and value != raw:
                 try:
                     config = _merge(config, _nest(key, raw))

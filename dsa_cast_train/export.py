@@ -256,7 +256,7 @@ def _manifest(step: int, step_dir: Path, include_optimizer: bool, config: Mappin
     """``MANIFEST.json``'s content: what was archived, from where, and every member's sha256/size."""
     return {
         "format": MANIFEST_FORMAT,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "step": step,
         "checkpoint_dir": str(step_dir),
         "include_optimizer": include_optimizer,

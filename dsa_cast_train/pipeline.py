@@ -71,6 +71,18 @@ class PipelineResult:
     seconds: float
 
 
+_STAGE_NEEDS: dict[str, frozenset[str]] = {
+    "eval_base": frozenset({"evaluate"}),
+    "sft": frozenset({"sft"}),
+    "eval_sft": frozenset({"evaluate", "sft"}),
+    "grpo": frozenset({"grpo"}),
+    "eval_grpo": frozenset({"evaluate", "grpo"}),
+    "export": frozenset({"export"}),
+    "report": frozenset({"evaluate"}),
+}
+"""Each stage runs when ``config.stages`` holds all of these."""
+
+
 def plan(config) -> tuple[str, ...]:
     """The stages ``config.stages`` asks for, in execution order."""
     unknown = sorted(set(config.stages) - set(CONFIG_STAGES))
@@ -79,18 +91,7 @@ def plan(config) -> tuple[str, ...]:
     want = set(config.stages)
     if not want & {"sft", "grpo", "evaluate", "export"}:
         raise config_lib.ConfigError("stages is empty: nothing to run")
-    out = []
-    for stage in ALL_STAGES:
-        if stage == "eval_base" and "evaluate" in want:
-            out.append(stage)
-        elif stage in ("sft", "grpo", "export") and stage in want:
-            out.append(stage)
-        elif stage == "eval_sft" and {"evaluate", "sft"} <= want:
-            out.append(stage)
-        elif stage == "eval_grpo" and {"evaluate", "grpo"} <= want:
-            out.append(stage)
-        elif stage == "report" and "evaluate" in want:
-            out.append(stage)
+    out = [stage for stage in ALL_STAGES if _STAGE_NEEDS[stage] <= want]
     if "export" in out and not want & {"sft", "grpo"} and config.export.checkpoint is None:
         raise config_lib.ConfigError("stages: export without sft or grpo needs export.checkpoint")
     return tuple(out)
@@ -157,8 +158,8 @@ def _record_stage(run_dir: Path, manifest: dict[str, Any], stage: str, summary: 
                   started: float, seconds: float) -> None:
     manifest[stage] = {
         "status": "done",
-        "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(timespec="seconds"),
-        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": _dt.datetime.fromtimestamp(started, _dt.UTC).isoformat(timespec="seconds"),
+        "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
         "summary": dict(summary),
     }
