@@ -14,6 +14,16 @@ Values can be changed from three places, applied in this order:
 
 Unknown or ill-typed fields raise :class:`ConfigError` naming the field (and the file).
 This module is pure Python (stdlib, plus PyYAML only when a YAML file is read).
+
+Why not OmegaConf (issue 11; Tunix 0.1.7's CLI, ``tunix/cli/config.py``, merges YAML and
+``OmegaConf.from_cli`` overrides with it): measured with OmegaConf 2.4.0, a structured config
+(dataclass schema) merged with a YAML file turns ``remove_checkpoints: 'yes'`` and
+``remove_checkpoints: 1`` into ``True``, ``rubric: 3`` into ``'3'`` and ``max_steps: '5'`` into
+``5`` without a word; :func:`_coerce` refuses each (``FILE: export.remove_checkpoints: expected
+bool (true/false), got str 'yes'``). OmegaConf reads neither TOML (the presets' format:
+``OmegaConf.load`` of one fails with a YAML ParserError) nor ``extends`` chains (the key stays
+an ordinary value), so the file reading and ``extends`` here would stay, the strict checks would
+go, and a stdlib-only module would gain a dependency. Kept hand-written.
 """
 
 from __future__ import annotations
@@ -112,7 +122,8 @@ class ModelSpec:
     dtype: str = "float32"
     """Parameter dtype: ``float32`` or ``bfloat16``."""
     remat: str = "none"
-    """Activation rematerialisation: ``none``, ``block`` or ``decoder`` (saves memory on long sequences). SFT and evaluation only: GRPO uses ``grpo.remat_layers``."""
+    """Activation rematerialisation: ``none``, ``block`` or ``decoder`` (saves memory on long
+    sequences). SFT and evaluation only: GRPO uses ``grpo.remat_layers``."""
     cache_dir: str | None = None
     """Download/conversion cache for ``kaggle``, ``hf`` and ``gemma3-270m-pypi`` (``None``: library default)."""
     num_layers: int = 2
@@ -749,7 +760,7 @@ def apply_overrides(config: PipelineConfig, overrides: Iterable[str | tuple[str,
             (key, value), raw = item, None
         try:
             config = _merge(config, _nest(key, value))
-        except ConfigError as exc:
+        except ConfigError:
             if raw is not None and value != raw:
                 try:
                     config = _merge(config, _nest(key, raw))

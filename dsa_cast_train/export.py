@@ -226,25 +226,76 @@ def export_zip(
     """
     run = Path(run_dir)
     root = resolve_checkpoint_root(run, checkpoint_root)
-    steps = checkpoint_steps(root)
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
-        raise ExportError(f"{root}: step {step} not found; available steps: {steps}")
+    step = _pick_step(root, step)
     step_dir = root / str(step)
     out = Path(out_path) if out_path is not None else run / "export" / f"{run.resolve().name}_step{step}.zip"
+    _check_zip_destination(out, overwrite)
+    _verify_step(step_dir, include_optimizer)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    members = _checkpoint_members(step_dir, step, include_optimizer)
+    run_members, metrics_summary = _run_members(run)
+    members += run_members
+    if config is None:
+        config = _run_config(run)
+
+    try:
+        dsa_io.refuse_inputs(out, [p for p, _ in members])
+    except dsa_io.OutputError as exc:
+        raise ExportError(str(exc)) from exc
+    entries = [FileEntry(arc, sha256_file(p), p.stat().st_size) for p, arc in members]
+    manifest = _manifest(step, step_dir, include_optimizer, config, metrics_summary, entries)
+    _write_zip_atomically(out, members, manifest, compression)
+    total = sum(e.size for e in entries)
+    log.info("exported step %d (%d files, %d bytes) to %s", step, len(entries), total, out)
+    return ZipExport(out, step, step_dir, len(entries), total, sha256_file(out))
+
+
+def _manifest(step: int, step_dir: Path, include_optimizer: bool, config: Mapping[str, Any] | None,
+              metrics_summary: dict[str, Any], entries: Sequence[FileEntry]) -> dict[str, Any]:
+    """``MANIFEST.json``'s content: what was archived, from where, and every member's sha256/size."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "step": step,
+        "checkpoint_dir": str(step_dir),
+        "include_optimizer": include_optimizer,
+        "config": dict(config) if config is not None else None,
+        "metrics": metrics_summary,
+        "files": [dataclasses.asdict(e) for e in entries],
+    }
+
+
+def _pick_step(root: Path, step: int | None) -> int:
+    """``step`` if it is a finished step under ``root``, the newest finished step when None."""
+    steps = checkpoint_steps(root)
+    if step is None:
+        return steps[-1]
+    if step not in steps:
+        raise ExportError(f"{root}: step {step} not found; available steps: {steps}")
+    return step
+
+
+def _check_zip_destination(out: Path, overwrite: bool) -> None:
+    """Refuse a directory, and an existing file that is not our archive unless ``overwrite``."""
     if out.is_dir():
         raise ExportError(f"{out}: is a directory; --out names the zip file")
     if out.exists() and not overwrite and not is_export_archive(out):
         raise ExportError(f"{out}: exists and is not a dsa-cast export archive; refusing to replace it "
                           f"(pass --overwrite / overwrite=True, or choose another --out)")
+
+
+def _verify_step(step_dir: Path, include_optimizer: bool) -> None:
+    """Check the step against the digests recorded when it was saved (a warning when it has none)."""
     try:
         if not digests.verify(step_dir, None if include_optimizer else ("model_params",)):
             log.warning("checkpoint %s has no %s: archived without verification", step_dir, digests.DIGEST_FILE)
     except digests.CheckpointError as exc:
         raise ExportError(str(exc)) from exc
-    out.parent.mkdir(parents=True, exist_ok=True)
 
+
+def _checkpoint_members(step_dir: Path, step: int, include_optimizer: bool) -> list[tuple[Path, str]]:
+    """``(file, archive name)`` for every file of the step (``optimizer_state`` only if included)."""
     members: list[tuple[Path, str]] = []
     for p in sorted(step_dir.rglob("*")):
         rel = p.relative_to(step_dir)
@@ -257,35 +308,35 @@ def export_zip(
         members.append((p, f"checkpoint/{step}/{rel.as_posix()}"))
     if not members:
         raise ExportError(f"{step_dir}: checkpoint step holds no files")
+    return members
+
+
+def _run_members(run: Path) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
+    """The run's config and metrics files as ``(file, archive name)``, and the last record of each
+    metrics file (for the manifest)."""
+    members: list[tuple[Path, str]] = []
     metrics_summary: dict[str, Any] = {}
     for p in _run_files(run):
         rel = p.relative_to(run).as_posix()
         members.append((p, f"run/{rel}"))
         if p.suffix == ".jsonl":
             metrics_summary[rel] = _last_jsonl_record(p)
-    if config is None:
-        for name in ("config.json", "resolved_config.json"):
-            cfg = _read_json_or_none(run / name)
-            if cfg is not None:
-                config = cfg
-                break
+    return members, metrics_summary
 
-    try:
-        dsa_io.refuse_inputs(out, [p for p, _ in members])
-    except dsa_io.OutputError as exc:
-        raise ExportError(str(exc)) from exc
-    entries = [FileEntry(arc, sha256_file(p), p.stat().st_size) for p, arc in members]
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "step": step,
-        "checkpoint_dir": str(step_dir),
-        "include_optimizer": include_optimizer,
-        "config": dict(config) if config is not None else None,
-        "metrics": metrics_summary,
-        "files": [dataclasses.asdict(e) for e in entries],
-    }
 
+def _run_config(run: Path) -> Any:
+    """The run's resolved config as JSON (``config.json``, else ``resolved_config.json``), or None."""
+    for name in ("config.json", "resolved_config.json"):
+        cfg = _read_json_or_none(run / name)
+        if cfg is not None:
+            return cfg
+    return None
+
+
+def _write_zip_atomically(out: Path, members: Sequence[tuple[Path, str]], manifest: Mapping[str, Any],
+                          compression: int) -> None:
+    """Write the zip to a temporary file beside ``out``, fsync and verify it, then rename it into
+    place; on any failure the temporary file is removed and ``out`` is left as it was."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -301,9 +352,6 @@ def export_zip(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    total = sum(e.size for e in entries)
-    log.info("exported step %d (%d files, %d bytes) to %s", step, len(entries), total, out)
-    return ZipExport(out, step, step_dir, len(entries), total, sha256_file(out))
 
 
 def _is_symlink_member(info: zipfile.ZipInfo) -> bool:
@@ -373,56 +421,74 @@ def verify_zip(zip_path: str | Path) -> dict:
         raise ExportError(f"{zp}: not a readable zip archive: {e}") from e
     with zf:
         infos = zf.infolist()
-        seen: set[str] = set()
+        seen = _check_member_entries(zp, infos)
+        manifest, files = _read_manifest(zp, zf, seen)
         for info in infos:
-            _check_member_name(zp, info.filename)
-            if _is_symlink_member(info):
-                raise ExportError(f"{zp}: member {info.filename!r}: symlinks are refused")
-            if info.filename in seen:
-                raise ExportError(f"{zp}: member {info.filename!r}: duplicate entry")
-            seen.add(info.filename)
-        _check_member_set(zp, infos)
-        if MANIFEST_NAME not in seen:
-            raise ExportError(f"{zp}: {MANIFEST_NAME} missing; not a dsa-cast export")
-        minfo = zf.getinfo(MANIFEST_NAME)
-        if minfo.file_size > MAX_MANIFEST_BYTES:
-            raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: larger than {MAX_MANIFEST_BYTES} bytes")
-        try:
-            manifest = dsa_io.parse_json(zf.read(minfo), f"{zp}!{MANIFEST_NAME}")
-            files = {e["path"]: (e["sha256"], int(e["size"])) for e in manifest["files"]}
-        except dsa_io.InputError as e:
-            raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: unreadable manifest: {e.reason}"
-                              + (f" (line {e.line})" if e.line else "")) from e
-        except KeyError as e:
-            raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: unreadable manifest: missing field {e}") from e
-        except (zipfile.BadZipFile, ValueError, TypeError, OverflowError, RuntimeError) as e:
-            raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: unreadable manifest: {e}") from e
-        if manifest.get("format") != MANIFEST_FORMAT:
-            raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: format {manifest.get('format')!r}, "
-                              f"expected {MANIFEST_FORMAT!r}")
-        for info in infos:
-            name = info.filename
-            if name == MANIFEST_NAME or name.endswith("/"):
+            if info.filename == MANIFEST_NAME or info.filename.endswith("/"):
                 continue
-            if name not in files:
-                raise ExportError(f"{zp}: member {name!r}: not listed in the manifest")
-            want_sha, want_size = files[name]
-            h = hashlib.sha256()
-            size = 0
-            try:
-                with zf.open(info) as f:
-                    for block in iter(lambda: f.read(_HASH_CHUNK_BYTES), b""):
-                        h.update(block)
-                        size += len(block)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-                raise ExportError(f"{zp}: member {name!r}: corrupt data: {e}") from e
-            if size != want_size or h.hexdigest() != want_sha:
-                raise ExportError(f"{zp}: member {name!r}: sha256/size mismatch with the manifest: the "
-                                  f"archive is corrupt ({_TAMPER_NOTE})")
+            _check_member_data(zp, zf, info, files)
         missing = sorted(set(files) - seen)
         if missing:
             raise ExportError(f"{zp}: member {missing[0]!r}: listed in the manifest but missing")
     return manifest
+
+
+def _check_member_entries(zp: Path, infos: Sequence[zipfile.ZipInfo]) -> set[str]:
+    """Safe names, no symlinks, no duplicates or file-system collisions; returns the member names."""
+    seen: set[str] = set()
+    for info in infos:
+        _check_member_name(zp, info.filename)
+        if _is_symlink_member(info):
+            raise ExportError(f"{zp}: member {info.filename!r}: symlinks are refused")
+        if info.filename in seen:
+            raise ExportError(f"{zp}: member {info.filename!r}: duplicate entry")
+        seen.add(info.filename)
+    _check_member_set(zp, infos)
+    return seen
+
+
+def _read_manifest(zp: Path, zf: zipfile.ZipFile, names: set[str]) -> tuple[dict, dict[str, tuple[str, int]]]:
+    """The archive's manifest (size-capped, this project's format) and its ``path -> (sha256, size)``."""
+    if MANIFEST_NAME not in names:
+        raise ExportError(f"{zp}: {MANIFEST_NAME} missing; not a dsa-cast export")
+    minfo = zf.getinfo(MANIFEST_NAME)
+    if minfo.file_size > MAX_MANIFEST_BYTES:
+        raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        manifest = dsa_io.parse_json(zf.read(minfo), f"{zp}!{MANIFEST_NAME}")
+        files = {e["path"]: (e["sha256"], int(e["size"])) for e in manifest["files"]}
+    except dsa_io.InputError as e:
+        raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: unreadable manifest: {e.reason}"
+                          + (f" (line {e.line})" if e.line else "")) from e
+    except KeyError as e:
+        raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: unreadable manifest: missing field {e}") from e
+    except (zipfile.BadZipFile, ValueError, TypeError, OverflowError, RuntimeError) as e:
+        raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: unreadable manifest: {e}") from e
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ExportError(f"{zp}: member {MANIFEST_NAME!r}: format {manifest.get('format')!r}, "
+                          f"expected {MANIFEST_FORMAT!r}")
+    return manifest, files
+
+
+def _check_member_data(zp: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo,
+                       files: Mapping[str, tuple[str, int]]) -> None:
+    """The member is listed in the manifest and its bytes match the listed size and sha256."""
+    name = info.filename
+    if name not in files:
+        raise ExportError(f"{zp}: member {name!r}: not listed in the manifest")
+    want_sha, want_size = files[name]
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with zf.open(info) as f:
+            for block in iter(lambda: f.read(_HASH_CHUNK_BYTES), b""):
+                h.update(block)
+                size += len(block)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise ExportError(f"{zp}: member {name!r}: corrupt data: {e}") from e
+    if size != want_size or h.hexdigest() != want_sha:
+        raise ExportError(f"{zp}: member {name!r}: sha256/size mismatch with the manifest: the "
+                          f"archive is corrupt ({_TAMPER_NOTE})")
 
 
 def unpack(zip_path: str | Path, target: str | Path, *, max_bytes: int = DEFAULT_MAX_UNPACK_BYTES) -> Path:
@@ -536,49 +602,63 @@ def hf_state_dict(model) -> dict[str, Any]:
         raise ExportError(f"embed_dim={d} equals a head count (num_heads={n}, num_kv_heads={k}); "
                           "Tunix's safetensors loader cannot tell the q/k/v layouts apart")
 
+    flat = {key: np.asarray(v) for key, v in _flat_params(model).items()}
+    used: set[str] = set()
+    out: dict[str, Any] = {
+        _HF_PREFIX + "embed_tokens.weight": np.ascontiguousarray(_take(flat, used, "embedder.input_embedding")),
+        _HF_PREFIX + "norm.weight": np.ascontiguousarray(_take(flat, used, "final_norm.scale")),
+    }
+    for i in range(cfg.num_layers):
+        out.update(_hf_layer(flat, used, i, d=d, n=n, k=k, h=h))
+    unmapped = sorted(set(flat) - used)
+    if unmapped:
+        raise ExportError(f"safetensors export: no HuggingFace name for parameter(s) {unmapped[:5]}")
+    return out
+
+
+def _take(flat: Mapping[str, Any], used: set[str], key: str) -> Any:
+    """``flat[key]``, recording that the parameter has been mapped."""
+    used.add(key)
+    return flat[key]
+
+
+def _hf_layer(flat: Mapping[str, Any], used: set[str], i: int, *, d: int, n: int, k: int, h: int) -> dict[str, Any]:
+    """Decoder layer ``i`` under HF names: q/k/v/o projections, q/k norms, MLP and the four norms."""
+    import numpy as np
+
     def proj_from_ndh(w, heads):  # (heads, D, H) -> torch (heads*H, D)
         w = np.asarray(w)
         return np.ascontiguousarray(w.transpose(1, 0, 2).reshape(d, heads * h).T)
 
-    flat = {key: np.asarray(v) for key, v in _flat_params(model).items()}
-    out: dict[str, Any] = {}
-    used: set[str] = set()
-
     def take(key):
-        used.add(key)
-        return flat[key]
+        return _take(flat, used, key)
 
-    out[_HF_PREFIX + "embed_tokens.weight"] = np.ascontiguousarray(take("embedder.input_embedding"))
-    out[_HF_PREFIX + "norm.weight"] = np.ascontiguousarray(take("final_norm.scale"))
-    for i in range(cfg.num_layers):
-        src = f"layers.{i}."
-        dst = f"{_HF_PREFIX}layers.{i}."
-        if src + "attn.qkv_einsum.w" in flat:
-            qkv = take(src + "attn.qkv_einsum.w")  # (3, N, D, H)
-            q, kk, v = qkv[0], qkv[1], qkv[2]
-            kv_heads = n
-        else:
-            q = take(src + "attn.q_einsum.w")  # (N, D, H)
-            kv = take(src + "attn.kv_einsum.w")  # (2, K, D, H)
-            kk, v = kv[0], kv[1]
-            kv_heads = k
-        out[dst + "self_attn.q_proj.weight"] = proj_from_ndh(q, n)
-        out[dst + "self_attn.k_proj.weight"] = proj_from_ndh(kk, kv_heads)
-        out[dst + "self_attn.v_proj.weight"] = proj_from_ndh(v, kv_heads)
-        o = take(src + "attn.attn_vec_einsum.w")  # (N, H, D) -> torch (D, N*H)
-        out[dst + "self_attn.o_proj.weight"] = np.ascontiguousarray(o.reshape(n * h, d).T)
-        out[dst + "self_attn.q_norm.weight"] = np.ascontiguousarray(take(src + "attn._query_norm.scale"))
-        out[dst + "self_attn.k_norm.weight"] = np.ascontiguousarray(take(src + "attn._key_norm.scale"))
-        for proj in ("gate_proj", "up_proj", "down_proj"):
-            out[dst + f"mlp.{proj}.weight"] = np.ascontiguousarray(take(src + f"mlp.{proj}.kernel").T)
-        for ours, theirs in (("pre_attention_norm", "input_layernorm"),
-                             ("post_attention_norm", "post_attention_layernorm"),
-                             ("pre_ffw_norm", "pre_feedforward_layernorm"),
-                             ("post_ffw_norm", "post_feedforward_layernorm")):
-            out[dst + f"{theirs}.weight"] = np.ascontiguousarray(take(src + f"{ours}.scale"))
-    unmapped = sorted(set(flat) - used)
-    if unmapped:
-        raise ExportError(f"safetensors export: no HuggingFace name for parameter(s) {unmapped[:5]}")
+    src = f"layers.{i}."
+    dst = f"{_HF_PREFIX}layers.{i}."
+    out: dict[str, Any] = {}
+    if src + "attn.qkv_einsum.w" in flat:
+        qkv = take(src + "attn.qkv_einsum.w")  # (3, N, D, H)
+        q, kk, v = qkv[0], qkv[1], qkv[2]
+        kv_heads = n
+    else:
+        q = take(src + "attn.q_einsum.w")  # (N, D, H)
+        kv = take(src + "attn.kv_einsum.w")  # (2, K, D, H)
+        kk, v = kv[0], kv[1]
+        kv_heads = k
+    out[dst + "self_attn.q_proj.weight"] = proj_from_ndh(q, n)
+    out[dst + "self_attn.k_proj.weight"] = proj_from_ndh(kk, kv_heads)
+    out[dst + "self_attn.v_proj.weight"] = proj_from_ndh(v, kv_heads)
+    o = take(src + "attn.attn_vec_einsum.w")  # (N, H, D) -> torch (D, N*H)
+    out[dst + "self_attn.o_proj.weight"] = np.ascontiguousarray(o.reshape(n * h, d).T)
+    out[dst + "self_attn.q_norm.weight"] = np.ascontiguousarray(take(src + "attn._query_norm.scale"))
+    out[dst + "self_attn.k_norm.weight"] = np.ascontiguousarray(take(src + "attn._key_norm.scale"))
+    for proj in ("gate_proj", "up_proj", "down_proj"):
+        out[dst + f"mlp.{proj}.weight"] = np.ascontiguousarray(take(src + f"mlp.{proj}.kernel").T)
+    for ours, theirs in (("pre_attention_norm", "input_layernorm"),
+                         ("post_attention_norm", "post_attention_layernorm"),
+                         ("pre_ffw_norm", "pre_feedforward_layernorm"),
+                         ("post_ffw_norm", "post_feedforward_layernorm")):
+        out[dst + f"{theirs}.weight"] = np.ascontiguousarray(take(src + f"{ours}.scale"))
     return out
 
 
@@ -685,21 +765,8 @@ def export_safetensors(
     np_dtype = _np_dtype(dtype) if dtype else next(iter(tensors.values())).dtype
     tensors = {k: v.astype(np_dtype, copy=False) for k, v in tensors.items()}
     dtype_name = _dtype_name(np_dtype)
-    tok = None
-    if tokenizer_path is not None:
-        tok = Path(tokenizer_path).read_bytes()
-    elif tokenizer is not None:
-        tok = _tokenizer_bytes(tokenizer)
     cfg = hf_config(model.config, bos_id=bos_id, eos_ids=eos_ids, pad_id=pad_id, dtype=dtype_name)
-    tok_files: dict[str, bytes] = {}
-    if tok is not None:
-        from dsa_cast_train import hf_tokenizer
-
-        try:
-            tok_files = hf_tokenizer.tokenizer_files(tok, eos_ids=eos_ids,
-                                                     model_max_length=cfg["max_position_embeddings"])
-        except ValueError as e:
-            raise ExportError(f"{tokenizer_path or 'tokenizer'}: no HF tokenizer files can be built: {e}") from e
+    tok_files = _hf_tokenizer_files(tokenizer, tokenizer_path, eos_ids, cfg["max_position_embeddings"])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
@@ -717,6 +784,25 @@ def export_safetensors(
         raise
     n_params = int(sum(int(np.prod(v.shape)) for v in tensors.values()))
     return SafetensorsExport(out, len(tensors), n_params, dtype_name, verify)
+
+
+def _hf_tokenizer_files(tokenizer, tokenizer_path: str | Path | None, eos_ids: Sequence[int],
+                        model_max_length: int) -> dict[str, bytes]:
+    """``tokenizer.model`` and the HF tokenizer/generation files for the SentencePiece model at
+    ``tokenizer_path`` (else serialised from ``tokenizer``); none when neither gives one."""
+    tok = None
+    if tokenizer_path is not None:
+        tok = Path(tokenizer_path).read_bytes()
+    elif tokenizer is not None:
+        tok = _tokenizer_bytes(tokenizer)
+    if tok is None:
+        return {}
+    from dsa_cast_train import hf_tokenizer
+
+    try:
+        return hf_tokenizer.tokenizer_files(tok, eos_ids=eos_ids, model_max_length=model_max_length)
+    except ValueError as e:
+        raise ExportError(f"{tokenizer_path or 'tokenizer'}: no HF tokenizer files can be built: {e}") from e
 
 
 def _ours(directory: Path) -> set[str] | None:
@@ -846,10 +932,7 @@ def run(config, run_dir: str | Path) -> ExportResult:
     run_path = Path(run_dir)
     exp = config.export
     root = resolve_checkpoint_root(run_path, exp.checkpoint)
-    steps = checkpoint_steps(root)
-    step = exp.step if exp.step is not None else steps[-1]
-    if step not in steps:
-        raise ExportError(f"{root}: step {step} not found; available steps: {steps}")
+    step = _pick_step(root, exp.step)
     out_dir = Path(exp.output) if exp.output else run_path / "export"
     zexp = sexp = None
     if exp.format in ("safetensors", "both"):

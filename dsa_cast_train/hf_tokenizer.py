@@ -144,10 +144,35 @@ def build_tokenizer_json(sp_model: bytes) -> str:
     * byte fallback, and a decoder that turns ``▁`` back into spaces;
     * post-processor: BOS before a sequence (``add_bos_token``), never EOS.
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import BPE
 
     proto = _proto(sp_model)
+    t = proto.trainer_spec
+    _check_supported(proto)
+    special = special_tokens(sp_model)
+    vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
+    tok = Tokenizer(BPE(vocab=vocab, merges=_bpe_merges(proto, vocab), unk_token=special.unk, fuse_unk=True,
+                        byte_fallback=bool(t.byte_fallback)))
+    tok.normalizer = normalizers.Replace(" ", _SPACE)
+    if t.split_by_whitespace:
+        pattern = Regex(f"{_SPACE}+") if t.allow_whitespace_only_pieces else Regex(_SPACE)
+        tok.pre_tokenizer = pre_tokenizers.Split(pattern, behavior="merged_with_next")
+    tok.decoder = decoders.Sequence([decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()])
+    added = _added_tokens(proto, special)
+    tok.add_tokens(added)  # ids are the pieces' own: every one is already in the vocabulary
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{special.bos}:0 $A:0", pair=f"{special.bos}:0 $A:0 $B:1",
+        special_tokens=[(special.bos, special.bos_id)])
+    for p in added:
+        if tok.token_to_id(p.content) != vocab[p.content]:
+            raise ValueError(f"tokenizer.json: added token {p.content!r} did not keep its id {vocab[p.content]}")
+    return tok.to_str()
+
+
+def _check_supported(proto) -> None:
+    """Refuse what the ``tokenizer.json`` cannot mirror: non-BPE models, non-identity normalisers
+    (or a dummy prefix / whitespace squeezing), whitespace treated as a suffix."""
     t, norm = proto.trainer_spec, proto.normalizer_spec
     if t.model_type != 2:  # BPE
         raise ValueError(f"tokenizer.model: only BPE SentencePiece models are supported (model_type={t.model_type})")
@@ -157,8 +182,11 @@ def build_tokenizer_json(sp_model: bytes) -> str:
                          f"is not supported; the project's models use identity normalisation")
     if t.treat_whitespace_as_suffix:
         raise ValueError("tokenizer.model: treat_whitespace_as_suffix is not supported")
-    special = special_tokens(sp_model)
-    vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
+
+
+def _bpe_merges(proto, vocab: dict[str, int]) -> list[tuple[str, str]]:
+    """Every split of a NORMAL piece into two NORMAL pieces, best-scoring merged piece first
+    (ties by the merged piece's id)."""
     normal = {p.piece: p.score for p in proto.pieces if p.type == _NORMAL}
     ranked = []
     for piece, score in normal.items():
@@ -167,14 +195,14 @@ def build_tokenizer_json(sp_model: bytes) -> str:
             if left in normal and right in normal:
                 ranked.append((-score, vocab[piece], left, right))
     ranked.sort()
-    merges = [(left, right) for _, _, left, right in ranked]
-    tok = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token=special.unk, fuse_unk=True,
-                        byte_fallback=bool(t.byte_fallback)))
-    tok.normalizer = normalizers.Replace(" ", _SPACE)
-    if t.split_by_whitespace:
-        pattern = Regex(f"{_SPACE}+") if t.allow_whitespace_only_pieces else Regex(_SPACE)
-        tok.pre_tokenizer = pre_tokenizers.Split(pattern, behavior="merged_with_next")
-    tok.decoder = decoders.Sequence([decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()])
+    return [(left, right) for _, _, left, right in ranked]
+
+
+def _added_tokens(proto, special: SpecialTokens) -> list:
+    """``AddedToken`` for the BOS/EOS/pad/unk pieces and chat markers (special), and for the other
+    USER_DEFINED pieces without a raw space (not special), in vocabulary order."""
+    from tokenizers import AddedToken
+
     specials = {special.bos, special.eos, special.pad, special.unk, *(m for m, _ in special.markers)}
     added = []
     for p in proto.pieces:
@@ -182,14 +210,7 @@ def build_tokenizer_json(sp_model: bytes) -> str:
             added.append(AddedToken(p.piece, special=True, normalized=False))
         elif p.type == _USER_DEFINED and " " not in p.piece:
             added.append(AddedToken(p.piece, special=False, normalized=False))
-    tok.add_tokens(added)  # ids are the pieces' own: every one is already in the vocabulary
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{special.bos}:0 $A:0", pair=f"{special.bos}:0 $A:0 $B:1",
-        special_tokens=[(special.bos, special.bos_id)])
-    for p in added:
-        if tok.token_to_id(p.content) != vocab[p.content]:
-            raise ValueError(f"tokenizer.json: added token {p.content!r} did not keep its id {vocab[p.content]}")
-    return tok.to_str()
+    return added
 
 
 def tokenizer_config(special: SpecialTokens, *, model_max_length: int) -> dict[str, Any]:

@@ -71,6 +71,18 @@ class PipelineResult:
     seconds: float
 
 
+_STAGE_NEEDS: dict[str, frozenset[str]] = {
+    "eval_base": frozenset({"evaluate"}),
+    "sft": frozenset({"sft"}),
+    "eval_sft": frozenset({"evaluate", "sft"}),
+    "grpo": frozenset({"grpo"}),
+    "eval_grpo": frozenset({"evaluate", "grpo"}),
+    "export": frozenset({"export"}),
+    "report": frozenset({"evaluate"}),
+}
+"""Each stage runs when ``config.stages`` holds all of these."""
+
+
 def plan(config) -> tuple[str, ...]:
     """The stages ``config.stages`` asks for, in execution order."""
     unknown = sorted(set(config.stages) - set(CONFIG_STAGES))
@@ -79,18 +91,7 @@ def plan(config) -> tuple[str, ...]:
     want = set(config.stages)
     if not want & {"sft", "grpo", "evaluate", "export"}:
         raise config_lib.ConfigError("stages is empty: nothing to run")
-    out = []
-    for stage in ALL_STAGES:
-        if stage == "eval_base" and "evaluate" in want:
-            out.append(stage)
-        elif stage in ("sft", "grpo", "export") and stage in want:
-            out.append(stage)
-        elif stage == "eval_sft" and {"evaluate", "sft"} <= want:
-            out.append(stage)
-        elif stage == "eval_grpo" and {"evaluate", "grpo"} <= want:
-            out.append(stage)
-        elif stage == "report" and "evaluate" in want:
-            out.append(stage)
+    out = [stage for stage in ALL_STAGES if _STAGE_NEEDS[stage] <= want]
     if "export" in out and not want & {"sft", "grpo"} and config.export.checkpoint is None:
         raise config_lib.ConfigError("stages: export without sft or grpo needs export.checkpoint")
     return tuple(out)
@@ -157,8 +158,8 @@ def _record_stage(run_dir: Path, manifest: dict[str, Any], stage: str, summary: 
                   started: float, seconds: float) -> None:
     manifest[stage] = {
         "status": "done",
-        "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(timespec="seconds"),
-        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": _dt.datetime.fromtimestamp(started, _dt.UTC).isoformat(timespec="seconds"),
+        "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
         "summary": dict(summary),
     }
@@ -301,48 +302,10 @@ def write_report(run_dir: str | Path, manifest: Mapping[str, Any], config) -> tu
         lines += ["", "strict/approx/format/evidence/mean_total: greedy pass; vote_*: majority vote; "
                   "component:*: mean weighted contribution (greedy). Differences are later minus earlier. "
                   + evaluate.INTERVAL_NOTE, ""]
-    grpo_entry = manifest.get("grpo")
-    if grpo_entry:
-        s = grpo_entry["summary"]
-        first, last = s.get("first") or {}, s.get("last") or {}
-        resumed = f" (resumed from step {s['resumed_from']})" if s.get("resumed_from") else ""
-        lines += ["## GRPO rollouts", "",
-                  f"{s['actor_steps']} actor steps{resumed}, {s['prompts']} prompts "
-                  f"({s['dropped_prompts']} too long, dropped). Reward curve: `{s.get('reward_curve')}`.", "",
-                  "| rollouts | mean reward | format adherence | accuracy |", "|---|---|---|---|",
-                  f"| first step | {_fmt(first.get('reward_mean'))} | {_fmt(first.get('format_adherence'))} | "
-                  f"{_fmt(first.get('accuracy'))} |",
-                  f"| last step | {_fmt(last.get('reward_mean'))} | {_fmt(last.get('format_adherence'))} | "
-                  f"{_fmt(last.get('accuracy'))} |", ""]
-    exp = manifest.get("export")
-    if exp:
-        s = exp["summary"]
-        lines += ["## Export", ""]
-        if "zip" in s:
-            lines.append(f"- zip: `{s['zip']['path']}` (step {s['zip']['step']}, {s['zip']['files']} files, "
-                         f"sha256 `{s['zip']['sha256']}`)")
-        if "safetensors" in s:
-            st = s["safetensors"]
-            lines.append(f"- safetensors: `{st['directory']}` ({st['tensors']} tensors, {st['parameters']:,} "
-                         f"parameters, {st['dtype']}, reload verified: {st['verified']})")
-        lines.append("")
-    curves = [(name, entry["summary"].get(key)) for name, entry, key in
-              (("SFT loss", manifest.get("sft"), "loss_curve"), ("GRPO reward", grpo_entry, "reward_curve"))
-              if entry and entry["summary"].get(key)]
-    if curves:
-        lines += ["## Curves", ""] + [f"- {name}: `{path}`" for name, path in curves] + [""]
-    lines += ["## Stages", "", "Peak RSS: the stage's own peak resident memory (the kernel's high-water mark, "
-              "reset at the stage's start, so it includes what earlier stages still hold); `*` marks a process "
-              "peak where that reset is unavailable. RSS after: resident memory once the stage's leftovers "
-              "were released (`dsa_cast_train.memory.release`).", "",
-              "| stage | seconds | peak RSS (MiB) | RSS after (MiB) | finished |", "|---|---|---|---|---|"]
-    for stage in ALL_STAGES:
-        if stage in manifest:
-            summary = manifest[stage].get("summary", {})
-            peak = summary.get("peak_rss_mib")
-            mark = "" if peak is None or summary.get("peak_rss_per_stage") else "*"
-            lines.append(f"| {stage} | {_fmt(manifest[stage]['seconds'])} | {_fmt(peak)}{mark} | "
-                         f"{_fmt(summary.get('rss_after_mib'))} | {manifest[stage]['finished']} |")
+    lines += _grpo_section(manifest.get("grpo"))
+    lines += _export_section(manifest.get("export"))
+    lines += _curves_section(manifest)
+    lines += _stages_section(manifest)
     lines.append("")
     md = run_path / REPORT_MD
     io.atomic_write_text(md, "\n".join(lines))
@@ -353,6 +316,67 @@ def write_report(run_dir: str | Path, manifest: Mapping[str, Any], config) -> tu
                              title=f"{config.name}: {', '.join(labels)} on {summaries[0]['items']} held-out items "
                                    f"(error bars: 95 % bootstrap interval over items)")
     return md, png
+
+
+def _grpo_section(grpo_entry: Mapping[str, Any] | None) -> list[str]:
+    """Report lines: GRPO steps and prompts, first and last rollout rewards (none without GRPO)."""
+    if not grpo_entry:
+        return []
+    s = grpo_entry["summary"]
+    first, last = s.get("first") or {}, s.get("last") or {}
+    resumed = f" (resumed from step {s['resumed_from']})" if s.get("resumed_from") else ""
+    return ["## GRPO rollouts", "",
+            f"{s['actor_steps']} actor steps{resumed}, {s['prompts']} prompts "
+            f"({s['dropped_prompts']} too long, dropped). Reward curve: `{s.get('reward_curve')}`.", "",
+            "| rollouts | mean reward | format adherence | accuracy |", "|---|---|---|---|",
+            f"| first step | {_fmt(first.get('reward_mean'))} | {_fmt(first.get('format_adherence'))} | "
+            f"{_fmt(first.get('accuracy'))} |",
+            f"| last step | {_fmt(last.get('reward_mean'))} | {_fmt(last.get('format_adherence'))} | "
+            f"{_fmt(last.get('accuracy'))} |", ""]
+
+
+def _export_section(exp: Mapping[str, Any] | None) -> list[str]:
+    """Report lines: the zip and safetensors exports (none without an export stage)."""
+    if not exp:
+        return []
+    s = exp["summary"]
+    lines = ["## Export", ""]
+    if "zip" in s:
+        lines.append(f"- zip: `{s['zip']['path']}` (step {s['zip']['step']}, {s['zip']['files']} files, "
+                     f"sha256 `{s['zip']['sha256']}`)")
+    if "safetensors" in s:
+        st = s["safetensors"]
+        lines.append(f"- safetensors: `{st['directory']}` ({st['tensors']} tensors, {st['parameters']:,} "
+                     f"parameters, {st['dtype']}, reload verified: {st['verified']})")
+    lines.append("")
+    return lines
+
+
+def _curves_section(manifest: Mapping[str, Any]) -> list[str]:
+    """Report lines: paths of the SFT loss and GRPO reward curves that were written."""
+    curves = [(name, entry["summary"].get(key)) for name, entry, key in
+              (("SFT loss", manifest.get("sft"), "loss_curve"), ("GRPO reward", manifest.get("grpo"), "reward_curve"))
+              if entry and entry["summary"].get(key)]
+    if not curves:
+        return []
+    return ["## Curves", ""] + [f"- {name}: `{path}`" for name, path in curves] + [""]
+
+
+def _stages_section(manifest: Mapping[str, Any]) -> list[str]:
+    """Report lines: the table of finished stages with seconds and memory."""
+    lines = ["## Stages", "", "Peak RSS: the stage's own peak resident memory (the kernel's high-water mark, "
+             "reset at the stage's start, so it includes what earlier stages still hold); `*` marks a process "
+             "peak where that reset is unavailable. RSS after: resident memory once the stage's leftovers "
+             "were released (`dsa_cast_train.memory.release`).", "",
+             "| stage | seconds | peak RSS (MiB) | RSS after (MiB) | finished |", "|---|---|---|---|---|"]
+    for stage in ALL_STAGES:
+        if stage in manifest:
+            summary = manifest[stage].get("summary", {})
+            peak = summary.get("peak_rss_mib")
+            mark = "" if peak is None or summary.get("peak_rss_per_stage") else "*"
+            lines.append(f"| {stage} | {_fmt(manifest[stage]['seconds'])} | {_fmt(peak)}{mark} | "
+                         f"{_fmt(summary.get('rss_after_mib'))} | {manifest[stage]['finished']} |")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------
