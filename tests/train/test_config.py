@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from dsa_cast_train import config as cfg
@@ -154,7 +154,6 @@ _override = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None)
 @given(st.lists(_override, max_size=6))
 def test_dict_round_trip_and_override_idempotence(overrides):
     """from_dict(to_dict(c)) == c; JSON survives; applying the same overrides twice changes nothing."""

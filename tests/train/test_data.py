@@ -351,7 +351,6 @@ def test_sanity_check_is_honest_when_the_final_value_disagrees_with_the_working(
     assert "It is not what the last calculation gives (48+16 = 64), so the working above does not reach it." in sanity
 
 
-@settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200), st.text(max_size=20))
 def test_converter_never_raises_on_text_with_a_final_line(body, final):
     final = final.replace("\n", " ")
@@ -367,7 +366,6 @@ def test_converter_never_raises_on_text_with_a_final_line(body, final):
 _ops = st.sampled_from("+-*/")
 
 
-@settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(2, 999), _ops, st.integers(2, 99), st.booleans()), min_size=1, max_size=6))
 def test_generated_annotations_become_calc_lines(steps):
     lines, expected, shown = [], [], []
@@ -391,7 +389,6 @@ def test_generated_annotations_become_calc_lines(steps):
 _expr_text = st.text(alphabet="0123456789.,+-*/x×÷−() $%", max_size=40)
 
 
-@settings(max_examples=300, deadline=None)
 @given(_expr_text, st.text(alphabet="0123456789,.$ -", max_size=15))
 def test_normalisation_is_idempotent(expr, final):
     once = D.normalize_expression(expr)
@@ -521,7 +518,7 @@ _records = st.dictionaries(
                      "final_answer", "other"]), _field_values, max_size=6)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.one_of(_records, st.sampled_from(["{bad", "[]", "7", '"s"'])), min_size=1, max_size=8))
 def test_dsa_jsonl_loader_only_raises_data_format_errors_at_the_right_line(tmp_path, rows):
     p = _write_jsonl(tmp_path / "h.jsonl", rows)
@@ -571,7 +568,6 @@ def _examples(n: int) -> list[D.Example]:
             for i in range(n)]
 
 
-@settings(max_examples=100, deadline=None)
 @given(st.integers(0, 60), st.floats(0, 0.9), st.integers(0, 2**32 - 1))
 def test_split_is_deterministic_disjoint_and_complete(n, frac, seed):
     exs = _examples(n)
@@ -693,7 +689,7 @@ def test_over_length_policies(sp):
         D.tokenize_example(sp, prompt, response, max_length=64, policy="wrap")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(max_size=80), st.text(max_size=80), st.integers(2, 120), st.sampled_from(["truncate", "drop"]))
 def test_mask_invariants(sp, prompt, response, max_length, policy):
     tok, reason = D.tokenize_with_reason(sp, prompt, response, max_length=max_length, policy=policy)

@@ -7,7 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from dsa_cast_train import config as cfg
@@ -55,7 +55,6 @@ def test_close_and_far_answers(converted):
     assert not broken["exact_format"] and broken["claims_checked"] == 0
 
 
-@settings(max_examples=200, deadline=None)
 @given(pred=st.integers(-1000, 1000), ref=st.integers(-1000, 1000), tol=st.sampled_from([0.0, 0.05, 0.1, 0.5]))
 def test_approx_correct_is_a_relative_band(pred, ref, tol):
     got = evaluate.approx_correct(str(pred), Fraction(ref), tol)
@@ -85,7 +84,6 @@ def test_majority_vote_ties_abstain_and_correctness():
     assert vote == {"answer": None, "count": 0, "correct": False, "approx_correct": False, "any_correct": False}
 
 
-@settings(max_examples=100, deadline=None)
 @given(st.lists(st.one_of(st.none(), st.sampled_from(["1", "2", "3"])), min_size=1, max_size=9))
 def test_majority_vote_properties(answers):
     graded = [_g(a, correct=(a == "2")) for a in answers]
@@ -131,7 +129,6 @@ def _model_rows(label, correct, fmt, totals, ids=None):
             for i, (c, f, t) in enumerate(zip(correct, fmt, totals))]
 
 
-@settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.booleans(), st.integers(0, 2), st.integers(0, 2),
                           st.sampled_from([None, "1", "2"])), min_size=1, max_size=12))
 def test_every_interval_is_around_the_value_the_summary_reports(items):

@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from dsa_cast_train import export as ex  # noqa: E402
@@ -264,7 +264,6 @@ def test_interrupted_export_keeps_previous_zip(saved_run, tmp_path, monkeypatch)
 _SEGMENT = st.sampled_from(["a", "b.txt", "..", ".", "", "x:y", "C:", "~", "..."])
 
 
-@settings(max_examples=300, deadline=None)
 @given(st.lists(_SEGMENT, min_size=1, max_size=6), st.sampled_from(["", "/", "//"]))
 def test_accepted_member_names_stay_inside_target(tmp_path_factory, segments, lead):
     """Property: a name :func:`_check_member_name` accepts never resolves outside the target."""

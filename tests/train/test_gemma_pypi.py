@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from dsa_cast_train import gemma_pypi as gp
@@ -221,7 +221,6 @@ def test_rebuilt_tokenizer_round_trips_with_byte_fallback(text):
     assert sp.DecodeIds(ids) == text
 
 
-@settings(max_examples=100, deadline=None)
 @given(TEXT)
 def test_rebuilt_tokenizer_round_trip_property(text):
     sp = _toy_tokenizer()
@@ -426,7 +425,6 @@ def test_real_tokenizer_round_trips(real_tokenizer, text):
     assert real_tokenizer.DecodeIds(ids) == text
 
 
-@settings(max_examples=200, deadline=None)
 @given(text=TEXT)
 def test_real_tokenizer_round_trip_property(real_tokenizer, text):
     assert real_tokenizer.DecodeIds(real_tokenizer.EncodeAsIds(text)) == text
@@ -455,7 +453,6 @@ def test_real_conversion_is_a_complete_hf_directory(converted, real_tokenizer, r
     assert stat.S_IMODE(converted.stat().st_mode) & 0o055 == 0o055
 
 
-@settings(max_examples=200, deadline=None)
 @given(text=TEXT)
 def test_real_hf_tokenizer_gives_sentencepiece_ids(real_tokenizer, real_hf_tokenizer, text):
     """Runs of spaces included (transformers' generic Gemma conversion differs on those)."""

@@ -13,7 +13,7 @@ pytest.importorskip("tunix")
 pytestmark = pytest.mark.train
 
 import numpy as np  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 GRPO_OVERRIDES = (
@@ -355,7 +355,6 @@ def test_records_count_the_groups_that_carry_a_signal(grpo_run):
         assert (rec["advantage_abs_mean"] > 0) == (rec["groups_with_signal"] > 0)
 
 
-@settings(max_examples=200, deadline=None)
 @given(st.integers(1, 4).flatmap(lambda size: st.lists(
     st.tuples(*[st.sampled_from([0.0, 0.5, 1.5, 3.5, 10.0])] * size), min_size=1, max_size=6)))
 def test_group_signal_invariants(groups):

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from dsa_cast_train import config as cfg
@@ -38,7 +38,6 @@ def test_stop_ids_are_eos_and_end_of_turn(tiny_tokenizer):
     assert models.stop_ids(tiny_tokenizer) == (1, eot) and eot != tiny_tokenizer.unk_id()
 
 
-@settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.sampled_from(
     "\n\té×÷€"), max_size=30) | st.sampled_from(["<answer>", "</reasoning>", "<end_of_turn>"]),
     max_size=12).map("".join))

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from dsa_cast_train import config as cfg
@@ -157,7 +157,6 @@ def test_section_presence_and_report_rows(converted):
     assert rows["coherence"] == [summary["coherence"]]
 
 
-@settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.sets(st.sampled_from(["Plan", "Reasoning", "Evidence", "Sanity_check"])),
                           st.booleans()), min_size=1, max_size=12))
 def test_section_presence_is_a_share(rows):

@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from dsa_cast_train import stats
@@ -18,7 +18,6 @@ binary = st.lists(st.sampled_from([0.0, 1.0]), min_size=1, max_size=40)
 seeds = st.integers(0, 2**32 - 1)
 
 
-@settings(max_examples=60, deadline=None)
 @given(values, seeds)
 def test_interval_holds_the_mean_and_lies_within_the_data(xs, seed):
     iv = stats.bootstrap_mean(xs, resamples=B, seed=seed)
@@ -29,7 +28,6 @@ def test_interval_holds_the_mean_and_lies_within_the_data(xs, seed):
     assert iv.n == len(xs) and iv.resamples == B and iv.confidence == 0.95
 
 
-@settings(max_examples=40, deadline=None)
 @given(st.floats(-1e6, 1e6, allow_nan=False), st.integers(1, 50), seeds)
 def test_constant_data_gives_a_zero_width_interval_at_that_value(value, n, seed):
     iv = stats.bootstrap_mean([value] * n, resamples=B, seed=seed)
@@ -37,7 +35,6 @@ def test_constant_data_gives_a_zero_width_interval_at_that_value(value, n, seed)
     assert iv.width == 0.0
 
 
-@settings(max_examples=40, deadline=None)
 @given(values, seeds)
 def test_paired_difference_of_identical_evaluations_is_exactly_zero(xs, seed):
     a = {f"item-{i}": x for i, x in enumerate(xs)}
@@ -45,13 +42,11 @@ def test_paired_difference_of_identical_evaluations_is_exactly_zero(xs, seed):
     assert (iv.estimate, iv.low, iv.high, iv.width) == (0.0, 0.0, 0.0, 0.0)
 
 
-@settings(max_examples=40, deadline=None)
 @given(values, seeds)
 def test_same_seed_same_interval(xs, seed):
     assert stats.bootstrap_mean(xs, resamples=B, seed=seed) == stats.bootstrap_mean(xs, resamples=B, seed=seed)
 
 
-@settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([0.0, 1.0]), st.floats(0, 10)), min_size=1, max_size=40), seeds)
 def test_paired_difference_is_antisymmetric(pairs, seed):
     a = {f"q{i}": x for i, (x, _) in enumerate(pairs)}
@@ -62,7 +57,6 @@ def test_paired_difference_is_antisymmetric(pairs, seed):
     assert ab.low <= ab.estimate <= ab.high
 
 
-@settings(max_examples=30, deadline=None)
 @given(binary, binary, seeds, st.randoms(use_true_random=False))
 def test_pairing_is_by_id_whatever_the_order_of_either_file(xs, ys, seed, rnd):
     n = min(len(xs), len(ys))
