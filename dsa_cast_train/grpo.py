@@ -22,13 +22,19 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from dsa_cast import io, score
+from dsa_cast import parse as dsa_parse
+from dsa_cast_train import cli, data, digests, distributed, guards, models, runs
+from dsa_cast_train.examples import system_prompt, train_and_held_out
 
 log = logging.getLogger("dsa_cast_train.grpo")
 
@@ -154,9 +160,6 @@ class RewardLogger:
         The grades come from the reward functions' shared ``BatchGrader`` cache when they have
         one (``dsa_cast.score.tunix_rewards``: no second grading), else from ``dsa_cast.score.grade``.
         """
-        import numpy as np
-        from dsa_cast import parse as dsa_parse
-
         t0 = time.perf_counter()
         with self._lock:
             slot = self._pending.pop(threading.get_ident(), {"components": {}, "mode": "train", "seconds": 0.0})
@@ -213,8 +216,6 @@ class RewardLogger:
             cols = {k: v for k, v in kwargs.items() if k in ("answer", "question")}
             grades, _ = grader.grades(*grader.read_batch("RewardLogger", texts, cols), who="RewardLogger")
             return list(grades)
-        from dsa_cast import score
-
         return [score.grade(t, a, rubric=self.rubric, question=q) for t, a, q in zip(texts, answers, questions)]
 
 
@@ -223,8 +224,6 @@ def group_signal(rewards: Sequence[float], num_generations: int) -> dict[str, An
     group by group (G = ``num_generations`` consecutive completions per prompt). A group whose
     rewards are all equal gives GRPO zero advantages. ``None`` values when the batch is not a
     whole number of groups."""
-    import numpy as np
-
     r = np.asarray(rewards, dtype=np.float64)
     if num_generations < 1 or r.size == 0 or r.size % num_generations:
         return {"groups": None, "groups_with_signal": None, "reward_group_std_mean": None}
@@ -260,8 +259,6 @@ def _append_jsonl(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
 def read_metrics(path: str | Path, mode: str | None = "train") -> list[dict]:
     """Records of a ``metrics.jsonl`` (only ``mode`` ones unless ``mode`` is None); a bad line,
     such as the torn last line of a killed writer, is skipped."""
-    from dsa_cast_train import runs
-
     return [rec for rec in runs.read_metrics(path) if mode is None or rec.get("mode") == mode]
 
 
@@ -271,8 +268,6 @@ def truncate_records(path: str | Path, max_step: int, *, redo_eval: bool = True)
     False); rewrites the file atomically, returns how many were dropped (a torn line too). On
     resume the learner evaluates at the restored step first and redoes the steps after it, so each
     (mode, step) then appears once."""
-    from dsa_cast_train import runs
-
     def keep(rec: dict) -> bool:
         step = runs.step_of(rec)
         return step < max_step or (step == max_step and (rec.get("mode") != "eval" or not redo_eval))
@@ -344,8 +339,6 @@ def plot_reward_curve(metrics_path: str | Path, out_path: str | Path, *, title: 
     fig.tight_layout()
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from dsa_cast import io
-
     with io.atomic_output(out, "wb") as fh:
         fig.savefig(fh, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -359,8 +352,6 @@ def plot_reward_curve(metrics_path: str | Path, out_path: str | Path, *, title: 
 
 def reward_functions(rubric: str) -> list[Callable[..., Any]]:
     """The Tunix reward functions of a ``dsa_cast`` rubric (one per component)."""
-    from dsa_cast import score
-
     fns = list(score.tunix_rewards(rubric))
     if not fns:
         raise ValueError(f"grpo.rubric {rubric!r}: dsa_cast.score.tunix_rewards returned no functions")
@@ -414,8 +405,6 @@ def build_learner(*, actor, reference, tokenizer, mesh, g, eos_ids: Sequence[int
     from tunix.rl import rl_cluster as rl_cluster_lib
     from tunix.rl.grpo import grpo_learner as grpo_lib
     from tunix.sft import metrics_logger
-
-    from dsa_cast_train import distributed
 
     if g.batch_size % g.micro_batch_size:
         raise ValueError(f"grpo.micro_batch_size ({g.micro_batch_size}) must divide "
@@ -487,8 +476,6 @@ def eval_dataset(held_out: Sequence[Any], tokenizer, g, *, system_prompt: str, p
     """The in-training evaluation set: the first ``grpo.eval_prompts`` held-out prompts that fit
     ``grpo.max_prompt_length``, in whole batches of ``grpo.batch_size`` (None when empty). Tunix
     rolls them out and rewards them (``mode="eval"``) every ``grpo.eval_every_steps`` steps."""
-    from dsa_cast_train import data
-
     if g.eval_prompts <= 0:
         return None
     fitting, _ = filter_prompts(held_out, tokenizer, max_prompt_length=g.max_prompt_length,
@@ -502,14 +489,9 @@ def eval_dataset(held_out: Sequence[Any], tokenizer, g, *, system_prompt: str, p
                              prefill=prefill, shuffle=False)
 
 
-def load_examples(data_cfg) -> tuple[list[Any], list[Any]]:
-    """(train, held-out) examples exactly as SFT splits them (``sft.load_examples`` then
-    ``data.split_examples`` with ``data.eval_fraction`` / ``data.split_seed``), so GRPO never
-    trains on SFT's held-out items."""
-    from dsa_cast_train import data, sft
-
-    examples = sft.load_examples(data_cfg, "train")
-    return data.split_examples(examples, eval_fraction=data_cfg.eval_fraction, seed=data_cfg.split_seed)
+load_examples = train_and_held_out
+"""``(train, held-out)`` examples exactly as SFT splits them (kept under its old name; see
+:func:`dsa_cast_train.examples.train_and_held_out`), so GRPO never trains on SFT's held-out items."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,8 +505,6 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> GRPOResult:
     Resumes from ``<run_dir>/checkpoints/actor`` when it holds a step; a run directory holding
     files of another kind refuses to start unless ``overwrite``.
     """
-    from dsa_cast_train import distributed, runs
-
     t_start = time.perf_counter()
     distributed.initialize()  # multi-host: before anything touches devices or the run directory
     run_path = Path(run_dir)
@@ -534,8 +514,6 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> GRPOResult:
 
 
 def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: bool) -> GRPOResult:
-    from dsa_cast_train import data, digests, distributed, guards, models, sft
-
     g = config.grpo
     done = models.checkpoint_steps(ckpt_dir)
     resumed_from = done[-1] if done else 0
@@ -551,13 +529,13 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
                 log.info("resume: dropped %d records of %s logged after step %d", n, p.name, resumed_from)
         log.info("resuming GRPO from actor step %d in %s", resumed_from, ckpt_dir)
 
-    system_prompt = sft.system_prompt(config.data)  # as SFT and evaluation build their prompts
+    system = system_prompt(config.data)  # as SFT and evaluation build their prompts
     prefill = config.data.prefill_reasoning
     mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
     loaded = models.load(models.without_remat(config.model, "GRPO (the loss uses grpo.remat_layers)"), mesh)
-    train_examples, held_out = load_examples(config.data)
+    train_examples, held_out = train_and_held_out(config.data)
     train_examples, dropped = filter_prompts(train_examples, loaded.tokenizer, max_prompt_length=g.max_prompt_length,
-                                             system_prompt=system_prompt, prefill=prefill)
+                                             system_prompt=system, prefill=prefill)
     if dropped:
         log.warning("dropped %d training prompts longer than grpo.max_prompt_length=%d tokens",
                     dropped, g.max_prompt_length)
@@ -605,8 +583,8 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
         if distributed.process_count() > 1:  # same order of computations on every process
             learner.executor = distributed.InlineExecutor()
         train_ds = data.grpo_dataset(train_examples, batch_size=g.batch_size, seed=config.data.shuffle_seed,
-                                     system_prompt=system_prompt, prefill=prefill, epochs=None)
-        eval_ds = eval_dataset(held_out, loaded.tokenizer, g, system_prompt=system_prompt, prefill=prefill)
+                                     system_prompt=system, prefill=prefill, epochs=None)
+        eval_ds = eval_dataset(held_out, loaded.tokenizer, g, system_prompt=system, prefill=prefill)
         distributed.watch_preemption(cluster.actor_trainer.checkpoint_manager)
         with mesh:
             try:
@@ -643,8 +621,6 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
                         seconds=time.perf_counter() - t_start, last=train_recs[-1] if train_recs else None)
     if primary:
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}
-        from dsa_cast_train import runs
-
         runs.write_json(run_path / SUMMARY_FILE, summary)
     return result
 
@@ -662,8 +638,6 @@ def init_actor(actor, init_checkpoint: str | Path) -> tuple[Path, int]:
 
     The path is made absolute first (``~`` expanded, resolved against the working directory):
     orbax refuses a relative checkpoint path ("Checkpoint path should be absolute")."""
-    from dsa_cast_train import models
-
     root = Path(init_checkpoint).expanduser().resolve()
     return root, models.restore_params(actor, root)
 
@@ -743,8 +717,6 @@ checkpoint or the data position means); ``grpo.max_steps`` may grow, for instanc
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dsa_cast_train import cli
-
     p = cli.stage_parser("grpo", __doc__, example="--grpo.max_steps 50",
                          run_dir_help="run directory (resumed if it holds a GRPO checkpoint)",
                          overwrite_help="start fresh in a non-empty run directory")
@@ -764,8 +736,6 @@ def _flag_overrides(args: argparse.Namespace) -> list[tuple[str, object]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from dsa_cast_train import cli
-
     parser = build_parser()
     invocation = cli.resolve(parser, argv, _flag_overrides)
     if invocation is None:

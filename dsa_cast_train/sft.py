@@ -12,7 +12,9 @@ start with the same directory resumes from the newest one (see :mod:`dsa_cast_tr
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import logging
 import sys
 import time
@@ -21,8 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsa_cast import io, score
+from dsa_cast_train import cli, data, digests, distributed, evaluate, guards, models, runs
 from dsa_cast_train import config as config_lib
-from dsa_cast_train import digests, guards, runs
+from dsa_cast_train.examples import data_source, load_examples, system_prompt, train_and_held_out
+
+__all__ = [  # data_source, load_examples, system_prompt, train_and_held_out: re-exported from dsa_cast_train.examples
+    "SFTResult", "build_optimizer", "data_source", "learning_rate_schedule", "load_examples", "main",
+    "make_trainer", "model_inputs", "run", "sample_and_grade", "system_prompt", "train_and_held_out",
+    "write_loss_curve",
+]
 
 log = logging.getLogger("dsa_cast_train.sft")
 
@@ -69,61 +79,6 @@ class SFTResult:
 
 # ----------------------------------------------------------------------------------------
 # data
-
-
-def load_examples(cfg: config_lib.DataConfig, split: str = "train", *, limit: int | None = None) -> list:
-    """DSA examples for ``split`` (``train`` or ``test``) from the configured source.
-
-    GSM8K records are converted with ``data.gsm8k_to_dsa``. For ``dsa-jsonl``, ``test`` is
-    ``data.test_path`` when set; otherwise ``data.path`` is split with ``data.eval_fraction``
-    and ``data.split_seed`` and ``train``/``test`` are the two disjoint parts. ``limit`` (else
-    ``data.limit`` for ``train``) keeps the first items. The extra CSV joins ``train`` only.
-    """
-    from dsa_cast_train import data
-
-    if cfg.source == "gsm8k":
-        path = cfg.path if cfg.path else data.default_gsm8k_dir()  # $DSA_CAST_GSM8K, else embedded
-        n = limit if limit is not None else (cfg.limit if split == "train" else None)
-        records = data.load_gsm8k(path, split, limit=n, source=cfg.gsm8k_loader)
-        examples = [data.gsm8k_to_dsa(r) for r in records]
-    else:
-        if not cfg.path:
-            raise FileNotFoundError("data.source is 'dsa-jsonl' but data.path is not set")
-        everything = data.load_dsa_jsonl(cfg.path).examples
-        if cfg.test_path:
-            train, test = everything, data.load_dsa_jsonl(cfg.test_path).examples
-        else:  # hold out a fixed share, so training never sees the test items
-            train, test = data.split_examples(everything, eval_fraction=cfg.eval_fraction, seed=cfg.split_seed)
-        examples = test if split == "test" else train
-        n = limit if limit is not None else (cfg.limit if split == "train" else None)
-        if n is not None:
-            examples = examples[:n]
-    if split == "train" and cfg.extra_csv:
-        examples = [*examples, *data.load_extra_csv(cfg.extra_csv)]
-    return examples
-
-
-def data_source(cfg: config_lib.DataConfig, splits: Sequence[str] = ("train", "test")) -> dict[str, Any]:
-    """What :func:`load_examples` reads for ``splits``, for reports and manifests: ``{"name",
-    "kind"`` (``embedded``, ``local``, ``hf``, ``tfds``), ``"location", "sha256"`` (split -> digest
-    of the file read)}``."""
-    from dsa_cast_train import data
-    from dsa_cast_train.data.gsm8k import file_sha256
-
-    if cfg.source == "gsm8k":
-        path = cfg.path if cfg.path else data.default_gsm8k_dir()
-        src = data.describe_gsm8k_source(path, tuple(splits), source=cfg.gsm8k_loader)
-        return {"name": "GSM8K", **src.as_dict()}
-    files = {"train": cfg.path, "test": cfg.test_path or cfg.path}
-    return {"name": "DSA JSONL", "kind": "local", "location": str(cfg.path),
-            "sha256": {split: file_sha256(files[split]) for split in splits if files.get(split)}}
-
-
-def system_prompt(cfg: config_lib.DataConfig) -> str:
-    """The configured instruction, or the data module's default."""
-    from dsa_cast_train import data
-
-    return data.SYSTEM_PROMPT if cfg.system_prompt is None else cfg.system_prompt
 
 
 class _CountingIterable:
@@ -322,8 +277,6 @@ def make_trainer(model: Any, cfg: config_lib.SFTConfig, checkpoint_dir: str | Pa
     import orbax.checkpoint as ocp
     from tunix.sft import metrics_logger, peft_trainer
 
-    from dsa_cast_train import distributed
-
     logging_options = None
     if tensorboard_dir is not None:
         tb_dir = str(tensorboard_dir)
@@ -362,10 +315,6 @@ def grade_to_dict(grade: Any) -> dict[str, Any]:
 def sample_and_grade(loaded: Any, examples: Sequence[Any], *, max_new_tokens: int, max_prompt_length: int,
                      system: str, prefill: bool, rubric: str = "dsa-cast") -> list[dict[str, Any]]:
     """Greedy completions for ``examples``, graded against their answers with ``dsa_cast``."""
-    from dsa_cast import score
-
-    from dsa_cast_train import evaluate
-
     if not examples:
         return []
     prompts = [ex.prompt_text(system_prompt=system, prefill=prefill) for ex in examples]
@@ -393,8 +342,6 @@ def run(config: config_lib.PipelineConfig, run_dir: str | Path, *, overwrite: bo
     ``jax.distributed`` stops training after the checkpoint of JAX's preemption sync step and
     raises :class:`distributed.Preempted`.
     """
-    from dsa_cast_train import distributed
-
     t0 = time.perf_counter()
     distributed.initialize()  # before the run directory is touched (multi-host)
     with runs.prepare(run_dir, "sft", config, overwrite=overwrite, resumable=True,
@@ -412,8 +359,6 @@ def _drop_records_to_redo(run_info: runs.RunDir) -> None:
     """Before a resume from checkpoint step R: drop the train records after R and the eval records
     from R on (the resumed trainer evaluates at R first, then redoes R+1...), so that each (split,
     step) appears once in ``metrics.jsonl``."""
-    from dsa_cast_train import models
-
     steps = models.checkpoint_steps(run_info.checkpoints)
     r = steps[-1] if steps else 0
     n = runs.truncate_records(run_info.metrics, lambda rec: runs.step_of(rec) < r or (
@@ -424,8 +369,6 @@ def _drop_records_to_redo(run_info: runs.RunDir) -> None:
 
 def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.MetricsWriter,
          on_step: StepCallback | None, t0: float) -> SFTResult:
-    from dsa_cast_train import data, distributed, models
-
     cfg = config.sft
     primary = distributed.is_primary()
     mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
@@ -446,12 +389,10 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
     loaded = models.load(config.model, mesh)
     system = system_prompt(config.data)
 
-    examples = load_examples(config.data, "train")
+    train_examples, held_out = train_and_held_out(config.data)  # the split GRPO trains on too
     source = data_source(config.data, ("train",))
     log.info("data: %s %s %s%s", source["kind"], source["name"], source["location"],
              "".join(f", {split} sha256 {d}" for split, d in source["sha256"].items()))
-    train_examples, held_out = data.split_examples(examples, eval_fraction=config.data.eval_fraction,
-                                                   seed=config.data.split_seed)
     train_ds, stats = data.sft_dataset(
         train_examples, loaded.tokenizer, max_length=config.data.max_length, batch_size=cfg.micro_batch_size,
         seed=config.data.shuffle_seed, epochs=None, policy=config.data.overlength, system_prompt=system)
@@ -578,26 +519,18 @@ def write_loss_curve(metrics_path: str | Path, out_path: str | Path, *, title: s
     ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(out_path)
-    from dsa_cast import io
-
     with io.atomic_output(out, "wb") as fh:
         fig.savefig(fh, dpi=100, format="png")
     return out
 
 
 def _result_dict(result: SFTResult) -> dict[str, Any]:
-    import dataclasses
-
     out = dataclasses.asdict(result)
     out.pop("samples")
     return out
 
 
 def _write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
-    import json
-
-    from dsa_cast import io
-
     with io.atomic_output(path) as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
@@ -609,8 +542,6 @@ def _write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dsa_cast_train.sft``: resolve the config, train, print a summary."""
-    from dsa_cast_train import cli
-
     parser = cli.stage_parser("sft", __doc__, example="--model.path DIR",
                               run_dir_help="run directory (resumed when it holds this stage)",
                               overwrite_help="delete a previous run in --run-dir first")
