@@ -33,7 +33,7 @@ import numpy as np
 
 from dsa_cast import io, score
 from dsa_cast import parse as dsa_parse
-from dsa_cast_train import cli, data, digests, distributed, guards, models, runs
+from dsa_cast_train import cli, data, digests, distributed, guards, models, optim, runs
 from dsa_cast_train.examples import system_prompt, train_and_held_out
 
 log = logging.getLogger("dsa_cast_train.grpo")
@@ -360,17 +360,9 @@ def reward_functions(rubric: str) -> list[Callable[..., Any]]:
 
 def make_optimizer(g) -> Any:
     """AdamW with linear warm-up then cosine decay and a global-norm clip (the notebook's GRPO
-    optimizer), from a :class:`~dsa_cast_train.config.GRPOConfig`."""
-    import optax
-
-    warmup = int(g.warmup_fraction * g.max_steps)
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=g.learning_rate, warmup_steps=warmup,
-        decay_steps=max(g.max_steps, warmup + 1), end_value=g.learning_rate * g.final_lr_fraction)
-    return optax.chain(
-        optax.clip_by_global_norm(g.grad_clip_norm),
-        optax.adamw(schedule, b1=g.b1, b2=g.b2, weight_decay=g.weight_decay),
-    )
+    optimizer), from a :class:`~dsa_cast_train.config.GRPOConfig`: :func:`dsa_cast_train.optim.build`,
+    the builder SFT uses too."""
+    return optim.build(g)
 
 
 def rollout_config(g, eos_ids: Sequence[int]):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dsa_cast import io, score
-from dsa_cast_train import cli, data, digests, distributed, evaluate, guards, models, runs
+from dsa_cast_train import cli, data, digests, distributed, evaluate, guards, models, optim, runs
 from dsa_cast_train import config as config_lib
 from dsa_cast_train.examples import data_source, load_examples, system_prompt, train_and_held_out
 
@@ -101,27 +101,14 @@ class _CountingIterable:
 # optimizer and model inputs
 
 
-def learning_rate_schedule(peak: float, max_steps: int, warmup_fraction: float, final_fraction: float):
-    """Linear warm-up from 0 over ``warmup_fraction x max_steps``, then cosine to ``peak x final_fraction``."""
-    import optax
-
-    warmup = int(round(warmup_fraction * max_steps))
-    warmup = min(warmup, max(max_steps - 1, 0))
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=peak, warmup_steps=warmup,
-        decay_steps=max(max_steps, warmup + 1), end_value=peak * final_fraction)
+learning_rate_schedule = optim.learning_rate_schedule
+"""Warm-up then cosine schedule (:func:`dsa_cast_train.optim.learning_rate_schedule`, shared with GRPO)."""
 
 
 def build_optimizer(cfg: config_lib.SFTConfig):
-    """Global-norm clip, then AdamW (Adam + decoupled weight decay) on the warm-up/cosine schedule."""
-    import optax
-
-    schedule = learning_rate_schedule(cfg.learning_rate, cfg.max_steps, cfg.warmup_fraction,
-                                      cfg.final_lr_fraction)
-    adamw = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if cfg.grad_clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), adamw)
-    return adamw
+    """Global-norm clip, then AdamW (Adam + decoupled weight decay) on the warm-up/cosine schedule
+    (:func:`dsa_cast_train.optim.build`, the builder GRPO uses too)."""
+    return optim.build(cfg)
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
@@ -430,8 +417,7 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
     if run_info.resumed:
         log.info("restored checkpoint step %d of %d", start_step, cfg.max_steps)
     counter = _CountingIterable(train_ds, to_global)
-    schedule = learning_rate_schedule(cfg.learning_rate, cfg.max_steps, cfg.warmup_fraction,
-                                      cfg.final_lr_fraction)
+    schedule = optim.schedule_of(cfg)  # the one build_optimizer uses, for the logged learning rate
     hooks = _progress_hooks_class()(
         counter=counter, accumulation=cfg.grad_accumulation_steps, schedule=schedule, writer=writer,
         max_steps=cfg.max_steps, log_every=cfg.log_every_steps, on_step=on_step)

@@ -35,7 +35,7 @@ def test_trainer_modules_import_without_jax():
     # `--help`, config checks and the pipeline's planning must not pay for JAX / Tunix
     heavy = ("jax", "flax", "tunix", "grain", "optax", "orbax", "matplotlib")
     code = ("import sys; import dsa_cast_train.sft, dsa_cast_train.grpo, dsa_cast_train.evaluate, "
-            "dsa_cast_train.examples, dsa_cast_train.pipeline; "
+            "dsa_cast_train.examples, dsa_cast_train.optim, dsa_cast_train.pipeline; "
             f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
