@@ -27,7 +27,6 @@ each file after the first is compared with the one before it (:func:`regrade`).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -636,12 +635,8 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, t0: float) ->
     files = {k: run_info.path / v for k, v in
              (("items", ITEMS_FILE), ("json", SUMMARY_JSON), ("md", SUMMARY_MD), ("png", SUMMARY_PNG))}
     if jax.process_index() == 0:
-        tmp_items = files["items"].with_name(f".{ITEMS_FILE}.tmp")
-        with tmp_items.open("w", encoding="utf-8") as fh:
-            for i in range(len(plan)):
-                for row in results[i][0]:
-                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        tmp_items.replace(files["items"])
+        runs.write_jsonl(files["items"], (row for i in range(len(plan)) for row in results[i][0]),
+                         ensure_ascii=False)
         runs.write_json(files["json"], {"labels": list(labels), "summaries": list(summaries),
                                         "comparison": comparison, "data_source": source,
                                         "config": config_lib.to_dict(config)})

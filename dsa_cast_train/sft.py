@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import sys
 import time
@@ -459,7 +458,7 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
                 prefill=config.data.prefill_reasoning, rubric=config.eval.rubric)
         if primary:
             samples_file = str(run_info.path / SAMPLES_FILE)
-            _write_jsonl(samples_file, samples)
+            runs.write_jsonl(samples_file, samples)
         for s in samples:
             log.info("sample %s: total %.3f correct %s predicted %r issues %s", s["id"], s["grade"]["total"],
                      s["grade"]["correct"], s["grade"]["predicted"], s["grade"]["issues"][:4])
@@ -514,12 +513,6 @@ def _result_dict(result: SFTResult) -> dict[str, Any]:
     out = dataclasses.asdict(result)
     out.pop("samples")
     return out
-
-
-def _write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
-    with io.atomic_output(path) as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
 
 
 # ----------------------------------------------------------------------------------------
