@@ -42,6 +42,7 @@ from dsa_cast import io, numbers, parse, rubrics, score
 from dsa_cast.schema import DSA
 from dsa_cast_train import cli, distributed, models, progress, runs, stats
 from dsa_cast_train import config as config_lib
+from dsa_cast_train.data.dsa_format import PREFILL
 from dsa_cast_train.data.jsonl import read_jsonl
 from dsa_cast_train.examples import data_source, load_examples, system_prompt
 from dsa_cast_train.models import split_checkpoint_path
@@ -139,8 +140,9 @@ def generate(loaded: Any, prompts: Sequence[str], *, max_new_tokens: int, max_pr
 
 
 def completion_for_grading(text: str, prefill: bool) -> str:
-    """The model's full answer: the pre-filled ``<reasoning>\\n`` belongs to it."""
-    return f"<reasoning>\n{text}" if prefill else text
+    """The model's full answer: the pre-filled ``<reasoning>\\n`` (:data:`dsa_cast_train.data.PREFILL`)
+    belongs to it."""
+    return PREFILL + text if prefill else text
 
 
 # ----------------------------------------------------------------------------------------

@@ -561,7 +561,7 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
         progress = ProgressPrinter(g.max_steps)
         rec_logger = RewardLogger(reward_functions(g.rubric), metrics_path=metrics_path if primary else None,
                                   rubric=g.rubric, rollouts_path=rollouts_path if primary else None,
-                                  prefix=data.REASONING_START + "\n" if prefill else "",
+                                  prefix=data.PREFILL if prefill else "",
                                   on_record=progress, num_generations=g.num_generations)
         if resumed_from:  # RLCluster restores the newest actor step (model and optimizer): check it first
             digests.verify_newest(ckpt_dir)
