@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import logging
 import sys
 import time
@@ -27,10 +28,10 @@ from dsa_cast_train import cli, data, digests, distributed, evaluate, guards, mo
 from dsa_cast_train import config as config_lib
 from dsa_cast_train.examples import data_source, load_examples, system_prompt, train_and_held_out
 
-__all__ = [  # data_source, load_examples, system_prompt, train_and_held_out: re-exported from dsa_cast_train.examples
-    "SFTResult", "build_optimizer", "data_source", "learning_rate_schedule", "load_examples", "main",
-    "make_trainer", "model_inputs", "run", "sample_and_grade", "system_prompt", "train_and_held_out",
-    "write_loss_curve",
+__all__ = [  # data_source, load_examples, system_prompt, train_and_held_out: re-exported from .examples
+    "SFTResult", "build_optimizer", "check_tunix_private_hooks", "data_source", "learning_rate_schedule",
+    "load_examples", "main", "make_trainer", "model_inputs", "run", "sample_and_grade", "system_prompt",
+    "train_and_held_out", "write_loss_curve",
 ]
 
 log = logging.getLogger("dsa_cast_train.sft")
@@ -127,8 +128,45 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
 # trainer
 
 
+TUNIX_PRIVATE_HOOKS = {
+    "_tqdm_train_metrics": "property overridden: the progress bar shows loss and tokens/s",
+    "_write_train_metrics": "method overridden: a checkpointed step's metrics are written before the save",
+}
+"""Private ``tunix.sft.peft_trainer.PeftTrainer`` members that :func:`_trainer_class` overrides."""
+TUNIX_PRIVATE_STATE = ("_prev_buffered_train_metrics", "_train_steps")
+"""Private ``PeftTrainer`` attributes (set in its ``__init__``) that the override reads."""
+
+
+def check_tunix_private_hooks(trainer_class: type | None = None) -> None:
+    """Raise ``RuntimeError`` naming the member when ``PeftTrainer`` (or ``trainer_class``) lacks a
+    private name that the SFT trainer overrides or reads (:data:`TUNIX_PRIVATE_HOOKS`,
+    :data:`TUNIX_PRIVATE_STATE`). They exist in the pinned google-tunix 0.1.7; a Tunix that renamed
+    one would otherwise silently drop the override (no tokens/s, metrics lost on a kill)."""
+    if trainer_class is None:
+        from tunix.sft import peft_trainer
+
+        trainer_class = peft_trainer.PeftTrainer
+    where = f"{trainer_class.__module__}.{trainer_class.__qualname__}"
+    fix = ("dsa_cast_train.sft._trainer_class relies on it; pin google-tunix==0.1.7 or port the "
+           "override to this Tunix")
+    for name, why in TUNIX_PRIVATE_HOOKS.items():
+        if not hasattr(trainer_class, name):
+            raise RuntimeError(f"{where} has no {name} ({why}): {fix}")
+    if not isinstance(inspect.getattr_static(trainer_class, "_tqdm_train_metrics"), property):
+        raise RuntimeError(f"{where}._tqdm_train_metrics is no longer a property: {fix}")
+    try:
+        init = inspect.getsource(trainer_class.__init__)
+    except (OSError, TypeError):  # no source shipped: the class members above are all we can check
+        return
+    for name in TUNIX_PRIVATE_STATE:
+        if f"self.{name}" not in init:
+            raise RuntimeError(f"{where}.__init__ no longer sets self.{name} (read by the SFT trainer): {fix}")
+
+
 def _trainer_class(save_every: int):
     from tunix.sft import peft_trainer
+
+    check_tunix_private_hooks(peft_trainer.PeftTrainer)
 
     class SFTTrainer(peft_trainer.PeftTrainer):
         """``PeftTrainer`` whose progress bar shows loss and tokens/s, and whose metrics of a step
