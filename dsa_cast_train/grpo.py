@@ -234,7 +234,12 @@ def group_signal(rewards: Sequence[float], num_generations: int) -> dict[str, An
 
 
 def _column(values: Any, n: int) -> list[str | None]:
-    """A dataset column (numpy array repeated per generation) as a list of ``n`` texts."""
+    """A dataset column (numpy array repeated per generation) as a list of ``n`` texts.
+
+    Not ``dsa_cast.score._column`` / ``dsa_cast.adapters._column``: those are private to the core
+    and have another contract (cells kept as plain values, not text; a length mismatch or a
+    non-UTF-8 cell raises). This one only feeds the logger's fallback grading and its records, for
+    the ``answer``/``question`` columns :func:`dsa_cast_train.data.grpo_dataset` builds itself."""
     if values is None:
         return [None] * n
     return [_as_text(v) for v in values]
