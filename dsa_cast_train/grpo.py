@@ -515,49 +515,20 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
     done = models.checkpoint_steps(ckpt_dir)
     resumed_from = done[-1] if done else 0
     metrics_path = run_path / METRICS_FILE
-    rollouts_path = run_path / ROLLOUTS_FILE
     primary = distributed.is_primary()  # the only process that writes files
     if resumed and primary:
-        # records logged after the newest checkpoint belong to steps that will be redone
-        redo_eval = resumed_from < g.max_steps and g.eval_prompts > 0 and resumed_from % g.eval_every_steps == 0
-        for p in (metrics_path, rollouts_path):
-            n = truncate_records(p, _global_step_of(resumed_from, g), redo_eval=redo_eval)
-            if n:
-                log.info("resume: dropped %d records of %s logged after step %d", n, p.name, resumed_from)
+        _drop_records_to_redo(g, run_path, resumed_from)
         log.info("resuming GRPO from actor step %d in %s", resumed_from, ckpt_dir)
 
     system = system_prompt(config.data)  # as SFT and evaluation build their prompts
     prefill = config.data.prefill_reasoning
     mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
     loaded = models.load(models.without_remat(config.model, "GRPO (the loss uses grpo.remat_layers)"), mesh)
-    train_examples, held_out = train_and_held_out(config.data)
-    train_examples, dropped = filter_prompts(train_examples, loaded.tokenizer, max_prompt_length=g.max_prompt_length,
-                                             system_prompt=system, prefill=prefill)
-    if dropped:
-        log.warning("dropped %d training prompts longer than grpo.max_prompt_length=%d tokens",
-                    dropped, g.max_prompt_length)
-    if g.max_calc_steps:
-        before = len(train_examples)
-        train_examples = [ex for ex in train_examples if calc_steps(ex) <= g.max_calc_steps]
-        log.info("grpo.max_calc_steps=%d: %d of %d training prompts kept", g.max_calc_steps,
-                 len(train_examples), before)
-    if len(train_examples) < g.batch_size:
-        raise ValueError(f"only {len(train_examples)} training prompts fit grpo.max_prompt_length="
-                         f"{g.max_prompt_length}; need at least grpo.batch_size={g.batch_size}")
+    train_examples, held_out, dropped = _training_prompts(config, loaded.tokenizer, system)
 
     actor_steps = resumed_from
     if resumed_from < g.max_steps:
-        actor = loaded.model
-        # frozen copy of the base weights; none at beta 0, where nothing reads it
-        reference = copy_model(actor) if g.beta != 0 else None
-        if g.init_checkpoint and not resumed_from:
-            root, step = init_actor(actor, g.init_checkpoint)
-            log.info("actor initialised from %s (step %d)", root, step)
-        if reference is not None and g.init_checkpoint and g.reference == "init":
-            # KL toward the actor's starting point (e.g. the SFT model) rather than the base model,
-            # which never wrote the format; restored separately so a resumed run gets it too
-            root, step = init_actor(reference, g.init_checkpoint)
-            log.info("reference initialised from %s (step %d)", root, step)
+        actor, reference = _actor_and_reference(loaded.model, g, resumed_from)
         if distributed.process_count() > 1:
             log.info("GRPO on %d processes: each rolls out the same %d prompts x %d generations per step "
                      "(replicated rollouts: Tunix 0.1.7's sampler takes its prompts as values replicated "
@@ -565,7 +536,7 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
                      distributed.process_count(), g.batch_size, g.num_generations)
         progress = ProgressPrinter(g.max_steps)
         rec_logger = RewardLogger(reward_functions(g.rubric), metrics_path=metrics_path if primary else None,
-                                  rubric=g.rubric, rollouts_path=rollouts_path if primary else None,
+                                  rubric=g.rubric, rollouts_path=run_path / ROLLOUTS_FILE if primary else None,
                                   prefix=data.PREFILL if prefill else "",
                                   on_record=progress, num_generations=g.num_generations)
         if resumed_from:  # RLCluster restores the newest actor step (model and optimizer): check it first
@@ -583,26 +554,7 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
                                      system_prompt=system, prefill=prefill, epochs=None)
         eval_ds = eval_dataset(held_out, loaded.tokenizer, g, system_prompt=system, prefill=prefill)
         distributed.watch_preemption(cluster.actor_trainer.checkpoint_manager)
-        with mesh:
-            try:
-                learner.train(train_ds, eval_ds)
-            except distributed.Preempted:
-                cluster.close()  # commits the checkpoint, flushes Tunix's metrics
-                progress.flush()
-                if primary:
-                    digests.record_new(ckpt_dir)
-                log.warning("SIGTERM: stopped after actor checkpoint step %d of %d; the same command resumes",
-                            int(cluster.actor_trainer.train_steps), g.max_steps)
-                raise
-            except guards.NonFiniteError as err:  # keep the last good checkpoint as the newest one
-                if primary:
-                    guards.discard_checkpoints_from(cluster.actor_trainer.checkpoint_manager, ckpt_dir, err,
-                                                    resumed_from)
-                    digests.record_new(ckpt_dir)
-                raise
-        if primary:
-            digests.record_new(ckpt_dir)
-        progress.flush()
+        _learn(learner, cluster, train_ds, eval_ds, mesh, progress, ckpt_dir, g, resumed_from, primary)
         actor_steps = int(cluster.actor_trainer.train_steps)
         losses = _actor_losses(cluster)
         if losses:  # on every process: its log shows what it computed (multi-host: the same everywhere)
@@ -620,6 +572,82 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}
         runs.write_json(run_path / SUMMARY_FILE, summary)
     return result
+
+
+def _drop_records_to_redo(g, run_path: Path, resumed_from: int) -> None:
+    """Before a resume: records logged after the newest checkpoint belong to steps that will be
+    redone, so they leave ``metrics.jsonl`` and ``rollouts.jsonl`` (see :func:`truncate_records`)."""
+    redo_eval = resumed_from < g.max_steps and g.eval_prompts > 0 and resumed_from % g.eval_every_steps == 0
+    for p in (run_path / METRICS_FILE, run_path / ROLLOUTS_FILE):
+        n = truncate_records(p, _global_step_of(resumed_from, g), redo_eval=redo_eval)
+        if n:
+            log.info("resume: dropped %d records of %s logged after step %d", n, p.name, resumed_from)
+
+
+def _training_prompts(config, tokenizer, system: str) -> tuple[list[Any], list[Any], int]:
+    """``(train, held_out, dropped)``: SFT's split, the training prompts cut to those that fit
+    ``grpo.max_prompt_length`` (``dropped`` left out) and, with ``grpo.max_calc_steps``, to the
+    problems with at most that many calculator steps; fewer than one batch is a ``ValueError``."""
+    g = config.grpo
+    train_examples, held_out = train_and_held_out(config.data)
+    train_examples, dropped = filter_prompts(train_examples, tokenizer, max_prompt_length=g.max_prompt_length,
+                                             system_prompt=system, prefill=config.data.prefill_reasoning)
+    if dropped:
+        log.warning("dropped %d training prompts longer than grpo.max_prompt_length=%d tokens",
+                    dropped, g.max_prompt_length)
+    if g.max_calc_steps:
+        before = len(train_examples)
+        train_examples = [ex for ex in train_examples if calc_steps(ex) <= g.max_calc_steps]
+        log.info("grpo.max_calc_steps=%d: %d of %d training prompts kept", g.max_calc_steps,
+                 len(train_examples), before)
+    if len(train_examples) < g.batch_size:
+        raise ValueError(f"only {len(train_examples)} training prompts fit grpo.max_prompt_length="
+                         f"{g.max_prompt_length}; need at least grpo.batch_size={g.batch_size}")
+    return train_examples, held_out, dropped
+
+
+def _actor_and_reference(model, g, resumed_from: int) -> tuple[Any, Any]:
+    """The actor (``model``, from ``grpo.init_checkpoint`` on a fresh run) and the frozen reference
+    (a copy of the base weights, or of the init checkpoint with ``grpo.reference = "init"``; None at
+    ``grpo.beta`` 0, where nothing reads it)."""
+    actor = model
+    reference = copy_model(actor) if g.beta != 0 else None
+    if g.init_checkpoint and not resumed_from:
+        root, step = init_actor(actor, g.init_checkpoint)
+        log.info("actor initialised from %s (step %d)", root, step)
+    if reference is not None and g.init_checkpoint and g.reference == "init":
+        # KL toward the actor's starting point (e.g. the SFT model) rather than the base model,
+        # which never wrote the format; restored separately so a resumed run gets it too
+        root, step = init_actor(reference, g.init_checkpoint)
+        log.info("reference initialised from %s (step %d)", root, step)
+    return actor, reference
+
+
+def _learn(learner, cluster, train_ds, eval_ds, mesh, progress: ProgressPrinter, ckpt_dir: Path, g,
+           resumed_from: int, primary: bool) -> None:
+    """``learner.train`` on the mesh; every committed actor step gets its digests, also when a
+    SIGTERM stops it (re-raised as ``Preempted``) or a non-finite loss does (the steps from the bad
+    one on are discarded first, so the newest checkpoint is the last good one)."""
+    with mesh:
+        try:
+            learner.train(train_ds, eval_ds)
+        except distributed.Preempted:
+            cluster.close()  # commits the checkpoint, flushes Tunix's metrics
+            progress.flush()
+            if primary:
+                digests.record_new(ckpt_dir)
+            log.warning("SIGTERM: stopped after actor checkpoint step %d of %d; the same command resumes",
+                        int(cluster.actor_trainer.train_steps), g.max_steps)
+            raise
+        except guards.NonFiniteError as err:  # keep the last good checkpoint as the newest one
+            if primary:
+                guards.discard_checkpoints_from(cluster.actor_trainer.checkpoint_manager, ckpt_dir, err,
+                                                resumed_from)
+                digests.record_new(ckpt_dir)
+            raise
+    if primary:
+        digests.record_new(ckpt_dir)
+    progress.flush()
 
 
 def _actor_losses(cluster) -> list[float]:

@@ -396,7 +396,52 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
     cfg = config.sft
     primary = distributed.is_primary()
     mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
-    layout = None  # single process: Tunix shards the batches itself
+    to_global = _batch_placement(cfg, mesh)
+    loaded = models.load(config.model, mesh)
+    system = system_prompt(config.data)
+    sft_data = _prepare_data(config, loaded.tokenizer, system, to_global, run_info, primary)
+
+    trainer = _open_trainer(loaded.model, cfg, run_info)
+    start_step = int(trainer.train_steps)
+    if run_info.resumed:
+        log.info("restored checkpoint step %d of %d", start_step, cfg.max_steps)
+    counter = _CountingIterable(sft_data.train_ds, to_global)
+    hooks = _progress_hooks_class()(
+        counter=counter, accumulation=cfg.grad_accumulation_steps,
+        schedule=optim.schedule_of(cfg),  # the one build_optimizer uses, for the logged learning rate
+        writer=writer, max_steps=cfg.max_steps, log_every=cfg.log_every_steps, on_step=on_step)
+    trainer.with_training_hooks(hooks)
+    if start_step < cfg.max_steps:
+        log.info("SFT steps %d -> %d: compiling the train step%s (first step only)",
+                 start_step, cfg.max_steps, " and the eval step" if sft_data.eval_batches else "")
+    t_train = time.perf_counter()
+    _train(trainer, counter, sft_data.eval_batches, mesh, run_info, cfg, start_step, primary)
+    train_seconds = time.perf_counter() - t_train
+    final_step = int(trainer.train_steps)
+    rate = hooks.steady_rate()
+    log.info("trained steps %d -> %d in %.1f s, %d tokens, %.0f tokens/s (after the first update)",
+             start_step, final_step, train_seconds, hooks.tokens, rate)
+
+    samples, samples_file = _samples(config, loaded, sft_data.held_out, system, mesh, run_info, primary)
+    mean_total = sum(s["grade"]["total"] for s in samples) / len(samples) if samples else None
+    result = SFTResult(
+        run_dir=str(run_info.path), checkpoint_dir=str(run_info.checkpoints), resumed=run_info.resumed,
+        start_step=start_step, final_step=final_step, train_losses=tuple(hooks.losses),
+        eval_losses=tuple(hooks.eval_losses), train_examples=len(sft_data.train_examples),
+        eval_examples=len(sft_data.held_out), data_stats=sft_data.stats, train_seconds=round(train_seconds, 3),
+        total_seconds=round(time.perf_counter() - t0, 3), tokens=hooks.tokens,
+        tokens_per_second=round(rate, 1), samples_file=samples_file, sample_mean_total=mean_total,
+        samples=tuple(samples))
+    if primary:
+        runs.write_json(run_info.path / RESULT_FILE, _result_dict(result))
+        write_loss_curve(run_info.metrics, run_info.path / LOSS_CURVE_FILE, title=config.name)
+    return result
+
+
+def _batch_placement(cfg: config_lib.SFTConfig, mesh: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """What each host batch becomes before the trainer sees it: itself on one process (Tunix shards
+    it), else the global array of which this process holds its rows."""
+    layout = None
     if distributed.process_count() > 1:
         # every process reads the same global batches (so the run equals a single-process one) and
         # hands JAX the rows its devices hold
@@ -410,62 +455,79 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
     def to_global(batch: dict[str, Any]) -> dict[str, Any]:
         return distributed.global_batch(batch, mesh, layout) if layout else batch
 
-    loaded = models.load(config.model, mesh)
-    system = system_prompt(config.data)
+    return to_global
 
-    train_examples, held_out = train_and_held_out(config.data)  # the split GRPO trains on too
-    source = data_source(config.data, ("train",))
+
+@dataclass(frozen=True)
+class _SFTData:
+    train_examples: list[Any]
+    held_out: list[Any]
+    train_ds: Any
+    """Endless shuffled micro-batches of the training examples."""
+    stats: dict[str, Any]
+    """Tokenisation counts of the training set (``data_stats.json`` ``train``)."""
+    eval_batches: list[dict[str, Any]] | None
+    """Up to ``sft.eval_batches`` held-out micro-batches; None when fewer than one batch is held out."""
+
+
+def _prepare_data(config: config_lib.PipelineConfig, tokenizer: Any, system: str,
+                  to_global: Callable[[dict[str, Any]], dict[str, Any]], run_info: runs.RunDir,
+                  primary: bool) -> _SFTData:
+    """Split, tokenise and batch the training and held-out examples; ``data_stats.json`` (process 0)."""
+    cfg, dcfg = config.sft, config.data
+    train_examples, held_out = train_and_held_out(dcfg)  # the split GRPO trains on too
+    source = data_source(dcfg, ("train",))
     log.info("data: %s %s %s%s", source["kind"], source["name"], source["location"],
              "".join(f", {split} sha256 {d}" for split, d in source["sha256"].items()))
     train_ds, stats = data.sft_dataset(
-        train_examples, loaded.tokenizer, max_length=config.data.max_length, batch_size=cfg.micro_batch_size,
-        seed=config.data.shuffle_seed, epochs=None, policy=config.data.overlength, system_prompt=system)
+        train_examples, tokenizer, max_length=dcfg.max_length, batch_size=cfg.micro_batch_size,
+        seed=dcfg.shuffle_seed, epochs=None, policy=dcfg.overlength, system_prompt=system)
     stats_dict = stats.as_dict()
     if primary:
         runs.write_json(run_info.path / DATA_STATS_FILE, {"train": stats_dict})
     log.info("training data: %d examples, %d kept, %d truncated, %d dropped over %d tokens "
              "(mean %.0f, max %d tokens), %d held out for eval",
-             stats.total, stats.kept, stats.truncated, stats.dropped, config.data.max_length,
+             stats.total, stats.kept, stats.truncated, stats.dropped, dcfg.max_length,
              stats.mean_tokens, stats.max_tokens, len(held_out))
     eval_batches = None
     if held_out:
         if len(held_out) >= cfg.micro_batch_size:
             eval_ds, eval_stats = data.sft_dataset(
-                held_out, loaded.tokenizer, max_length=config.data.max_length, batch_size=cfg.micro_batch_size,
-                seed=0, epochs=1, shuffle=False, policy=config.data.overlength, system_prompt=system)
+                held_out, tokenizer, max_length=dcfg.max_length, batch_size=cfg.micro_batch_size,
+                seed=0, epochs=1, shuffle=False, policy=dcfg.overlength, system_prompt=system)
             eval_batches = [to_global(eval_ds[i]) for i in range(min(len(eval_ds), cfg.eval_batches))]
             if primary:
                 runs.write_json(run_info.path / DATA_STATS_FILE, {"train": stats_dict, "eval": eval_stats.as_dict()})
         else:
             log.warning("only %d held-out examples, fewer than one batch of %d: no eval loss",
                         len(held_out), cfg.micro_batch_size)
+    return _SFTData(train_examples, held_out, train_ds, stats_dict, eval_batches)
 
+
+def _open_trainer(model: Any, cfg: config_lib.SFTConfig, run_info: runs.RunDir):
+    """:func:`make_trainer` on the run's checkpoints (which restores the newest step on a resume,
+    after its digests are verified); an unreadable newest step is a ``CheckpointError``."""
     if run_info.resumed:  # the trainer restores the newest step (model and optimizer): check it first
         digests.verify_newest(run_info.checkpoints)
     try:
-        trainer = make_trainer(loaded.model, cfg, run_info.checkpoints, run_info.tensorboard)
+        trainer = make_trainer(model, cfg, run_info.checkpoints, run_info.tensorboard)
     except Exception as exc:  # orbax cannot read the step it restores (a truncated checkpoint)
         if not (run_info.resumed and models.checkpoint_steps(run_info.checkpoints)):
             raise
         raise digests.CheckpointError(f"{run_info.checkpoints}: cannot resume from the newest checkpoint: "
                                       f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     distributed.watch_preemption(trainer.checkpoint_manager)
-    start_step = int(trainer.train_steps)
-    if run_info.resumed:
-        log.info("restored checkpoint step %d of %d", start_step, cfg.max_steps)
-    counter = _CountingIterable(train_ds, to_global)
-    schedule = optim.schedule_of(cfg)  # the one build_optimizer uses, for the logged learning rate
-    hooks = _progress_hooks_class()(
-        counter=counter, accumulation=cfg.grad_accumulation_steps, schedule=schedule, writer=writer,
-        max_steps=cfg.max_steps, log_every=cfg.log_every_steps, on_step=on_step)
-    trainer.with_training_hooks(hooks)
-    if start_step < cfg.max_steps:
-        log.info("SFT steps %d -> %d: compiling the train step%s (first step only)",
-                 start_step, cfg.max_steps, " and the eval step" if eval_batches else "")
-    t_train = time.perf_counter()
+    return trainer
+
+
+def _train(trainer: Any, batches: _CountingIterable, eval_batches: list[dict[str, Any]] | None, mesh: Any,
+           run_info: runs.RunDir, cfg: config_lib.SFTConfig, start_step: int, primary: bool) -> None:
+    """``trainer.train`` on the mesh; every committed step gets its digests, also when a SIGTERM
+    stops it (re-raised as ``Preempted``) or a non-finite loss does (the steps from the bad one on
+    are discarded first, so the newest checkpoint is the last good one)."""
     with mesh:
         try:
-            trainer.train(counter, eval_batches)
+            trainer.train(batches, eval_batches)
         except distributed.Preempted:
             trainer.close()  # the last metrics record, the checkpoint committed, files closed
             if primary:
@@ -480,39 +542,28 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
             raise
     if primary:
         digests.record_new(run_info.checkpoints)
-    train_seconds = time.perf_counter() - t_train
-    final_step = int(trainer.train_steps)
-    rate = hooks.steady_rate()
-    log.info("trained steps %d -> %d in %.1f s, %d tokens, %.0f tokens/s (after the first update)",
-             start_step, final_step, train_seconds, hooks.tokens, rate)
 
-    samples: list[dict[str, Any]] = []
+
+def _samples(config: config_lib.PipelineConfig, loaded: Any, held_out: Sequence[Any], system: str, mesh: Any,
+             run_info: runs.RunDir, primary: bool) -> tuple[list[dict[str, Any]], str | None]:
+    """Greedy samples of the first ``sft.num_samples`` held-out items, graded and logged, and
+    ``samples.jsonl`` (process 0): ``(samples, file or None)``."""
+    cfg = config.sft
+    if not (cfg.num_samples and held_out):
+        return [], None
+    with mesh:
+        samples = sample_and_grade(
+            loaded, held_out[: cfg.num_samples], max_new_tokens=cfg.sample_max_new_tokens,
+            max_prompt_length=config.eval.max_prompt_length, system=system,
+            prefill=config.data.prefill_reasoning, rubric=config.eval.rubric)
     samples_file = None
-    if cfg.num_samples and held_out:
-        with mesh:
-            samples = sample_and_grade(
-                loaded, held_out[: cfg.num_samples], max_new_tokens=cfg.sample_max_new_tokens,
-                max_prompt_length=config.eval.max_prompt_length, system=system,
-                prefill=config.data.prefill_reasoning, rubric=config.eval.rubric)
-        if primary:
-            samples_file = str(run_info.path / SAMPLES_FILE)
-            runs.write_jsonl(samples_file, samples)
-        for s in samples:
-            log.info("sample %s: total %.3f correct %s predicted %r issues %s", s["id"], s["grade"]["total"],
-                     s["grade"]["correct"], s["grade"]["predicted"], s["grade"]["issues"][:4])
-    mean_total = sum(s["grade"]["total"] for s in samples) / len(samples) if samples else None
-    result = SFTResult(
-        run_dir=str(run_info.path), checkpoint_dir=str(run_info.checkpoints), resumed=run_info.resumed,
-        start_step=start_step, final_step=final_step, train_losses=tuple(hooks.losses),
-        eval_losses=tuple(hooks.eval_losses), train_examples=len(train_examples),
-        eval_examples=len(held_out), data_stats=stats_dict, train_seconds=round(train_seconds, 3),
-        total_seconds=round(time.perf_counter() - t0, 3), tokens=hooks.tokens,
-        tokens_per_second=round(rate, 1), samples_file=samples_file, sample_mean_total=mean_total,
-        samples=tuple(samples))
     if primary:
-        runs.write_json(run_info.path / RESULT_FILE, _result_dict(result))
-        write_loss_curve(run_info.metrics, run_info.path / LOSS_CURVE_FILE, title=config.name)
-    return result
+        samples_file = str(run_info.path / SAMPLES_FILE)
+        runs.write_jsonl(samples_file, samples)
+    for s in samples:
+        log.info("sample %s: total %.3f correct %s predicted %r issues %s", s["id"], s["grade"]["total"],
+                 s["grade"]["correct"], s["grade"]["predicted"], s["grade"]["issues"][:4])
+    return samples, samples_file
 
 
 def write_loss_curve(metrics_path: str | Path, out_path: str | Path, *, title: str = "SFT") -> Path | None:
