@@ -26,7 +26,7 @@ each file after the first is compared with the one before it (:func:`regrade`).
 
 from __future__ import annotations
 
-import json
+import argparse
 import logging
 import math
 import sys
@@ -38,8 +38,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from dsa_cast import io, numbers, parse, rubrics, score
+from dsa_cast.schema import DSA
+from dsa_cast_train import cli, distributed, models, progress, runs, stats
 from dsa_cast_train import config as config_lib
-from dsa_cast_train import progress, runs
+from dsa_cast_train.data.dsa_format import PREFILL
+from dsa_cast_train.data.jsonl import read_jsonl
+from dsa_cast_train.examples import data_source, load_examples, system_prompt
+from dsa_cast_train.models import split_checkpoint_path
 
 log = logging.getLogger("dsa_cast_train.evaluate")
 
@@ -134,8 +140,9 @@ def generate(loaded: Any, prompts: Sequence[str], *, max_new_tokens: int, max_pr
 
 
 def completion_for_grading(text: str, prefill: bool) -> str:
-    """The model's full answer: the pre-filled ``<reasoning>\\n`` belongs to it."""
-    return f"<reasoning>\n{text}" if prefill else text
+    """The model's full answer: the pre-filled ``<reasoning>\\n`` (:data:`dsa_cast_train.data.PREFILL`)
+    belongs to it."""
+    return PREFILL + text if prefill else text
 
 
 # ----------------------------------------------------------------------------------------
@@ -145,8 +152,6 @@ def completion_for_grading(text: str, prefill: bool) -> str:
 def _fraction(text: str | None) -> Fraction | None:
     if text is None:
         return None
-    from dsa_cast import numbers
-
     return numbers.parse_number(text)
 
 
@@ -161,15 +166,11 @@ def approx_correct(predicted: str | None, reference: Fraction | None, tolerance:
 def grade_completion(completion: str, answer: str, question: str, *, rubric: str,
                      tolerance: float, reference: Fraction | None) -> dict[str, Any]:
     """One completion's grade plus exact-format, approximate and Evidence-claim facts."""
-    from dsa_cast import score
-
     grade = score.grade(completion, answer, rubric=rubric, question=question, detail=True)
     detail = grade.detail
     verdicts = detail.verdicts if detail is not None else ()
     parsed = detail.parsed if detail is not None else None
     if parsed is None:
-        from dsa_cast import parse
-
         parsed = parse.parse(completion)
     checked = [v for v in verdicts if v.ok is not None]
     scores = detail.scores if detail is not None else {}
@@ -214,8 +215,6 @@ def _mean(values: Sequence[float]) -> float:
 
 def section_presence(graded: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Share of completions holding each DSA section (in schema order) and a closed answer block."""
-    from dsa_cast.schema import DSA
-
     out = {name: _mean([float(name in g.get("sections_present", ())) for g in graded])
            for name in DSA.sections}
     out["answer_block"] = _mean([float(bool(g.get("answer_block"))) for g in graded])
@@ -301,10 +300,6 @@ def item_columns(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Greedy metrics when every row has a greedy grade, else the mean over each item's vote samples;
     majority-vote metrics when every row has a vote."""
-    from dsa_cast.schema import DSA
-
-    from dsa_cast_train import stats
-
     out: dict[str, Any] = {}
     greedy = bool(rows) and all(r.get("greedy") is not None for r in rows)
     if greedy:
@@ -345,8 +340,6 @@ def item_columns(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def metric_intervals(rows: Sequence[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
     """``stats.Interval`` of each metric over the items of one model (``kwargs``: resamples,
     confidence, seed of :func:`dsa_cast_train.stats.bootstrap`)."""
-    from dsa_cast_train import stats
-
     return stats.bootstrap(item_columns(rows), **kwargs)
 
 
@@ -354,8 +347,6 @@ def paired_comparison(label_a: str, rows_a: Sequence[dict[str, Any]], label_b: s
                       rows_b: Sequence[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
     """metric(a) - metric(b) on the items both evaluated (matched by id), each with its bootstrap
     interval (items resampled jointly): ``{"a", "b", "matched", "only_a", "only_b", "differences"}``."""
-    from dsa_cast_train import stats
-
     res = stats.paired_by_id(row_ids(rows_a), item_columns(rows_a), row_ids(rows_b), item_columns(rows_b),
                              **kwargs)
     return {"a": label_a, "b": label_b, "matched": res.matched, "only_a": res.only_a, "only_b": res.only_b,
@@ -376,8 +367,6 @@ def interval_cell(value: Any, interval: Mapping[str, Any] | None, *, signed: boo
     """``0.500 [0.250, 0.750]`` for a metric with its interval, else the plain value."""
     if interval is None:
         return _fmt(value) if not signed or not isinstance(value, float) else f"{value:+.3f}"
-    from dsa_cast_train import stats
-
     return stats.Interval.from_dict(interval).format(signed=signed)
 
 
@@ -443,8 +432,6 @@ def write_markdown(path: str | Path, labels: Sequence[str], summaries: Sequence[
 
 def _write_text(path: str | Path, text: str) -> None:
     """Write under a temporary name, then rename (a crash never leaves half a report)."""
-    from dsa_cast import io
-
     io.atomic_write_text(path, text)
 
 
@@ -498,8 +485,6 @@ def write_chart(path: str | Path, labels: Sequence[str], summaries: Sequence[dic
     if diffs:
         _difference_panel(fig.add_subplot(2, 1, 2), metrics, diffs)
     fig.tight_layout()
-    from dsa_cast import io
-
     with io.atomic_output(path, "wb") as fh:
         fig.savefig(fh, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
 
@@ -557,8 +542,6 @@ def targets(ev: config_lib.EvalConfig) -> list[tuple[str, str | None, int | None
 def _label(checkpoint: str | None, step: int | None) -> str:
     if checkpoint is None:
         return BASE
-    from dsa_cast_train.models import split_checkpoint_path
-
     root, split_step = split_checkpoint_path(checkpoint, step)
     named = root
     while named.name in ("checkpoints", "actor") and named.parent != named:
@@ -570,8 +553,6 @@ def _label(checkpoint: str | None, step: int | None) -> str:
 
 def _evaluate_model(loaded: Any, examples: Sequence[Any], label: str, config: config_lib.PipelineConfig,
                     system: str) -> list[dict[str, Any]]:
-    from dsa_cast import numbers
-
     ev = config.eval
     prefill = config.data.prefill_reasoning
     prompts = [ex.prompt_text(system_prompt=system, prefill=prefill) for ex in examples]
@@ -613,8 +594,6 @@ def _evaluate_model(loaded: Any, examples: Sequence[Any], label: str, config: co
 
 def run(config: config_lib.PipelineConfig, run_dir: str | Path, *, overwrite: bool = False) -> EvalResult:
     """Evaluate the configured model(s) on ``eval.num_items`` test items; write the reports."""
-    from dsa_cast_train import distributed
-
     t0 = time.perf_counter()
     distributed.initialize()  # before the run directory is touched (multi-host)
     with runs.prepare(run_dir, "evaluate", config, overwrite=overwrite, resumable=False) as run_info, \
@@ -626,16 +605,14 @@ def run(config: config_lib.PipelineConfig, run_dir: str | Path, *, overwrite: bo
 def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, t0: float) -> EvalResult:
     import jax
 
-    from dsa_cast_train import models, sft
-
     ev = config.eval
     plan = targets(ev)
     mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
-    examples = sft.load_examples(config.data, ev.split, limit=ev.num_items)
+    examples = load_examples(config.data, ev.split, limit=ev.num_items)
     if not examples:
         raise ValueError(f"no evaluation items in split {ev.split!r}")
-    source = sft.data_source(config.data, (ev.split,))
-    system = sft.system_prompt(config.data)
+    source = data_source(config.data, (ev.split,))
+    system = system_prompt(config.data)
     # Base weights first, so checkpoints can be restored into the same model afterwards.
     order = sorted(range(len(plan)), key=lambda i: plan[i][1] is not None)
     loaded = None
@@ -660,12 +637,8 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, t0: float) ->
     files = {k: run_info.path / v for k, v in
              (("items", ITEMS_FILE), ("json", SUMMARY_JSON), ("md", SUMMARY_MD), ("png", SUMMARY_PNG))}
     if jax.process_index() == 0:
-        tmp_items = files["items"].with_name(f".{ITEMS_FILE}.tmp")
-        with tmp_items.open("w", encoding="utf-8") as fh:
-            for i in range(len(plan)):
-                for row in results[i][0]:
-                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        tmp_items.replace(files["items"])
+        runs.write_jsonl(files["items"], (row for i in range(len(plan)) for row in results[i][0]),
+                         ensure_ascii=False)
         runs.write_json(files["json"], {"labels": list(labels), "summaries": list(summaries),
                                         "comparison": comparison, "data_source": source,
                                         "config": config_lib.to_dict(config)})
@@ -726,8 +699,6 @@ def regrade_rows(records: Sequence[dict[str, Any]], *, rubric: str = "dsa-cast",
                  tolerance: float = 0.1) -> list[dict[str, Any]]:
     """Rows with every greedy completion and vote sample graded again by ``dsa_cast.score.grade``
     against the row's ``answer`` (with its ``question``); majority votes recomputed."""
-    from dsa_cast import numbers
-
     out = []
     for i, r in enumerate(records):
         answer = str(r["answer"])
@@ -758,8 +729,6 @@ def regrade(paths: Sequence[str | Path], *, rubric: str = "dsa-cast", tolerance:
     files (the row number when absent) and ``label`` names the model (the file name when absent).
     A bad line raises ``DataFormatError`` naming the file and line. ``kwargs``: resamples,
     confidence, seed for :mod:`dsa_cast_train.stats`."""
-    from dsa_cast_train.data.jsonl import read_jsonl
-
     groups: dict[str, list[dict[str, Any]]] = {}
     sources: dict[str, str] = {}
     for number, path in enumerate(paths, start=1):
@@ -820,12 +789,6 @@ def regrade_lines(result: Regrade, *, rubric: str) -> list[str]:
 
 
 def _regrade_main(argv: Sequence[str]) -> int:
-    import argparse
-
-    from dsa_cast import rubrics
-
-    from dsa_cast_train import cli
-
     parser = argparse.ArgumentParser(
         prog="python -m dsa_cast_train.evaluate --regrade",
         description="Grade saved per-item evaluation files again (items.jsonl, docs/results/*/eval_*_items.jsonl) "
@@ -863,8 +826,6 @@ def _regrade_main(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dsa_cast_train.evaluate``: evaluate one model or compare two (or, with
     ``--regrade FILE ...``, recompute the reports of saved per-item files)."""
-    from dsa_cast_train import cli
-
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a == "--regrade" or a.startswith("--regrade=") for a in args):
         return _regrade_main(args)

@@ -22,13 +22,19 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from dsa_cast import io, score
+from dsa_cast import parse as dsa_parse
+from dsa_cast_train import cli, data, digests, distributed, guards, models, optim, runs
+from dsa_cast_train.examples import system_prompt, train_and_held_out
 
 log = logging.getLogger("dsa_cast_train.grpo")
 
@@ -154,9 +160,6 @@ class RewardLogger:
         The grades come from the reward functions' shared ``BatchGrader`` cache when they have
         one (``dsa_cast.score.tunix_rewards``: no second grading), else from ``dsa_cast.score.grade``.
         """
-        import numpy as np
-        from dsa_cast import parse as dsa_parse
-
         t0 = time.perf_counter()
         with self._lock:
             slot = self._pending.pop(threading.get_ident(), {"components": {}, "mode": "train", "seconds": 0.0})
@@ -213,8 +216,6 @@ class RewardLogger:
             cols = {k: v for k, v in kwargs.items() if k in ("answer", "question")}
             grades, _ = grader.grades(*grader.read_batch("RewardLogger", texts, cols), who="RewardLogger")
             return list(grades)
-        from dsa_cast import score
-
         return [score.grade(t, a, rubric=self.rubric, question=q) for t, a, q in zip(texts, answers, questions)]
 
 
@@ -223,8 +224,6 @@ def group_signal(rewards: Sequence[float], num_generations: int) -> dict[str, An
     group by group (G = ``num_generations`` consecutive completions per prompt). A group whose
     rewards are all equal gives GRPO zero advantages. ``None`` values when the batch is not a
     whole number of groups."""
-    import numpy as np
-
     r = np.asarray(rewards, dtype=np.float64)
     if num_generations < 1 or r.size == 0 or r.size % num_generations:
         return {"groups": None, "groups_with_signal": None, "reward_group_std_mean": None}
@@ -235,7 +234,12 @@ def group_signal(rewards: Sequence[float], num_generations: int) -> dict[str, An
 
 
 def _column(values: Any, n: int) -> list[str | None]:
-    """A dataset column (numpy array repeated per generation) as a list of ``n`` texts."""
+    """A dataset column (numpy array repeated per generation) as a list of ``n`` texts.
+
+    Not ``dsa_cast.score._column`` / ``dsa_cast.adapters._column``: those are private to the core
+    and have another contract (cells kept as plain values, not text; a length mismatch or a
+    non-UTF-8 cell raises). This one only feeds the logger's fallback grading and its records, for
+    the ``answer``/``question`` columns :func:`dsa_cast_train.data.grpo_dataset` builds itself."""
     if values is None:
         return [None] * n
     return [_as_text(v) for v in values]
@@ -260,8 +264,6 @@ def _append_jsonl(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
 def read_metrics(path: str | Path, mode: str | None = "train") -> list[dict]:
     """Records of a ``metrics.jsonl`` (only ``mode`` ones unless ``mode`` is None); a bad line,
     such as the torn last line of a killed writer, is skipped."""
-    from dsa_cast_train import runs
-
     return [rec for rec in runs.read_metrics(path) if mode is None or rec.get("mode") == mode]
 
 
@@ -271,8 +273,6 @@ def truncate_records(path: str | Path, max_step: int, *, redo_eval: bool = True)
     False); rewrites the file atomically, returns how many were dropped (a torn line too). On
     resume the learner evaluates at the restored step first and redoes the steps after it, so each
     (mode, step) then appears once."""
-    from dsa_cast_train import runs
-
     def keep(rec: dict) -> bool:
         step = runs.step_of(rec)
         return step < max_step or (step == max_step and (rec.get("mode") != "eval" or not redo_eval))
@@ -344,8 +344,6 @@ def plot_reward_curve(metrics_path: str | Path, out_path: str | Path, *, title: 
     fig.tight_layout()
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from dsa_cast import io
-
     with io.atomic_output(out, "wb") as fh:
         fig.savefig(fh, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -359,8 +357,6 @@ def plot_reward_curve(metrics_path: str | Path, out_path: str | Path, *, title: 
 
 def reward_functions(rubric: str) -> list[Callable[..., Any]]:
     """The Tunix reward functions of a ``dsa_cast`` rubric (one per component)."""
-    from dsa_cast import score
-
     fns = list(score.tunix_rewards(rubric))
     if not fns:
         raise ValueError(f"grpo.rubric {rubric!r}: dsa_cast.score.tunix_rewards returned no functions")
@@ -369,17 +365,9 @@ def reward_functions(rubric: str) -> list[Callable[..., Any]]:
 
 def make_optimizer(g) -> Any:
     """AdamW with linear warm-up then cosine decay and a global-norm clip (the notebook's GRPO
-    optimizer), from a :class:`~dsa_cast_train.config.GRPOConfig`."""
-    import optax
-
-    warmup = int(g.warmup_fraction * g.max_steps)
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=g.learning_rate, warmup_steps=warmup,
-        decay_steps=max(g.max_steps, warmup + 1), end_value=g.learning_rate * g.final_lr_fraction)
-    return optax.chain(
-        optax.clip_by_global_norm(g.grad_clip_norm),
-        optax.adamw(schedule, b1=g.b1, b2=g.b2, weight_decay=g.weight_decay),
-    )
+    optimizer), from a :class:`~dsa_cast_train.config.GRPOConfig`: :func:`dsa_cast_train.optim.build`,
+    the builder SFT uses too."""
+    return optim.build(g)
 
 
 def rollout_config(g, eos_ids: Sequence[int]):
@@ -414,8 +402,6 @@ def build_learner(*, actor, reference, tokenizer, mesh, g, eos_ids: Sequence[int
     from tunix.rl import rl_cluster as rl_cluster_lib
     from tunix.rl.grpo import grpo_learner as grpo_lib
     from tunix.sft import metrics_logger
-
-    from dsa_cast_train import distributed
 
     if g.batch_size % g.micro_batch_size:
         raise ValueError(f"grpo.micro_batch_size ({g.micro_batch_size}) must divide "
@@ -487,8 +473,6 @@ def eval_dataset(held_out: Sequence[Any], tokenizer, g, *, system_prompt: str, p
     """The in-training evaluation set: the first ``grpo.eval_prompts`` held-out prompts that fit
     ``grpo.max_prompt_length``, in whole batches of ``grpo.batch_size`` (None when empty). Tunix
     rolls them out and rewards them (``mode="eval"``) every ``grpo.eval_every_steps`` steps."""
-    from dsa_cast_train import data
-
     if g.eval_prompts <= 0:
         return None
     fitting, _ = filter_prompts(held_out, tokenizer, max_prompt_length=g.max_prompt_length,
@@ -502,14 +486,9 @@ def eval_dataset(held_out: Sequence[Any], tokenizer, g, *, system_prompt: str, p
                              prefill=prefill, shuffle=False)
 
 
-def load_examples(data_cfg) -> tuple[list[Any], list[Any]]:
-    """(train, held-out) examples exactly as SFT splits them (``sft.load_examples`` then
-    ``data.split_examples`` with ``data.eval_fraction`` / ``data.split_seed``), so GRPO never
-    trains on SFT's held-out items."""
-    from dsa_cast_train import data, sft
-
-    examples = sft.load_examples(data_cfg, "train")
-    return data.split_examples(examples, eval_fraction=data_cfg.eval_fraction, seed=data_cfg.split_seed)
+load_examples = train_and_held_out
+"""``(train, held-out)`` examples exactly as SFT splits them (kept under its old name; see
+:func:`dsa_cast_train.examples.train_and_held_out`), so GRPO never trains on SFT's held-out items."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,8 +502,6 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> GRPOResult:
     Resumes from ``<run_dir>/checkpoints/actor`` when it holds a step; a run directory holding
     files of another kind refuses to start unless ``overwrite``.
     """
-    from dsa_cast_train import distributed, runs
-
     t_start = time.perf_counter()
     distributed.initialize()  # multi-host: before anything touches devices or the run directory
     run_path = Path(run_dir)
@@ -534,55 +511,24 @@ def run(config, run_dir: str | Path, *, overwrite: bool = False) -> GRPOResult:
 
 
 def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: bool) -> GRPOResult:
-    from dsa_cast_train import data, digests, distributed, guards, models, sft
-
     g = config.grpo
     done = models.checkpoint_steps(ckpt_dir)
     resumed_from = done[-1] if done else 0
     metrics_path = run_path / METRICS_FILE
-    rollouts_path = run_path / ROLLOUTS_FILE
     primary = distributed.is_primary()  # the only process that writes files
     if resumed and primary:
-        # records logged after the newest checkpoint belong to steps that will be redone
-        redo_eval = resumed_from < g.max_steps and g.eval_prompts > 0 and resumed_from % g.eval_every_steps == 0
-        for p in (metrics_path, rollouts_path):
-            n = truncate_records(p, _global_step_of(resumed_from, g), redo_eval=redo_eval)
-            if n:
-                log.info("resume: dropped %d records of %s logged after step %d", n, p.name, resumed_from)
+        _drop_records_to_redo(g, run_path, resumed_from)
         log.info("resuming GRPO from actor step %d in %s", resumed_from, ckpt_dir)
 
-    system_prompt = sft.system_prompt(config.data)  # as SFT and evaluation build their prompts
+    system = system_prompt(config.data)  # as SFT and evaluation build their prompts
     prefill = config.data.prefill_reasoning
     mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
     loaded = models.load(models.without_remat(config.model, "GRPO (the loss uses grpo.remat_layers)"), mesh)
-    train_examples, held_out = load_examples(config.data)
-    train_examples, dropped = filter_prompts(train_examples, loaded.tokenizer, max_prompt_length=g.max_prompt_length,
-                                             system_prompt=system_prompt, prefill=prefill)
-    if dropped:
-        log.warning("dropped %d training prompts longer than grpo.max_prompt_length=%d tokens",
-                    dropped, g.max_prompt_length)
-    if g.max_calc_steps:
-        before = len(train_examples)
-        train_examples = [ex for ex in train_examples if calc_steps(ex) <= g.max_calc_steps]
-        log.info("grpo.max_calc_steps=%d: %d of %d training prompts kept", g.max_calc_steps,
-                 len(train_examples), before)
-    if len(train_examples) < g.batch_size:
-        raise ValueError(f"only {len(train_examples)} training prompts fit grpo.max_prompt_length="
-                         f"{g.max_prompt_length}; need at least grpo.batch_size={g.batch_size}")
+    train_examples, held_out, dropped = _training_prompts(config, loaded.tokenizer, system)
 
     actor_steps = resumed_from
     if resumed_from < g.max_steps:
-        actor = loaded.model
-        # frozen copy of the base weights; none at beta 0, where nothing reads it
-        reference = copy_model(actor) if g.beta != 0 else None
-        if g.init_checkpoint and not resumed_from:
-            root, step = init_actor(actor, g.init_checkpoint)
-            log.info("actor initialised from %s (step %d)", root, step)
-        if reference is not None and g.init_checkpoint and g.reference == "init":
-            # KL toward the actor's starting point (e.g. the SFT model) rather than the base model,
-            # which never wrote the format; restored separately so a resumed run gets it too
-            root, step = init_actor(reference, g.init_checkpoint)
-            log.info("reference initialised from %s (step %d)", root, step)
+        actor, reference = _actor_and_reference(loaded.model, g, resumed_from)
         if distributed.process_count() > 1:
             log.info("GRPO on %d processes: each rolls out the same %d prompts x %d generations per step "
                      "(replicated rollouts: Tunix 0.1.7's sampler takes its prompts as values replicated "
@@ -590,8 +536,8 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
                      distributed.process_count(), g.batch_size, g.num_generations)
         progress = ProgressPrinter(g.max_steps)
         rec_logger = RewardLogger(reward_functions(g.rubric), metrics_path=metrics_path if primary else None,
-                                  rubric=g.rubric, rollouts_path=rollouts_path if primary else None,
-                                  prefix=data.REASONING_START + "\n" if prefill else "",
+                                  rubric=g.rubric, rollouts_path=run_path / ROLLOUTS_FILE if primary else None,
+                                  prefix=data.PREFILL if prefill else "",
                                   on_record=progress, num_generations=g.num_generations)
         if resumed_from:  # RLCluster restores the newest actor step (model and optimizer): check it first
             digests.verify_newest(ckpt_dir)
@@ -605,29 +551,10 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
         if distributed.process_count() > 1:  # same order of computations on every process
             learner.executor = distributed.InlineExecutor()
         train_ds = data.grpo_dataset(train_examples, batch_size=g.batch_size, seed=config.data.shuffle_seed,
-                                     system_prompt=system_prompt, prefill=prefill, epochs=None)
-        eval_ds = eval_dataset(held_out, loaded.tokenizer, g, system_prompt=system_prompt, prefill=prefill)
+                                     system_prompt=system, prefill=prefill, epochs=None)
+        eval_ds = eval_dataset(held_out, loaded.tokenizer, g, system_prompt=system, prefill=prefill)
         distributed.watch_preemption(cluster.actor_trainer.checkpoint_manager)
-        with mesh:
-            try:
-                learner.train(train_ds, eval_ds)
-            except distributed.Preempted:
-                cluster.close()  # commits the checkpoint, flushes Tunix's metrics
-                progress.flush()
-                if primary:
-                    digests.record_new(ckpt_dir)
-                log.warning("SIGTERM: stopped after actor checkpoint step %d of %d; the same command resumes",
-                            int(cluster.actor_trainer.train_steps), g.max_steps)
-                raise
-            except guards.NonFiniteError as err:  # keep the last good checkpoint as the newest one
-                if primary:
-                    guards.discard_checkpoints_from(cluster.actor_trainer.checkpoint_manager, ckpt_dir, err,
-                                                    resumed_from)
-                    digests.record_new(ckpt_dir)
-                raise
-        if primary:
-            digests.record_new(ckpt_dir)
-        progress.flush()
+        _learn(learner, cluster, train_ds, eval_ds, mesh, progress, ckpt_dir, g, resumed_from, primary)
         actor_steps = int(cluster.actor_trainer.train_steps)
         losses = _actor_losses(cluster)
         if losses:  # on every process: its log shows what it computed (multi-host: the same everywhere)
@@ -643,10 +570,84 @@ def _run(config, run_path: Path, ckpt_dir: Path, t_start: float, *, resumed: boo
                         seconds=time.perf_counter() - t_start, last=train_recs[-1] if train_recs else None)
     if primary:
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}
-        from dsa_cast_train import runs
-
         runs.write_json(run_path / SUMMARY_FILE, summary)
     return result
+
+
+def _drop_records_to_redo(g, run_path: Path, resumed_from: int) -> None:
+    """Before a resume: records logged after the newest checkpoint belong to steps that will be
+    redone, so they leave ``metrics.jsonl`` and ``rollouts.jsonl`` (see :func:`truncate_records`)."""
+    redo_eval = resumed_from < g.max_steps and g.eval_prompts > 0 and resumed_from % g.eval_every_steps == 0
+    for p in (run_path / METRICS_FILE, run_path / ROLLOUTS_FILE):
+        n = truncate_records(p, _global_step_of(resumed_from, g), redo_eval=redo_eval)
+        if n:
+            log.info("resume: dropped %d records of %s logged after step %d", n, p.name, resumed_from)
+
+
+def _training_prompts(config, tokenizer, system: str) -> tuple[list[Any], list[Any], int]:
+    """``(train, held_out, dropped)``: SFT's split, the training prompts cut to those that fit
+    ``grpo.max_prompt_length`` (``dropped`` left out) and, with ``grpo.max_calc_steps``, to the
+    problems with at most that many calculator steps; fewer than one batch is a ``ValueError``."""
+    g = config.grpo
+    train_examples, held_out = train_and_held_out(config.data)
+    train_examples, dropped = filter_prompts(train_examples, tokenizer, max_prompt_length=g.max_prompt_length,
+                                             system_prompt=system, prefill=config.data.prefill_reasoning)
+    if dropped:
+        log.warning("dropped %d training prompts longer than grpo.max_prompt_length=%d tokens",
+                    dropped, g.max_prompt_length)
+    if g.max_calc_steps:
+        before = len(train_examples)
+        train_examples = [ex for ex in train_examples if calc_steps(ex) <= g.max_calc_steps]
+        log.info("grpo.max_calc_steps=%d: %d of %d training prompts kept", g.max_calc_steps,
+                 len(train_examples), before)
+    if len(train_examples) < g.batch_size:
+        raise ValueError(f"only {len(train_examples)} training prompts fit grpo.max_prompt_length="
+                         f"{g.max_prompt_length}; need at least grpo.batch_size={g.batch_size}")
+    return train_examples, held_out, dropped
+
+
+def _actor_and_reference(model, g, resumed_from: int) -> tuple[Any, Any]:
+    """The actor (``model``, from ``grpo.init_checkpoint`` on a fresh run) and the frozen reference
+    (a copy of the base weights, or of the init checkpoint with ``grpo.reference = "init"``; None at
+    ``grpo.beta`` 0, where nothing reads it)."""
+    actor = model
+    reference = copy_model(actor) if g.beta != 0 else None
+    if g.init_checkpoint and not resumed_from:
+        root, step = init_actor(actor, g.init_checkpoint)
+        log.info("actor initialised from %s (step %d)", root, step)
+    if reference is not None and g.init_checkpoint and g.reference == "init":
+        # KL toward the actor's starting point (e.g. the SFT model) rather than the base model,
+        # which never wrote the format; restored separately so a resumed run gets it too
+        root, step = init_actor(reference, g.init_checkpoint)
+        log.info("reference initialised from %s (step %d)", root, step)
+    return actor, reference
+
+
+def _learn(learner, cluster, train_ds, eval_ds, mesh, progress: ProgressPrinter, ckpt_dir: Path, g,
+           resumed_from: int, primary: bool) -> None:
+    """``learner.train`` on the mesh; every committed actor step gets its digests, also when a
+    SIGTERM stops it (re-raised as ``Preempted``) or a non-finite loss does (the steps from the bad
+    one on are discarded first, so the newest checkpoint is the last good one)."""
+    with mesh:
+        try:
+            learner.train(train_ds, eval_ds)
+        except distributed.Preempted:
+            cluster.close()  # commits the checkpoint, flushes Tunix's metrics
+            progress.flush()
+            if primary:
+                digests.record_new(ckpt_dir)
+            log.warning("SIGTERM: stopped after actor checkpoint step %d of %d; the same command resumes",
+                        int(cluster.actor_trainer.train_steps), g.max_steps)
+            raise
+        except guards.NonFiniteError as err:  # keep the last good checkpoint as the newest one
+            if primary:
+                guards.discard_checkpoints_from(cluster.actor_trainer.checkpoint_manager, ckpt_dir, err,
+                                                resumed_from)
+                digests.record_new(ckpt_dir)
+            raise
+    if primary:
+        digests.record_new(ckpt_dir)
+    progress.flush()
 
 
 def _actor_losses(cluster) -> list[float]:
@@ -662,8 +663,6 @@ def init_actor(actor, init_checkpoint: str | Path) -> tuple[Path, int]:
 
     The path is made absolute first (``~`` expanded, resolved against the working directory):
     orbax refuses a relative checkpoint path ("Checkpoint path should be absolute")."""
-    from dsa_cast_train import models
-
     root = Path(init_checkpoint).expanduser().resolve()
     return root, models.restore_params(actor, root)
 
@@ -743,8 +742,6 @@ checkpoint or the data position means); ``grpo.max_steps`` may grow, for instanc
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dsa_cast_train import cli
-
     p = cli.stage_parser("grpo", __doc__, example="--grpo.max_steps 50",
                          run_dir_help="run directory (resumed if it holds a GRPO checkpoint)",
                          overwrite_help="start fresh in a non-empty run directory")
@@ -764,8 +761,6 @@ def _flag_overrides(args: argparse.Namespace) -> list[tuple[str, object]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from dsa_cast_train import cli
-
     parser = build_parser()
     invocation = cli.resolve(parser, argv, _flag_overrides)
     if invocation is None:

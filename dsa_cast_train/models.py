@@ -24,12 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from dsa_cast_train.config import ConfigError, ModelSpec
+from dsa_cast_train.data.dsa_format import (
+    ANSWER_END,
+    ANSWER_START,
+    DSA_TAGS,
+    END_OF_TURN,
+    REASONING_END,
+    REASONING_START,
+    START_OF_TURN,
+)
 
 log = logging.getLogger(__name__)
 
-START_OF_TURN = "<start_of_turn>"
-END_OF_TURN = "<end_of_turn>"
-DSA_TAGS = ("<reasoning>", "</reasoning>", "<answer>", "</answer>")
 TINY_USER_SYMBOLS = (START_OF_TURN, END_OF_TURN, *DSA_TAGS, "\n")
 """Pieces the tiny tokenizer keeps whole (chat turns, DSA tags, newline)."""
 GEMMA_SPECIAL_IDS = {"pad": 0, "eos": 1, "bos": 2, "unk": 3}
@@ -142,9 +148,9 @@ def tiny_corpus(num_problems: int = 300, seed: int = 0) -> list[str]:
         plan = "\n".join(f"{i + 1}. Compute {expr}." for i, (_, expr, _) in enumerate(steps))
         reasoning = " ".join(sentence for sentence, _, _ in steps)
         evidence = "\n".join(f"CALC: {expr} = {result}" for _, expr, result in steps)
-        response = (f"<reasoning>\nPlan:\n{plan}\nReasoning:\n{reasoning}\nEvidence:\n{evidence}\n"
+        response = (f"{REASONING_START}\nPlan:\n{plan}\nReasoning:\n{reasoning}\nEvidence:\n{evidence}\n"
                     f"Sanity_check:\nThe answer {answer} is consistent with every step.\n"
-                    f"</reasoning>\n<answer>\n{answer}\n</answer>")
+                    f"{REASONING_END}\n{ANSWER_START}\n{answer}\n{ANSWER_END}")
         lines.append(f"{START_OF_TURN}user\n{_INSTRUCTION}\n\n{question}{END_OF_TURN}\n"
                      f"{START_OF_TURN}model\n{response}{END_OF_TURN}")
     return lines

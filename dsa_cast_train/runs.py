@@ -44,7 +44,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,6 +162,16 @@ def write_json(path: str | Path, data: Any) -> None:
     """Write strict JSON atomically (:func:`dsa_cast.io.atomic_write_json`: temporary file, fsync,
     rename), so a crash never leaves half a file; a non-finite float is written as ``null``."""
     io.atomic_write_json(path, _finite(data), default=_json_default)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]], *, ensure_ascii: bool = True) -> Path:
+    """Write one JSON object per line atomically (:func:`dsa_cast.io.atomic_output`): a failure
+    part way (a row that cannot be encoded, a full disk, a kill) leaves the previous file as it
+    was and no temporary file behind."""
+    with io.atomic_output(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=ensure_ascii) + "\n")
+    return Path(path)
 
 
 def _finite(value: Any) -> Any:

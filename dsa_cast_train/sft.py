@@ -12,7 +12,9 @@ start with the same directory resumes from the newest one (see :mod:`dsa_cast_tr
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import logging
 import sys
 import time
@@ -21,8 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsa_cast import io, score
+from dsa_cast_train import cli, data, digests, distributed, evaluate, guards, models, optim, runs
 from dsa_cast_train import config as config_lib
-from dsa_cast_train import digests, guards, runs
+from dsa_cast_train.examples import data_source, load_examples, system_prompt, train_and_held_out
+
+__all__ = [  # data_source, load_examples, system_prompt, train_and_held_out: re-exported from .examples
+    "SFTResult", "build_optimizer", "check_tunix_private_hooks", "data_source", "learning_rate_schedule",
+    "load_examples", "main", "make_trainer", "model_inputs", "run", "sample_and_grade", "system_prompt",
+    "train_and_held_out", "write_loss_curve",
+]
 
 log = logging.getLogger("dsa_cast_train.sft")
 
@@ -71,61 +81,6 @@ class SFTResult:
 # data
 
 
-def load_examples(cfg: config_lib.DataConfig, split: str = "train", *, limit: int | None = None) -> list:
-    """DSA examples for ``split`` (``train`` or ``test``) from the configured source.
-
-    GSM8K records are converted with ``data.gsm8k_to_dsa``. For ``dsa-jsonl``, ``test`` is
-    ``data.test_path`` when set; otherwise ``data.path`` is split with ``data.eval_fraction``
-    and ``data.split_seed`` and ``train``/``test`` are the two disjoint parts. ``limit`` (else
-    ``data.limit`` for ``train``) keeps the first items. The extra CSV joins ``train`` only.
-    """
-    from dsa_cast_train import data
-
-    if cfg.source == "gsm8k":
-        path = cfg.path if cfg.path else data.default_gsm8k_dir()  # $DSA_CAST_GSM8K, else embedded
-        n = limit if limit is not None else (cfg.limit if split == "train" else None)
-        records = data.load_gsm8k(path, split, limit=n, source=cfg.gsm8k_loader)
-        examples = [data.gsm8k_to_dsa(r) for r in records]
-    else:
-        if not cfg.path:
-            raise FileNotFoundError("data.source is 'dsa-jsonl' but data.path is not set")
-        everything = data.load_dsa_jsonl(cfg.path).examples
-        if cfg.test_path:
-            train, test = everything, data.load_dsa_jsonl(cfg.test_path).examples
-        else:  # hold out a fixed share, so training never sees the test items
-            train, test = data.split_examples(everything, eval_fraction=cfg.eval_fraction, seed=cfg.split_seed)
-        examples = test if split == "test" else train
-        n = limit if limit is not None else (cfg.limit if split == "train" else None)
-        if n is not None:
-            examples = examples[:n]
-    if split == "train" and cfg.extra_csv:
-        examples = [*examples, *data.load_extra_csv(cfg.extra_csv)]
-    return examples
-
-
-def data_source(cfg: config_lib.DataConfig, splits: Sequence[str] = ("train", "test")) -> dict[str, Any]:
-    """What :func:`load_examples` reads for ``splits``, for reports and manifests: ``{"name",
-    "kind"`` (``embedded``, ``local``, ``hf``, ``tfds``), ``"location", "sha256"`` (split -> digest
-    of the file read)}``."""
-    from dsa_cast_train import data
-    from dsa_cast_train.data.gsm8k import file_sha256
-
-    if cfg.source == "gsm8k":
-        path = cfg.path if cfg.path else data.default_gsm8k_dir()
-        src = data.describe_gsm8k_source(path, tuple(splits), source=cfg.gsm8k_loader)
-        return {"name": "GSM8K", **src.as_dict()}
-    files = {"train": cfg.path, "test": cfg.test_path or cfg.path}
-    return {"name": "DSA JSONL", "kind": "local", "location": str(cfg.path),
-            "sha256": {split: file_sha256(files[split]) for split in splits if files.get(split)}}
-
-
-def system_prompt(cfg: config_lib.DataConfig) -> str:
-    """The configured instruction, or the data module's default."""
-    from dsa_cast_train import data
-
-    return data.SYSTEM_PROMPT if cfg.system_prompt is None else cfg.system_prompt
-
-
 class _CountingIterable:
     """Wraps a batch iterable, recording the real-token count of every batch it yields;
     ``to_global`` turns each batch into what the trainer gets (multi-host: global arrays built
@@ -146,27 +101,14 @@ class _CountingIterable:
 # optimizer and model inputs
 
 
-def learning_rate_schedule(peak: float, max_steps: int, warmup_fraction: float, final_fraction: float):
-    """Linear warm-up from 0 over ``warmup_fraction x max_steps``, then cosine to ``peak x final_fraction``."""
-    import optax
-
-    warmup = int(round(warmup_fraction * max_steps))
-    warmup = min(warmup, max(max_steps - 1, 0))
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=peak, warmup_steps=warmup,
-        decay_steps=max(max_steps, warmup + 1), end_value=peak * final_fraction)
+learning_rate_schedule = optim.learning_rate_schedule
+"""Warm-up then cosine schedule (:func:`dsa_cast_train.optim.learning_rate_schedule`, shared with GRPO)."""
 
 
 def build_optimizer(cfg: config_lib.SFTConfig):
-    """Global-norm clip, then AdamW (Adam + decoupled weight decay) on the warm-up/cosine schedule."""
-    import optax
-
-    schedule = learning_rate_schedule(cfg.learning_rate, cfg.max_steps, cfg.warmup_fraction,
-                                      cfg.final_lr_fraction)
-    adamw = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if cfg.grad_clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), adamw)
-    return adamw
+    """Global-norm clip, then AdamW (Adam + decoupled weight decay) on the warm-up/cosine schedule
+    (:func:`dsa_cast_train.optim.build`, the builder GRPO uses too)."""
+    return optim.build(cfg)
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
@@ -186,8 +128,45 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
 # trainer
 
 
+TUNIX_PRIVATE_HOOKS = {
+    "_tqdm_train_metrics": "property overridden: the progress bar shows loss and tokens/s",
+    "_write_train_metrics": "method overridden: a checkpointed step's metrics are written before the save",
+}
+"""Private ``tunix.sft.peft_trainer.PeftTrainer`` members that :func:`_trainer_class` overrides."""
+TUNIX_PRIVATE_STATE = ("_prev_buffered_train_metrics", "_train_steps")
+"""Private ``PeftTrainer`` attributes (set in its ``__init__``) that the override reads."""
+
+
+def check_tunix_private_hooks(trainer_class: type | None = None) -> None:
+    """Raise ``RuntimeError`` naming the member when ``PeftTrainer`` (or ``trainer_class``) lacks a
+    private name that the SFT trainer overrides or reads (:data:`TUNIX_PRIVATE_HOOKS`,
+    :data:`TUNIX_PRIVATE_STATE`). They exist in the pinned google-tunix 0.1.7; a Tunix that renamed
+    one would otherwise silently drop the override (no tokens/s, metrics lost on a kill)."""
+    if trainer_class is None:
+        from tunix.sft import peft_trainer
+
+        trainer_class = peft_trainer.PeftTrainer
+    where = f"{trainer_class.__module__}.{trainer_class.__qualname__}"
+    fix = ("dsa_cast_train.sft._trainer_class relies on it; pin google-tunix==0.1.7 or port the "
+           "override to this Tunix")
+    for name, why in TUNIX_PRIVATE_HOOKS.items():
+        if not hasattr(trainer_class, name):
+            raise RuntimeError(f"{where} has no {name} ({why}): {fix}")
+    if not isinstance(inspect.getattr_static(trainer_class, "_tqdm_train_metrics"), property):
+        raise RuntimeError(f"{where}._tqdm_train_metrics is no longer a property: {fix}")
+    try:
+        init = inspect.getsource(trainer_class.__init__)
+    except (OSError, TypeError):  # no source shipped: the class members above are all we can check
+        return
+    for name in TUNIX_PRIVATE_STATE:
+        if f"self.{name}" not in init:
+            raise RuntimeError(f"{where}.__init__ no longer sets self.{name} (read by the SFT trainer): {fix}")
+
+
 def _trainer_class(save_every: int):
     from tunix.sft import peft_trainer
+
+    check_tunix_private_hooks(peft_trainer.PeftTrainer)
 
     class SFTTrainer(peft_trainer.PeftTrainer):
         """``PeftTrainer`` whose progress bar shows loss and tokens/s, and whose metrics of a step
@@ -322,8 +301,6 @@ def make_trainer(model: Any, cfg: config_lib.SFTConfig, checkpoint_dir: str | Pa
     import orbax.checkpoint as ocp
     from tunix.sft import metrics_logger, peft_trainer
 
-    from dsa_cast_train import distributed
-
     logging_options = None
     if tensorboard_dir is not None:
         tb_dir = str(tensorboard_dir)
@@ -362,10 +339,6 @@ def grade_to_dict(grade: Any) -> dict[str, Any]:
 def sample_and_grade(loaded: Any, examples: Sequence[Any], *, max_new_tokens: int, max_prompt_length: int,
                      system: str, prefill: bool, rubric: str = "dsa-cast") -> list[dict[str, Any]]:
     """Greedy completions for ``examples``, graded against their answers with ``dsa_cast``."""
-    from dsa_cast import score
-
-    from dsa_cast_train import evaluate
-
     if not examples:
         return []
     prompts = [ex.prompt_text(system_prompt=system, prefill=prefill) for ex in examples]
@@ -393,8 +366,6 @@ def run(config: config_lib.PipelineConfig, run_dir: str | Path, *, overwrite: bo
     ``jax.distributed`` stops training after the checkpoint of JAX's preemption sync step and
     raises :class:`distributed.Preempted`.
     """
-    from dsa_cast_train import distributed
-
     t0 = time.perf_counter()
     distributed.initialize()  # before the run directory is touched (multi-host)
     with runs.prepare(run_dir, "sft", config, overwrite=overwrite, resumable=True,
@@ -412,8 +383,6 @@ def _drop_records_to_redo(run_info: runs.RunDir) -> None:
     """Before a resume from checkpoint step R: drop the train records after R and the eval records
     from R on (the resumed trainer evaluates at R first, then redoes R+1...), so that each (split,
     step) appears once in ``metrics.jsonl``."""
-    from dsa_cast_train import models
-
     steps = models.checkpoint_steps(run_info.checkpoints)
     r = steps[-1] if steps else 0
     n = runs.truncate_records(run_info.metrics, lambda rec: runs.step_of(rec) < r or (
@@ -424,12 +393,55 @@ def _drop_records_to_redo(run_info: runs.RunDir) -> None:
 
 def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.MetricsWriter,
          on_step: StepCallback | None, t0: float) -> SFTResult:
-    from dsa_cast_train import data, distributed, models
-
     cfg = config.sft
     primary = distributed.is_primary()
     mesh = models.make_mesh(config.mesh.fsdp, config.mesh.tp)
-    layout = None  # single process: Tunix shards the batches itself
+    to_global = _batch_placement(cfg, mesh)
+    loaded = models.load(config.model, mesh)
+    system = system_prompt(config.data)
+    sft_data = _prepare_data(config, loaded.tokenizer, system, to_global, run_info, primary)
+
+    trainer = _open_trainer(loaded.model, cfg, run_info)
+    start_step = int(trainer.train_steps)
+    if run_info.resumed:
+        log.info("restored checkpoint step %d of %d", start_step, cfg.max_steps)
+    counter = _CountingIterable(sft_data.train_ds, to_global)
+    hooks = _progress_hooks_class()(
+        counter=counter, accumulation=cfg.grad_accumulation_steps,
+        schedule=optim.schedule_of(cfg),  # the one build_optimizer uses, for the logged learning rate
+        writer=writer, max_steps=cfg.max_steps, log_every=cfg.log_every_steps, on_step=on_step)
+    trainer.with_training_hooks(hooks)
+    if start_step < cfg.max_steps:
+        log.info("SFT steps %d -> %d: compiling the train step%s (first step only)",
+                 start_step, cfg.max_steps, " and the eval step" if sft_data.eval_batches else "")
+    t_train = time.perf_counter()
+    _train(trainer, counter, sft_data.eval_batches, mesh, run_info, cfg, start_step, primary)
+    train_seconds = time.perf_counter() - t_train
+    final_step = int(trainer.train_steps)
+    rate = hooks.steady_rate()
+    log.info("trained steps %d -> %d in %.1f s, %d tokens, %.0f tokens/s (after the first update)",
+             start_step, final_step, train_seconds, hooks.tokens, rate)
+
+    samples, samples_file = _samples(config, loaded, sft_data.held_out, system, mesh, run_info, primary)
+    mean_total = sum(s["grade"]["total"] for s in samples) / len(samples) if samples else None
+    result = SFTResult(
+        run_dir=str(run_info.path), checkpoint_dir=str(run_info.checkpoints), resumed=run_info.resumed,
+        start_step=start_step, final_step=final_step, train_losses=tuple(hooks.losses),
+        eval_losses=tuple(hooks.eval_losses), train_examples=len(sft_data.train_examples),
+        eval_examples=len(sft_data.held_out), data_stats=sft_data.stats, train_seconds=round(train_seconds, 3),
+        total_seconds=round(time.perf_counter() - t0, 3), tokens=hooks.tokens,
+        tokens_per_second=round(rate, 1), samples_file=samples_file, sample_mean_total=mean_total,
+        samples=tuple(samples))
+    if primary:
+        runs.write_json(run_info.path / RESULT_FILE, _result_dict(result))
+        write_loss_curve(run_info.metrics, run_info.path / LOSS_CURVE_FILE, title=config.name)
+    return result
+
+
+def _batch_placement(cfg: config_lib.SFTConfig, mesh: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """What each host batch becomes before the trainer sees it: itself on one process (Tunix shards
+    it), else the global array of which this process holds its rows."""
+    layout = None
     if distributed.process_count() > 1:
         # every process reads the same global batches (so the run equals a single-process one) and
         # hands JAX the rows its devices hold
@@ -443,65 +455,79 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
     def to_global(batch: dict[str, Any]) -> dict[str, Any]:
         return distributed.global_batch(batch, mesh, layout) if layout else batch
 
-    loaded = models.load(config.model, mesh)
-    system = system_prompt(config.data)
+    return to_global
 
-    examples = load_examples(config.data, "train")
-    source = data_source(config.data, ("train",))
+
+@dataclass(frozen=True)
+class _SFTData:
+    train_examples: list[Any]
+    held_out: list[Any]
+    train_ds: Any
+    """Endless shuffled micro-batches of the training examples."""
+    stats: dict[str, Any]
+    """Tokenisation counts of the training set (``data_stats.json`` ``train``)."""
+    eval_batches: list[dict[str, Any]] | None
+    """Up to ``sft.eval_batches`` held-out micro-batches; None when fewer than one batch is held out."""
+
+
+def _prepare_data(config: config_lib.PipelineConfig, tokenizer: Any, system: str,
+                  to_global: Callable[[dict[str, Any]], dict[str, Any]], run_info: runs.RunDir,
+                  primary: bool) -> _SFTData:
+    """Split, tokenise and batch the training and held-out examples; ``data_stats.json`` (process 0)."""
+    cfg, dcfg = config.sft, config.data
+    train_examples, held_out = train_and_held_out(dcfg)  # the split GRPO trains on too
+    source = data_source(dcfg, ("train",))
     log.info("data: %s %s %s%s", source["kind"], source["name"], source["location"],
              "".join(f", {split} sha256 {d}" for split, d in source["sha256"].items()))
-    train_examples, held_out = data.split_examples(examples, eval_fraction=config.data.eval_fraction,
-                                                   seed=config.data.split_seed)
     train_ds, stats = data.sft_dataset(
-        train_examples, loaded.tokenizer, max_length=config.data.max_length, batch_size=cfg.micro_batch_size,
-        seed=config.data.shuffle_seed, epochs=None, policy=config.data.overlength, system_prompt=system)
+        train_examples, tokenizer, max_length=dcfg.max_length, batch_size=cfg.micro_batch_size,
+        seed=dcfg.shuffle_seed, epochs=None, policy=dcfg.overlength, system_prompt=system)
     stats_dict = stats.as_dict()
     if primary:
         runs.write_json(run_info.path / DATA_STATS_FILE, {"train": stats_dict})
     log.info("training data: %d examples, %d kept, %d truncated, %d dropped over %d tokens "
              "(mean %.0f, max %d tokens), %d held out for eval",
-             stats.total, stats.kept, stats.truncated, stats.dropped, config.data.max_length,
+             stats.total, stats.kept, stats.truncated, stats.dropped, dcfg.max_length,
              stats.mean_tokens, stats.max_tokens, len(held_out))
     eval_batches = None
     if held_out:
         if len(held_out) >= cfg.micro_batch_size:
             eval_ds, eval_stats = data.sft_dataset(
-                held_out, loaded.tokenizer, max_length=config.data.max_length, batch_size=cfg.micro_batch_size,
-                seed=0, epochs=1, shuffle=False, policy=config.data.overlength, system_prompt=system)
+                held_out, tokenizer, max_length=dcfg.max_length, batch_size=cfg.micro_batch_size,
+                seed=0, epochs=1, shuffle=False, policy=dcfg.overlength, system_prompt=system)
             eval_batches = [to_global(eval_ds[i]) for i in range(min(len(eval_ds), cfg.eval_batches))]
             if primary:
                 runs.write_json(run_info.path / DATA_STATS_FILE, {"train": stats_dict, "eval": eval_stats.as_dict()})
         else:
             log.warning("only %d held-out examples, fewer than one batch of %d: no eval loss",
                         len(held_out), cfg.micro_batch_size)
+    return _SFTData(train_examples, held_out, train_ds, stats_dict, eval_batches)
 
+
+def _open_trainer(model: Any, cfg: config_lib.SFTConfig, run_info: runs.RunDir):
+    """:func:`make_trainer` on the run's checkpoints (which restores the newest step on a resume,
+    after its digests are verified); an unreadable newest step is a ``CheckpointError``."""
     if run_info.resumed:  # the trainer restores the newest step (model and optimizer): check it first
         digests.verify_newest(run_info.checkpoints)
     try:
-        trainer = make_trainer(loaded.model, cfg, run_info.checkpoints, run_info.tensorboard)
+        trainer = make_trainer(model, cfg, run_info.checkpoints, run_info.tensorboard)
     except Exception as exc:  # orbax cannot read the step it restores (a truncated checkpoint)
         if not (run_info.resumed and models.checkpoint_steps(run_info.checkpoints)):
             raise
         raise digests.CheckpointError(f"{run_info.checkpoints}: cannot resume from the newest checkpoint: "
                                       f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     distributed.watch_preemption(trainer.checkpoint_manager)
-    start_step = int(trainer.train_steps)
-    if run_info.resumed:
-        log.info("restored checkpoint step %d of %d", start_step, cfg.max_steps)
-    counter = _CountingIterable(train_ds, to_global)
-    schedule = learning_rate_schedule(cfg.learning_rate, cfg.max_steps, cfg.warmup_fraction,
-                                      cfg.final_lr_fraction)
-    hooks = _progress_hooks_class()(
-        counter=counter, accumulation=cfg.grad_accumulation_steps, schedule=schedule, writer=writer,
-        max_steps=cfg.max_steps, log_every=cfg.log_every_steps, on_step=on_step)
-    trainer.with_training_hooks(hooks)
-    if start_step < cfg.max_steps:
-        log.info("SFT steps %d -> %d: compiling the train step%s (first step only)",
-                 start_step, cfg.max_steps, " and the eval step" if eval_batches else "")
-    t_train = time.perf_counter()
+    return trainer
+
+
+def _train(trainer: Any, batches: _CountingIterable, eval_batches: list[dict[str, Any]] | None, mesh: Any,
+           run_info: runs.RunDir, cfg: config_lib.SFTConfig, start_step: int, primary: bool) -> None:
+    """``trainer.train`` on the mesh; every committed step gets its digests, also when a SIGTERM
+    stops it (re-raised as ``Preempted``) or a non-finite loss does (the steps from the bad one on
+    are discarded first, so the newest checkpoint is the last good one)."""
     with mesh:
         try:
-            trainer.train(counter, eval_batches)
+            trainer.train(batches, eval_batches)
         except distributed.Preempted:
             trainer.close()  # the last metrics record, the checkpoint committed, files closed
             if primary:
@@ -516,39 +542,28 @@ def _run(config: config_lib.PipelineConfig, run_info: runs.RunDir, writer: runs.
             raise
     if primary:
         digests.record_new(run_info.checkpoints)
-    train_seconds = time.perf_counter() - t_train
-    final_step = int(trainer.train_steps)
-    rate = hooks.steady_rate()
-    log.info("trained steps %d -> %d in %.1f s, %d tokens, %.0f tokens/s (after the first update)",
-             start_step, final_step, train_seconds, hooks.tokens, rate)
 
-    samples: list[dict[str, Any]] = []
+
+def _samples(config: config_lib.PipelineConfig, loaded: Any, held_out: Sequence[Any], system: str, mesh: Any,
+             run_info: runs.RunDir, primary: bool) -> tuple[list[dict[str, Any]], str | None]:
+    """Greedy samples of the first ``sft.num_samples`` held-out items, graded and logged, and
+    ``samples.jsonl`` (process 0): ``(samples, file or None)``."""
+    cfg = config.sft
+    if not (cfg.num_samples and held_out):
+        return [], None
+    with mesh:
+        samples = sample_and_grade(
+            loaded, held_out[: cfg.num_samples], max_new_tokens=cfg.sample_max_new_tokens,
+            max_prompt_length=config.eval.max_prompt_length, system=system,
+            prefill=config.data.prefill_reasoning, rubric=config.eval.rubric)
     samples_file = None
-    if cfg.num_samples and held_out:
-        with mesh:
-            samples = sample_and_grade(
-                loaded, held_out[: cfg.num_samples], max_new_tokens=cfg.sample_max_new_tokens,
-                max_prompt_length=config.eval.max_prompt_length, system=system,
-                prefill=config.data.prefill_reasoning, rubric=config.eval.rubric)
-        if primary:
-            samples_file = str(run_info.path / SAMPLES_FILE)
-            _write_jsonl(samples_file, samples)
-        for s in samples:
-            log.info("sample %s: total %.3f correct %s predicted %r issues %s", s["id"], s["grade"]["total"],
-                     s["grade"]["correct"], s["grade"]["predicted"], s["grade"]["issues"][:4])
-    mean_total = sum(s["grade"]["total"] for s in samples) / len(samples) if samples else None
-    result = SFTResult(
-        run_dir=str(run_info.path), checkpoint_dir=str(run_info.checkpoints), resumed=run_info.resumed,
-        start_step=start_step, final_step=final_step, train_losses=tuple(hooks.losses),
-        eval_losses=tuple(hooks.eval_losses), train_examples=len(train_examples),
-        eval_examples=len(held_out), data_stats=stats_dict, train_seconds=round(train_seconds, 3),
-        total_seconds=round(time.perf_counter() - t0, 3), tokens=hooks.tokens,
-        tokens_per_second=round(rate, 1), samples_file=samples_file, sample_mean_total=mean_total,
-        samples=tuple(samples))
     if primary:
-        runs.write_json(run_info.path / RESULT_FILE, _result_dict(result))
-        write_loss_curve(run_info.metrics, run_info.path / LOSS_CURVE_FILE, title=config.name)
-    return result
+        samples_file = str(run_info.path / SAMPLES_FILE)
+        runs.write_jsonl(samples_file, samples)
+    for s in samples:
+        log.info("sample %s: total %.3f correct %s predicted %r issues %s", s["id"], s["grade"]["total"],
+                 s["grade"]["correct"], s["grade"]["predicted"], s["grade"]["issues"][:4])
+    return samples, samples_file
 
 
 def write_loss_curve(metrics_path: str | Path, out_path: str | Path, *, title: str = "SFT") -> Path | None:
@@ -578,29 +593,15 @@ def write_loss_curve(metrics_path: str | Path, out_path: str | Path, *, title: s
     ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(out_path)
-    from dsa_cast import io
-
     with io.atomic_output(out, "wb") as fh:
         fig.savefig(fh, dpi=100, format="png")
     return out
 
 
 def _result_dict(result: SFTResult) -> dict[str, Any]:
-    import dataclasses
-
     out = dataclasses.asdict(result)
     out.pop("samples")
     return out
-
-
-def _write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
-    import json
-
-    from dsa_cast import io
-
-    with io.atomic_output(path) as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
 
 
 # ----------------------------------------------------------------------------------------
@@ -609,8 +610,6 @@ def _write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dsa_cast_train.sft``: resolve the config, train, print a summary."""
-    from dsa_cast_train import cli
-
     parser = cli.stage_parser("sft", __doc__, example="--model.path DIR",
                               run_dir_help="run directory (resumed when it holds this stage)",
                               overwrite_help="delete a previous run in --run-dir first")

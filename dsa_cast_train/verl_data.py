@@ -27,13 +27,12 @@ replaced (exit status 2); each file is written under a temporary name and rename
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dsa_cast import io
 from dsa_cast_train.data.dsa_format import SYSTEM_PROMPT
 
 __all__ = ["DATA_SOURCE", "SPLITS", "verl_row", "write_parquet", "main"]
@@ -67,21 +66,16 @@ def verl_row(question: str, answer: str, split: str, index: int, *,
 
 
 def write_parquet(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """Write ``rows`` to ``path`` through a temporary file in the same directory (atomic rename)."""
+    """Write ``rows`` to ``path`` atomically (:func:`dsa_cast.io.atomic_output`: a temporary file in
+    the same directory, fsync, rename)."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:
         raise VerlDataError(f"writing parquet needs pyarrow (pip install pyarrow; verl installs it): {exc}") from exc
     table = pa.Table.from_pylist(list(rows))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with io.atomic_output(path, "wb") as fh:  # a failure leaves the previous file and no temporary one
+        pq.write_table(table, fh)
 
 
 def _records(args: argparse.Namespace, split: str) -> Iterable[dict[str, Any]]:

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-REASONING_START = "<reasoning>"
-REASONING_END = "</reasoning>"
-ANSWER_START = "<answer>"
-ANSWER_END = "</answer>"
-SECTION_HEADINGS: tuple[str, ...] = ("Plan:", "Reasoning:", "Evidence:", "Sanity_check:")
+from dsa_cast.schema import DSA
+
+# The tags and headings are the grader's (dsa_cast.schema.DSA), so training data, prompts and
+# grading cannot drift apart.
+REASONING_START = f"<{DSA.reasoning_tag}>"
+REASONING_END = f"</{DSA.reasoning_tag}>"
+ANSWER_START = f"<{DSA.answer_tag}>"
+ANSWER_END = f"</{DSA.answer_tag}>"
+DSA_TAGS: tuple[str, ...] = (REASONING_START, REASONING_END, ANSWER_START, ANSWER_END)
+"""The four block tags, in the order they appear in a response."""
+SECTION_HEADINGS: tuple[str, ...] = tuple(f"{name}:" for name in DSA.sections)
+"""``Plan:``, ``Reasoning:``, ``Evidence:``, ``Sanity_check:``: the schema's sections, in order."""
+PREFILL = f"{REASONING_START}\n"
+"""What a pre-filled prompt ends with (``data.prefill_reasoning``); the completion continues after it,
+so grading puts it back in front (:func:`dsa_cast_train.evaluate.completion_for_grading`)."""
 CALC_PREFIX = "CALC:"
 
 START_OF_TURN = "<start_of_turn>"
@@ -60,7 +70,7 @@ class Example:
     def prompt_text(self, *, system_prompt: str = SYSTEM_PROMPT, prefill: bool = False) -> str:
         """The prompt for this item: the prebuilt one if present, else :func:`build_prompt`."""
         if self.prompt:
-            return self.prompt + (f"{REASONING_START}\n" if prefill else "")
+            return self.prompt + (PREFILL if prefill else "")
         return build_prompt(self.question, system_prompt=system_prompt, prefill=prefill)
 
 
@@ -72,7 +82,7 @@ def build_prompt(question: str, *, system_prompt: str = SYSTEM_PROMPT, prefill: 
     """
     user = f"{system_prompt}\n\n{question}" if system_prompt else question
     prompt = f"{USER_TURN}{user}{END_OF_TURN}\n{MODEL_TURN}"
-    return prompt + (f"{REASONING_START}\n" if prefill else "")
+    return prompt + (PREFILL if prefill else "")
 
 
 def render_response(plan: str, reasoning: str, evidence: str, sanity_check: str, answer: str) -> str:

@@ -133,6 +133,41 @@ def test_learning_rate_schedule_shape():
     assert all(a >= b - 1e-7 for a, b in zip(values, values[1:]))  # non-increasing after warm-up
 
 
+def test_tunix_private_hooks_exist_on_the_pinned_tunix():
+    from tunix.sft import peft_trainer
+
+    from dsa_cast_train import sft
+
+    sft.check_tunix_private_hooks()  # google-tunix 0.1.7 has every private name the override uses
+    assert sft._trainer_class(10).__mro__[1] is peft_trainer.PeftTrainer
+
+    class Renamed(peft_trainer.PeftTrainer):  # a Tunix whose progress-bar hook changed shape
+        _tqdm_train_metrics = ("loss",)
+
+    with pytest.raises(RuntimeError, match=r"_tqdm_train_metrics is no longer a property.*google-tunix==0\.1\.7"):
+        sft.check_tunix_private_hooks(Renamed)
+
+    class Bare:
+        def __init__(self):
+            self._train_steps = 0
+
+    with pytest.raises(RuntimeError, match=r"Bare has no _tqdm_train_metrics"):
+        sft.check_tunix_private_hooks(Bare)
+
+    class NoBuffer:
+        _write_train_metrics = None
+
+        @property
+        def _tqdm_train_metrics(self):
+            return ["loss"]
+
+        def __init__(self):
+            self._train_steps = 0
+
+    with pytest.raises(RuntimeError, match=r"no longer sets self\._prev_buffered_train_metrics"):
+        sft.check_tunix_private_hooks(NoBuffer)
+
+
 # ---------------------------------------------------------------------------- training
 
 
