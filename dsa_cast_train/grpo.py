@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from dsa_cast import io, score
+from dsa_cast import columns, io, score
 from dsa_cast import parse as dsa_parse
 from dsa_cast_train import cli, data, digests, distributed, guards, models, optim, runs
 from dsa_cast_train.examples import system_prompt, train_and_held_out
@@ -164,8 +164,8 @@ class RewardLogger:
         with self._lock:
             slot = self._pending.pop(threading.get_ident(), {"components": {}, "mode": "train", "seconds": 0.0})
         texts = [self.prefix + c for c in completions] if self.prefix else list(completions)
-        answers = _column(kwargs.get("answer"), len(texts))
-        questions = _column(kwargs.get("question"), len(texts))
+        answers = _texts_of(kwargs.get("answer"), len(texts), "answer")
+        questions = _texts_of(kwargs.get("question"), len(texts), "question")
         fmt = [bool(dsa_parse.parse(t).exact_format) for t in texts]
         grades = self._grades(texts, kwargs, answers, questions)
         judged = [g.correct for g in grades if g.correct is not None]
@@ -233,24 +233,13 @@ def group_signal(rewards: Sequence[float], num_generations: int) -> dict[str, An
             "reward_group_std_mean": float(g.std(axis=1).mean())}
 
 
-def _column(values: Any, n: int) -> list[str | None]:
-    """A dataset column (numpy array repeated per generation) as a list of ``n`` texts.
-
-    Not ``dsa_cast.score._column`` / ``dsa_cast.adapters._column``: those are private to the core
-    and have another contract (cells kept as plain values, not text; a length mismatch or a
-    non-UTF-8 cell raises). This one only feeds the logger's fallback grading and its records, for
-    the ``answer``/``question`` columns :func:`dsa_cast_train.data.grpo_dataset` builds itself."""
+def _texts_of(values: Any, n: int, name: str) -> list[str | None]:
+    """Batch column ``name`` as ``n`` texts (None stays None) for the logger's fallback grading
+    and its records: the core's reading (:func:`dsa_cast.columns.column`: numpy cells, bytes,
+    a length check), then ``str`` of each value."""
     if values is None:
         return [None] * n
-    return [_as_text(v) for v in values]
-
-
-def _as_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    return str(value)
+    return [None if v is None else str(v) for v in columns.column(values, n, f"batch column {name!r}")]
 
 
 def _append_jsonl(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
