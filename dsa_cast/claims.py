@@ -25,6 +25,16 @@ from functools import cached_property
 from itertools import pairwise
 from typing import Literal, TypeAlias
 
+from dsa_cast.lexicon import (
+    COMMA_INT,
+    CURRENCY_SYMBOLS,
+    currency_chars,
+    currency_pattern,
+    decimal_fraction,
+    decimal_value,
+    exponent_value,
+)
+
 __all__ = [
     "Limits",
     "DEFAULT_LIMITS",
@@ -107,14 +117,13 @@ class EvalError(ValueError):
 # Tokenizer.
 # --------------------------------------------------------------------------------------
 
-_CURRENCY = r"(?:\\\$|US\$|\$|€|£|¥|₹)"
-_NUMBER = (
-    r"(?:[0-9]{1,3}(?:,[0-9]{3})++(?![0-9])|[0-9]++)(?:\.[0-9]++)?"
-    r"|\.[0-9]++"
-)
+# Currency signs and digit grouping come from dsa_cast.lexicon (shared with numbers; claims take
+# no word-spelled sign such as "USD": the reason is stated there).
+_CURRENCY = currency_pattern(words=False)
+_NUMBER = COMMA_INT + r"(?:\.[0-9]++)?|\.[0-9]++"
 # The letter x is a multiplication sign only between operands ("3 x 4", "3x4", "2 x (1+2)");
 # in "4x + 21" or "x = 3" it is a variable, which makes the expression uncheckable.
-_TIMES_X = r"(?<=[0-9)\]% \t])[xX](?=[ \t]*+[0-9(\[.$€£¥₹\\])"
+_TIMES_X = r"(?<=[0-9)\]% \t])[xX](?=[ \t]*+[0-9(\[." + CURRENCY_SYMBOLS + r"\\])"
 _NUM = r"(?P<num>(?:" + _CURRENCY + r"[ ]?)?(?P<mant>" + _NUMBER + r")(?:[eE](?P<exp>[-+]?[0-9]++))?)"
 _TOKEN = re.compile(
     r"(?P<ws>\s++)"
@@ -165,13 +174,12 @@ def _number_value(m: re.Match[str], limits: Limits) -> Fraction:
     whole, _, frac = mant.partition(".")
     if len(whole) + len(frac) > limits.max_literal_digits:
         raise EvalError("literal_too_long", f"literal {m.group('num')[:20]!r}... has too many digits")
-    value = Fraction(int(whole + frac or "0"), 10 ** len(frac))
+    value = decimal_fraction(whole, frac)
     exp_s = m.group("exp")
     if exp_s is not None:
-        digits = exp_s.lstrip("+-").lstrip("0") or "0"
-        if len(digits) > len(str(limits.max_exponent)) or int(digits) > limits.max_exponent:
+        k = exponent_value(exp_s, limits.max_exponent)
+        if k is None:
             raise EvalError("exponent_too_large", f"e-notation exponent {exp_s!r} over {limits.max_exponent}")
-        k = -int(digits) if exp_s.startswith("-") else int(digits)
         value *= Fraction(10) ** k
     return value
 
@@ -386,7 +394,7 @@ def _has_operation(node: Node) -> bool:
 # --------------------------------------------------------------------------------------
 
 _FAST_TOK = (
-    r"(?:" + _CURRENCY + r"[ ]?)?(?:[0-9]{1,3}(?:,[0-9]{3})++(?![0-9])|[0-9]++)(?:\.[0-9]++)?"
+    r"(?:" + _CURRENCY + r"[ ]?)?" + COMMA_INT + r"(?:\.[0-9]++)?"
     r"|(?:" + _CURRENCY + r"[ ]?)?\.[0-9]++"
     r"|[-+*/×÷·⋅∙\u2212\u2013()\[\]%]|\\times|\\cdot|\\div|\\%|" + _TIMES_X
 )
@@ -394,7 +402,7 @@ _FAST_FULL = re.compile(r"(?:\s*+(?:" + _FAST_TOK + r"))*+\s*+")
 _FAST_TOKENS = re.compile(_FAST_TOK)
 # A tight "a/b" fuses into one literal; that changes the value only after another division
 # ("25 / 1/3"), so such expressions take the full path.
-_TIGHT_SLASH = re.compile(r"[0-9]/(?:[0-9.$€£¥₹\\]|US)")
+_TIGHT_SLASH = re.compile(r"[0-9]/(?:[0-9." + CURRENCY_SYMBOLS + r"\\]|US)")
 # Two plain ASCII integers around one ASCII operator: the same value as the token loop below.
 _FAST_PAIR = re.compile(r"([0-9]++)[ ]*+([-+*/])[ ]*+([0-9]++)")
 _FAST_BINARY = {
@@ -418,18 +426,13 @@ _FAST_BINARY = {
 _FAST_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "n": 3, "(": 0, "[": 0}
 _FAST_SIGNS = {"+": False, "-": True, "\u2212": True, "\u2013": True}
 _DIGITS = frozenset("0123456789")
-_CURRENCY_CHARS = "\\US$€£¥₹ "
+_CURRENCY_CHARS = currency_chars(words=False) + " "  # a sign and the blank after it
 
 
 def _fast_literal(tok: str) -> int | Fraction:
     if tok.isdigit():
         return int(tok)
-    tok = tok.lstrip(_CURRENCY_CHARS).replace(",", "")
-    whole, _, frac = tok.partition(".")
-    frac = frac.rstrip("0")
-    if not frac:
-        return int(whole or "0")
-    return Fraction(int(whole + frac), 10 ** len(frac))
+    return decimal_value(tok.lstrip(_CURRENCY_CHARS))
 
 
 def _apply(vals: list[int | Fraction], op: str) -> bool:

@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Any, Protocol, cast
 
 from dsa_cast.claims import EvalError, Limits, Verdict, VerdictRow, check_claim_rows, evaluate, verdict_from_row
+from dsa_cast.lexicon import OPERAND, decimal_value
 from dsa_cast.numbers import (
     DEFAULT_NUMBER_LIMITS,
     PERCENT_POLICIES,
@@ -396,7 +397,7 @@ FILLER_WORDS: frozenset[str] = frozenset(
 )
 
 _WORD = re.compile(r"[^\W_]++")
-_OPERAND = re.compile(r"[0-9]++(?:,[0-9]{3}+(?![0-9]))*+(?:\.[0-9]++)?+")
+_OPERAND = re.compile(OPERAND)  # dsa_cast.lexicon: how it differs from the claim evaluator's literal
 # The same literals for a long body: each match first skips the digit-free run before the next
 # literal in one possessive C loop (about twice as fast as letting findall retry _OPERAND at
 # every position); the group is '' for the final run after the last literal. Linear.
@@ -487,14 +488,7 @@ def _word_values(words: Iterable[str]) -> set[int | Fraction]:
     return out
 
 
-def _operand_value(s: str) -> int | Fraction:
-    """Exact value of one ``_OPERAND`` match (an ``int`` when whole: cheaper, same hash/eq)."""
-    s = s.replace(",", "")
-    whole, _, frac = s.partition(".")
-    frac = frac.rstrip("0")
-    if not frac:
-        return int(whole)
-    return Fraction(int(whole + frac), 10 ** len(frac))
+_operand_value = decimal_value  # exact value of one _OPERAND match (int when whole)
 
 
 def _operands(text: str) -> list[int | Fraction]:
