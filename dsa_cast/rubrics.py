@@ -44,6 +44,7 @@ from dsa_cast.numbers import (
 from dsa_cast.parse import (
     Code,
     Completion,
+    Scan,
     Span,
     completion_from_scan,
     first_section_bodies,
@@ -794,27 +795,33 @@ class DsaCastRubric(Rubric):
         )
         info = None
         if detail:
-            scores = {
-                "format": fmt,
-                "structure": struct,
-                "correctness": corr,
-                "evidence": evid,
-                "coherence": coh,
-                "sound": float(sound),
-                "sections_ok": float(ok_sections),
-                "claims": float(n_claims),
-                "claims_credited": float(credited),
-                "supported": float(supported),
-                "sanity_refers": float(refers),
-            }
-            info = Detail(
-                completion_from_scan(text, schema, scanned),
-                ex,
-                ref,
-                tuple(map(verdict_from_row, distinct.values())),
-                MappingProxyType(scores),
-            )
+            counts = (sound, ok_sections, n_claims, credited, supported, refers)
+            info = self._detail(text, scanned, ex, ref, distinct, (fmt, struct, corr, evid, coh), counts)
         return _grade(self, parts, correct, predicted, issues, info)
+
+    def _detail(
+        self,
+        text: str,
+        scanned: Scan,
+        ex: Extraction | None,
+        ref: Fraction | None,
+        distinct: Mapping[tuple[str, str], VerdictRow],
+        components: tuple[float, float, float, float, float],
+        counts: tuple[float, float, float, float, float, float],
+    ) -> Detail:
+        """The :class:`Detail` of one grade: the unweighted ``components`` (format, structure,
+        correctness, evidence, coherence) and the ``counts`` behind them (sound, sections_ok, claims,
+        claims_credited, supported, sanity_refers; as floats)."""
+        scores = dict(zip(("format", "structure", "correctness", "evidence", "coherence"), components, strict=True))
+        names = ("sound", "sections_ok", "claims", "claims_credited", "supported", "sanity_refers")
+        scores.update(zip(names, map(float, counts), strict=True))
+        return Detail(
+            completion_from_scan(text, self.schema, scanned),
+            ex,
+            ref,
+            tuple(map(verdict_from_row, distinct.values())),
+            MappingProxyType(scores),
+        )
 
     # -- components (each appends its issue codes to ``issues``, in component order) ----------
 
