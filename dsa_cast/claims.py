@@ -513,13 +513,19 @@ def _fast_value(expr: str, limits: Limits) -> tuple[int | Fraction, bool] | None
         return None
     if expr.count("/") + expr.count("÷") + expr.count("\\div") > 1 and _TIGHT_SLASH.search(expr):
         return None
+    return _fast_reduce(_FAST_TOKENS.findall(expr), limits)
+
+
+def _fast_reduce(tokens: list[str], limits: Limits) -> tuple[int | Fraction, bool] | None:
+    """The operator-precedence loop of :func:`_fast_value` over the tokens of a plain expression
+    (precedences and spellings from :data:`OPERATORS`); None where the full parser must decide."""
     vals: list[int | Fraction] = []
     ops: list[str] = []  # pending "+" "-" "*" "/", "n" (negate), "(" / "[" (open brackets)
     expect = True
     has_op = False
     depth = 0
     binary, prec = _FAST_BINARY, _FAST_PREC
-    for t in _FAST_TOKENS.findall(expr):
+    for t in tokens:
         if expect:
             if t[-1] in _DIGITS:  # every number token ends with a digit, no other token does
                 vals.append(_fast_literal(t))
@@ -912,14 +918,24 @@ def _find(text: str, limits: Limits, memo: dict[str, Analysis]) -> list[ClaimRow
             break
     # Anything starting after the cap-th explicit claim would be cut anyway.
     cutoff = explicit[cap - 1][3] if len(explicit) >= cap else len(text)
-    chains: list[ClaimRow] = []
-    sides_left = limits.max_chain_sides
     gaps = (
         [(0, len(text))]
         if not spans
         else ([(0, spans[0][0])] + [(a[1], b[0]) for a, b in pairwise(spans)] + [(spans[-1][1], len(text))])
     )
-    for gap_start, gap_end in gaps:  # chains are looked for only outside CALC lines/annotations
+    merged = sorted(explicit + _chains(text, gaps, cutoff, limits, memo), key=_SPAN)
+    return merged[:cap]
+
+
+def _chains(
+    text: str, gaps: list[tuple[int, int]], cutoff: int, limits: Limits, memo: dict[str, Analysis]
+) -> list[ClaimRow]:
+    """The plain-text chain claims of :func:`_find` in ``gaps`` (the text outside CALC lines and
+    annotations), up to ``cutoff``: at most ``max_claims`` claims and ``max_chain_sides`` sides."""
+    cap = limits.max_claims
+    chains: list[ClaimRow] = []
+    sides_left = limits.max_chain_sides
+    for gap_start, gap_end in gaps:
         end = min(gap_end, cutoff + 1)
         # A run never crosses a line and must hold "=": only lines with an "=" are scanned.
         k = text.find("=", gap_start, end)
@@ -950,8 +966,7 @@ def _find(text: str, limits: Limits, memo: dict[str, Analysis]) -> list[ClaimRow
                 chains.extend(found)
                 sides_left -= used
             k = text.find("=", line_end, end)
-    merged = sorted(explicit + chains, key=_SPAN)
-    return merged[:cap]
+    return chains
 
 
 _ROUNDED = re.compile(r"[-\u2212]?[ ]?(?:" + _CURRENCY + r"[ ]?)?[0-9,]*\.(?P<frac>[0-9]++)[ ]?(?P<pct>%|\\%)?")
