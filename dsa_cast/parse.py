@@ -122,7 +122,7 @@ class Completion:
 
         Raises ValueError for a name that is not one of the schema's sections (catches typos).
         """
-        canonical = self.schema._patterns.heading_keys.get(self.schema.heading_key(name))
+        canonical = self.schema.patterns.heading_keys.get(self.schema.heading_key(name))
         if canonical is None:
             raise ValueError(f"section name {name!r} is not one of {self.schema.sections}")
         for sec in self.sections:
@@ -259,7 +259,7 @@ def _blocks(text: str, schema: Schema, found: _Findings) -> list[Span]:
     open_kind = 0  # 0 = outside; 1 = inside reasoning; 2 = inside answer
     open_start = open_body = 0
     stray = nested = 0
-    for tag in schema._patterns.tags.finditer(text):
+    for tag in schema.patterns.tags.finditer(text):
         kind = tag.lastindex  # 1 <r>, 2 <a>, 3 </r>, 4 </a>
         assert kind is not None  # every alternative of the tag pattern is a group
         if open_kind == 0:
@@ -312,7 +312,7 @@ def _section_pass(text: str, schema: Schema, found: _Findings, first: Span | Non
     a helper per heading would pass and return them all on every grade's path (measured: about
     0.1 µs per heading, 3.9 headings per benchmark completion, some 0.3 % of a dsa-cast grade)
     while reading worse than the loop; the work before and after the loop is in helpers."""
-    patterns = schema._patterns
+    patterns = schema.patterns
     n = len(text)
     cap = schema.max_findings_per_code
 
@@ -331,7 +331,7 @@ def _section_pass(text: str, schema: Schema, found: _Findings, first: Span | Non
     prev: tuple[int, int, str] | None = None  # (heading_start, body_start, name) of the last inside
     at_start = patterns.heading_at.match(text)  # the scan pattern needs a newline or tag before
     matches = patterns.headings.finditer(text)
-    # Numbered groups (1 line, 2 head, 3 name; see schema._Patterns) are cheaper than named ones.
+    # Numbered groups (1 line, 2 head, 3 name; see schema.Patterns) are cheaper than named ones.
     m: re.Match[str] | None
     for m in chain((at_start,), matches) if at_start else matches:
         written = m[3]
@@ -388,8 +388,8 @@ def _section_pass(text: str, schema: Schema, found: _Findings, first: Span | Non
 
 def _headings_after(text: str, schema: Schema, found: _Findings, hi: int, left: int, canonical: dict[str, str]) -> None:
     """The first ``left`` headings from ``hi`` on (after the first reasoning body: all outside it)."""
-    keys = schema._patterns.heading_keys
-    for m in islice(schema._patterns.headings.finditer(text, hi), max(left, 0)):
+    keys = schema.patterns.heading_keys
+    for m in islice(schema.patterns.headings.finditer(text, hi), max(left, 0)):
         name = canonical.get(m[3]) or keys[schema.heading_key(m[3])]
         found.add(Code.HEADING_OUTSIDE_REASONING, m.start(2), m.end(), name)
 
@@ -465,7 +465,7 @@ def _heading_tail(
     located ``max_findings_per_code`` times) with no Python step per heading. ``highest``,
     ``order`` and ``empty`` are the loop's state. Adds the names seen; returns the headings read."""
     cap = schema.max_findings_per_code
-    tail = schema._tail_patterns
+    tail = schema.tail_patterns
     head, pos, name = current
     # [text before the first heading, then per heading: its opening tag (None: a newline), its
     # line (blanks, decoration, name, colon), the text up to the next heading (or hi)]
@@ -490,7 +490,7 @@ def _heading_tail(
                 accumulate(map(add, prefix, map(add, map(len, lines[k:i]), map(len, bodies[k:i]))), initial=starts[-1])
             )
             del starts[k + 1]  # accumulate repeats its initial value
-        m = schema._patterns.headings.match(text, starts[i], hi)
+        m = schema.patterns.headings.match(text, starts[i], hi)
         assert m is not None  # starts[i] is where the heading loop matched it
         return m
 
@@ -507,8 +507,8 @@ def _heading_tail(
 def _tail_sections(schema: Schema, lines: list[str], index: dict[str, int]) -> tuple[Any, list[int] | None]:
     """The section index of every heading line of :func:`_heading_tail`: ``(i, None)`` when they
     are all section ``i``, else ``(None, indices)``."""
-    keys = schema._patterns.heading_keys
-    chars = schema._tail_patterns.strip  # a heading line is its name (letters or digits at both ends) within these
+    keys = schema.patterns.heading_keys
+    chars = schema.tail_patterns.strip  # a heading line is its name (letters or digits at both ends) within these
 
     def section(written: str) -> int:
         return index[keys[schema.heading_key(written.strip(chars))]]
