@@ -26,9 +26,10 @@ the rule it changes, so that one table still holds them all:
 * **Separators.** An answer may group thousands with ``,``, ``{,}``, ``\\,`` or one space-like
   character (:data:`SEPARATOR`); the claim evaluator only with ``,`` (:data:`COMMA_INT`): a blank
   there separates tokens (``3 000`` is two numbers).
-* **Grounding operands** (:data:`OPERAND`, the rubric's count of numbers an expression uses)
-  accept a first group of any length (``1234,567`` is one operand); a stray digit after a group
-  ends the operand there instead of undoing the grouping.
+* **Grounding operands** (:data:`OPERAND`: the numbers the rubric's grounding check reads from a
+  claim's expression and from the question or the grounding sections) accept a first group of
+  any length (``1234,567`` is one operand); a stray digit after a group ends the operand there
+  instead of undoing the grouping.
 
 >>> decimal_fraction("12", "50"), decimal_value("1,234.50"), exponent_value("-03", 1000)
 (Fraction(25, 2), Fraction(2469, 2), -3)
@@ -118,7 +119,7 @@ def grouped_int(sep: str, name: str) -> str:
 #: to three, not followed by a digit; else a plain digit run.
 COMMA_INT: Final = r"(?:[0-9]{1,3}(?:,[0-9]{3})++(?![0-9])|[0-9]++)"
 
-#: The rubric's grounding operand: a digit run, then ``,`` groups of three digits each not
+#: The rubric's grounding operand (unsigned decimal literal): a digit run, then ``,`` groups of three digits each not
 #: followed by a digit, then optional decimals (unsigned; see the module docstring).
 OPERAND: Final = r"[0-9]++(?:,[0-9]{3}+(?![0-9]))*+(?:\.[0-9]++)?+"
 
