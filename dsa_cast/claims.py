@@ -511,6 +511,8 @@ def _fast_value(expr: str, limits: Limits) -> tuple[int | Fraction, bool] | None
         return None
     if _FAST_FULL.fullmatch(expr) is None:
         return None
+    # SPELLINGS["/"] counted inline (0.16 us; sum(map(expr.count, ...)) takes 0.39 us); a test
+    # pins the two together.
     if expr.count("/") + expr.count("÷") + expr.count("\\div") > 1 and _TIGHT_SLASH.search(expr):
         return None
     return _fast_reduce(_FAST_TOKENS.findall(expr), limits)

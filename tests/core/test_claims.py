@@ -573,6 +573,16 @@ def test_operator_table_spellings_and_names():
             assert evaluate(f"6{sep}{s}{sep}3") == OPERATORS[s][2](F(6), F(3)), s
 
 
+def test_fast_path_division_count_matches_the_table():
+    """_fast_value counts the spellings of "/" inline (speed); they must be the table's."""
+    import inspect
+
+    from dsa_cast.claims import SPELLINGS, _fast_value
+
+    source = inspect.getsource(_fast_value)
+    assert " + ".join(f"expr.count({s!r})" for s in SPELLINGS["/"]) in source.replace('"', "'")
+
+
 @pytest.mark.parametrize("s", ["+", "-", "\u2212", "\u2013"])
 def test_unary_signs_are_the_additive_spellings(s):
     from dsa_cast.claims import OPERATORS
