@@ -21,7 +21,7 @@ import math
 import os
 import stat
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -296,7 +296,6 @@ def _grade_command(a: argparse.Namespace, out: IO[str], err: IO[str], stdin: IO[
         raise InputError("the outputs and --answers cannot both be standard input ('-')")
     summary = Summary(ReportConfig(top_issues=a.top_issues))
     summary.declare_sections(getattr(rubric, "schema", DSA).sections)
-    reported = 0
     error: InputError | None = None
     progress = _Progress(a.progress, _regular_size(name), "stdin" if name == io.STDIN else Path(name).name)
     jobs = a.jobs if a.jobs is not None else available_cores()
@@ -308,39 +307,16 @@ def _grade_command(a: argparse.Namespace, out: IO[str], err: IO[str], stdin: IO[
         lines = itertools.chain([first] if first is not None else [], lines)
         refs: References | None = None
         if a.answers:
-            ref_in = _binary(stdin) if a.answers == io.STDIN else None
-            ref_fh = stack.enter_context(io.open_input(a.answers, stdin=ref_in))
-            join = a.join
-            if join == "auto":  # by id when the first output record has the id field
-                head = io.parse_line(first, name) if first is not None else None
-                join = "id" if head is not None and head.error is None and a.id_field in head.value else "order"
             try:
-                refs = References(
-                    a.answers, a.ref_answer_field, a.id_field, a.question_field, join == "id", ref_fh, a.skip_bad, err
-                )
+                refs = _open_references(a, first, name, stack, stdin, err)
             except InputError as e:  # a bad answers file: nothing graded, the summary says why
                 error, lines = e, iter(())
         out_dir.mkdir(parents=True, exist_ok=True)
         res = stack.enter_context(io.atomic_output(results_path, inputs=inputs))
         chunks = _chunks(_jobs(a, refs, lines, name, progress), (rubric, a, name), CONFIG.jobs_chunk_records)
         graded = ordered_map(_score_chunk, chunks, jobs=jobs, window=jobs * CONFIG.jobs_window_per_worker)
-        for results in graded:
-            for r in results:
-                if isinstance(r, InputError):
-                    if not a.skip_bad:
-                        error = r
-                        break
-                    summary.n_skipped += 1
-                    if reported < CONFIG.max_reported_skips:
-                        print(f"skipped {r}", file=err)
-                        reported += 1
-                    continue
-                line, item = r
-                summary.add(item)
-                res.write(line)
-            if error is not None:
-                graded.close()  # stops the workers; later lines are not graded
-                break
+        reported, stopped = _collect(graded, summary, res, a.skip_bad, err)
+        error = error or stopped
         if error is None and refs is not None and refs.leftover():
             print(f"warning: {refs.name} has records no output used (joined by order)", file=err)
     if summary.n_skipped > reported:
@@ -358,6 +334,55 @@ def _grade_command(a: argparse.Namespace, out: IO[str], err: IO[str], stdin: IO[
     if not a.no_plots and not written:
         print("(no plots: install matplotlib, e.g. pip install 'dsa-cast[plot]')", file=out)
     return EXIT_OK
+
+
+def _open_references(
+    a: argparse.Namespace,
+    first: io.RawLine | None,
+    name: str,
+    stack: contextlib.ExitStack,
+    stdin: IO[str] | None,
+    err: IO[str],
+) -> References:
+    """The ``--answers`` file, joined by id or by order (``--join auto``: by id when the first output
+    record holds the id field); InputError for a bad answers file."""
+    ref_in = _binary(stdin) if a.answers == io.STDIN else None
+    ref_fh = stack.enter_context(io.open_input(a.answers, stdin=ref_in))
+    join = a.join
+    if join == "auto":  # by id when the first output record has the id field
+        head = io.parse_line(first, name) if first is not None else None
+        join = "id" if head is not None and head.error is None and a.id_field in head.value else "order"
+    return References(
+        a.answers, a.ref_answer_field, a.id_field, a.question_field, join == "id", ref_fh, a.skip_bad, err
+    )
+
+
+def _collect(
+    graded: Generator[list[tuple[str, ItemResult] | InputError], None, None],
+    summary: Summary,
+    res: IO[str],
+    skip_bad: bool,
+    err: IO[str],
+) -> tuple[int, InputError | None]:
+    """Write each graded line to ``res`` and add it to ``summary``, in input order; a bad line is
+    skipped (``skip_bad``: the first few reported on ``err``) or stops the run. Returns the number
+    of skips reported and the error that stopped the run (None when it ran to the end)."""
+    reported = 0
+    for results in graded:
+        for r in results:
+            if isinstance(r, InputError):
+                if not skip_bad:
+                    graded.close()  # stops the workers; later lines are not graded
+                    return reported, r
+                summary.n_skipped += 1
+                if reported < CONFIG.max_reported_skips:
+                    print(f"skipped {r}", file=err)
+                    reported += 1
+                continue
+            line, item = r
+            summary.add(item)
+            res.write(line)
+    return reported, None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,15 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Final
 
+from dsa_cast.lexicon import (
+    CURRENCY_SYMBOLS,
+    SEPARATOR,
+    currency_pattern,
+    decimal_fraction,
+    exponent_value,
+    grouped_int,
+)
+
 __all__ = [
     "NumberLimits",
     "DEFAULT_NUMBER_LIMITS",
@@ -93,15 +102,11 @@ PERCENT_POLICIES = ("either", "number", "fraction")
 # Thousands separators: "," "{,}" "\," or one space-like char (space, U+00A0, U+2009,
 # U+202F), the same separator throughout, groups of exactly three digits after a first
 # group of one to three digits. Anything else ("1,2", "12,34", "1,2345") is not grouped.
+# Currency signs, separators and grouping come from dsa_cast.lexicon (shared with claims).
 # --------------------------------------------------------------------------------------
 
-_MINUS_CHARS = "-\u2212"
-_CURRENCY = r"(?:\\\$|US\$|\$|€|£|¥|₹|USD(?![A-Za-z]))"
-_SEP = r"(?:,|\{,\}|\\,|[ \u00a0\u2009\u202f])"
-_INT = (
-    r"(?:[0-9]{1,3}(?P<sep>" + _SEP + r")[0-9]{3}(?:(?P=sep)[0-9]{3})*+(?![0-9])"
-    r"|[0-9]++)"
-)
+_CURRENCY = currency_pattern(words=True)
+_INT = grouped_int(SEPARATOR, "sep")
 _EXP = (
     r"(?:[eE](?P<e1>[-+\u2212]?[0-9]++)"
     r"|[ \t]*+(?:[x×*·]|\\times|\\cdot)[ \t]*+10[ \t]*+\^[ \t]*+"
@@ -219,19 +224,11 @@ def _parts(m: re.Match[str]) -> tuple[str | None, ...]:
 def _exp_value(raw: str | None, limits: NumberLimits) -> int | _Oversize:
     if raw is None:
         return 0
-    neg = raw[0] in _MINUS_CHARS
-    digits = raw.lstrip("+-\u2212")
-    digits = digits.lstrip("0") or "0"
-    if len(digits) > len(str(limits.max_exponent)):
-        return _OVERSIZE
-    k = int(digits)
-    if k > limits.max_exponent:
-        return _OVERSIZE
-    return -k if neg else k
+    k = exponent_value(raw, limits.max_exponent)
+    return _OVERSIZE if k is None else k
 
 
-def _dec_value(intpart: str, frac: str) -> Fraction:
-    return Fraction(int(intpart + frac or "0"), 10 ** len(frac))
+_dec_value = decimal_fraction  # the digits of a decimal literal, exactly (dsa_cast.lexicon)
 
 
 def _literal_value(parts: tuple[str | None, ...], limits: NumberLimits) -> Fraction | None | _Oversize:
@@ -377,7 +374,11 @@ _WRAPPERS = (
 # Unit words allowed after a number: letters, spaces and a few unit symbols, optionally in
 # \text{...}/\mathrm{...}; no digits, no arithmetic operators.
 _TEX_UNIT_CMD = re.compile(r"\\(?:text|mathrm|textrm|mbox|textbf|mathbf|operatorname)[ \t]*+\{|\\[,;:! ]|[{}~]")
-_UNIT_TAIL = re.compile(r"[^\W\d_][^\W\d_\s°'’\"/.\-²³$€£¥₹]*+(?:[\s°'’\"/.\-²³$€£¥₹]++[^\W\d_]*+)*+|[°$€£¥₹][^\d]*+")
+_UNIT_TAIL = re.compile(
+    r"[^\W\d_][^\W\d_\s°'’\"/.\-²³" + CURRENCY_SYMBOLS + r"]*+"
+    r"(?:[\s°'’\"/.\-²³" + CURRENCY_SYMBOLS + r"]++[^\W\d_]*+)*+"
+    r"|[°" + CURRENCY_SYMBOLS + r"][^\d]*+"
+)
 
 
 def _unwrap(s: str) -> str:

@@ -286,15 +286,32 @@ def write_plots(summary: Summary, out_dir: Path, rubric: Any = None) -> list[Pat
 
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     ranges = component_ranges(rubric) if rubric is not None else {}
-    name = getattr(rubric, "name", None)
+    label = f" ({rubric.name} rubric)" if getattr(rubric, "name", None) else ""
     every = {"total": summary.total_hist, **summary.component_hists}
     hists = {k: h for k, h in every.items() if h is not None and h.count}
+    if hists:
+        written.append(_plot_components(plt, summary, hists, ranges, label, out_dir / "components.png"))
+    if summary.issue_counts:
+        written.append(_plot_issues(plt, summary, label, out_dir / "issues.png"))
+    return written
+
+
+def _plot_components(
+    plt: Any,
+    summary: Summary,
+    hists: dict[str, BoundedHistogram],
+    ranges: dict[str, tuple[float, float]],
+    label: str,
+    path: Path,
+) -> Path:
+    """One histogram panel per component (and the total), written to ``path``."""
+    from matplotlib.ticker import MaxNLocator
+
     means = (
         {
             "total": summary.total_sum / summary.n if summary.n else 0.0,
@@ -303,46 +320,45 @@ def write_plots(summary: Summary, out_dir: Path, rubric: Any = None) -> list[Pat
         if summary.n
         else {}
     )
-    if hists:
-        cols = min(3, len(hists))
-        rows = math.ceil(len(hists) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows + 0.6), squeeze=False)
-        for ax in axes.flat[len(hists) :]:
-            ax.axis("off")
-        for ax, (comp, h) in zip(axes.flat, hists.items(), strict=False):  # more axes than histograms
-            lo, hi = _axis_range(h, ranges.get(comp))
-            width, bins = h.display_bins(summary.config.plot_bins)
-            bar = max(width * 0.9, (hi - lo) / 60)  # a single value stays a visible, narrow bar
-            xs = [h.low] if h.low == h.high else [left + width / 2 for left, _ in bins]  # one value: on it
-            ax.bar(xs, [c for _, c in bins], width=bar, align="center")
-            pad = (hi - lo) * 0.04
-            ax.set_xlim(lo - pad, hi + pad)
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-            of = f" of {hi:g}" if comp in ranges else ""
-            ax.set_title(f"{comp}: mean {means.get(comp, 0.0):.3g}{of}", fontsize=10)
-            ax.set_xlabel("score" if comp != "total" else "total score")
-            ax.set_ylabel("completions")
-        fig.suptitle(
-            f"Score distributions of {summary.n} completions" + (f" ({name} rubric)" if name else ""), fontsize=11
-        )
-        fig.tight_layout()
-        path = out_dir / "components.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    if summary.issue_counts:
-        top = summary.top_issues(k=len(summary.issue_counts))
-        fig, ax = plt.subplots(figsize=(7, 0.35 * len(top) + 1.2))
-        ax.barh([c for c, _ in reversed(top)], [n for _, n in reversed(top)])
-        for i, (_, n) in enumerate(reversed(top)):
-            ax.text(n, i, f" {n}", va="center", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(0, max(n for _, n in top) * 1.12)
-        ax.set_xlabel(f"completions with the issue (of {summary.n})")
-        ax.set_title(f"Issue frequencies, {summary.n} completions" + (f" ({name} rubric)" if name else ""))
-        fig.tight_layout()
-        path = out_dir / "issues.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    return written
+    cols = min(3, len(hists))
+    rows = math.ceil(len(hists) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows + 0.6), squeeze=False)
+    for ax in axes.flat[len(hists) :]:
+        ax.axis("off")
+    for ax, (comp, h) in zip(axes.flat, hists.items(), strict=False):  # more axes than histograms
+        lo, hi = _axis_range(h, ranges.get(comp))
+        width, bins = h.display_bins(summary.config.plot_bins)
+        bar = max(width * 0.9, (hi - lo) / 60)  # a single value stays a visible, narrow bar
+        xs = [h.low] if h.low == h.high else [left + width / 2 for left, _ in bins]  # one value: on it
+        ax.bar(xs, [c for _, c in bins], width=bar, align="center")
+        pad = (hi - lo) * 0.04
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        of = f" of {hi:g}" if comp in ranges else ""
+        ax.set_title(f"{comp}: mean {means.get(comp, 0.0):.3g}{of}", fontsize=10)
+        ax.set_xlabel("score" if comp != "total" else "total score")
+        ax.set_ylabel("completions")
+    fig.suptitle(f"Score distributions of {summary.n} completions" + label, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_issues(plt: Any, summary: Summary, label: str, path: Path) -> Path:
+    """Issue frequencies as horizontal bars, most frequent on top, written to ``path``."""
+    from matplotlib.ticker import MaxNLocator
+
+    top = summary.top_issues(k=len(summary.issue_counts))
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(top) + 1.2))
+    ax.barh([c for c, _ in reversed(top)], [n for _, n in reversed(top)])
+    for i, (_, n) in enumerate(reversed(top)):
+        ax.text(n, i, f" {n}", va="center", fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0, max(n for _, n in top) * 1.12)
+    ax.set_xlabel(f"completions with the issue (of {summary.n})")
+    ax.set_title(f"Issue frequencies, {summary.n} completions" + label)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Any, Protocol, cast
 
 from dsa_cast.claims import EvalError, Limits, Verdict, VerdictRow, check_claim_rows, evaluate, verdict_from_row
+from dsa_cast.lexicon import OPERAND, decimal_value
 from dsa_cast.numbers import (
     DEFAULT_NUMBER_LIMITS,
     PERCENT_POLICIES,
@@ -43,6 +44,7 @@ from dsa_cast.numbers import (
 from dsa_cast.parse import (
     Code,
     Completion,
+    Scan,
     Span,
     completion_from_scan,
     first_section_bodies,
@@ -396,7 +398,7 @@ FILLER_WORDS: frozenset[str] = frozenset(
 )
 
 _WORD = re.compile(r"[^\W_]++")
-_OPERAND = re.compile(r"[0-9]++(?:,[0-9]{3}+(?![0-9]))*+(?:\.[0-9]++)?+")
+_OPERAND = re.compile(OPERAND)  # dsa_cast.lexicon: how it differs from the claim evaluator's literal
 # The same literals for a long body: each match first skips the digit-free run before the next
 # literal in one possessive C loop (about twice as fast as letting findall retry _OPERAND at
 # every position); the group is '' for the final run after the last literal. Linear.
@@ -487,14 +489,7 @@ def _word_values(words: Iterable[str]) -> set[int | Fraction]:
     return out
 
 
-def _operand_value(s: str) -> int | Fraction:
-    """Exact value of one ``_OPERAND`` match (an ``int`` when whole: cheaper, same hash/eq)."""
-    s = s.replace(",", "")
-    whole, _, frac = s.partition(".")
-    frac = frac.rstrip("0")
-    if not frac:
-        return int(whole)
-    return Fraction(int(whole + frac), 10 ** len(frac))
+_operand_value = decimal_value  # exact value of one _OPERAND match (int when whole)
 
 
 def _operands(text: str) -> list[int | Fraction]:
@@ -800,27 +795,33 @@ class DsaCastRubric(Rubric):
         )
         info = None
         if detail:
-            scores = {
-                "format": fmt,
-                "structure": struct,
-                "correctness": corr,
-                "evidence": evid,
-                "coherence": coh,
-                "sound": float(sound),
-                "sections_ok": float(ok_sections),
-                "claims": float(n_claims),
-                "claims_credited": float(credited),
-                "supported": float(supported),
-                "sanity_refers": float(refers),
-            }
-            info = Detail(
-                completion_from_scan(text, schema, scanned),
-                ex,
-                ref,
-                tuple(map(verdict_from_row, distinct.values())),
-                MappingProxyType(scores),
-            )
+            counts = (sound, ok_sections, n_claims, credited, supported, refers)
+            info = self._detail(text, scanned, ex, ref, distinct, (fmt, struct, corr, evid, coh), counts)
         return _grade(self, parts, correct, predicted, issues, info)
+
+    def _detail(
+        self,
+        text: str,
+        scanned: Scan,
+        ex: Extraction | None,
+        ref: Fraction | None,
+        distinct: Mapping[tuple[str, str], VerdictRow],
+        components: tuple[float, float, float, float, float],
+        counts: tuple[float, float, float, float, float, float],
+    ) -> Detail:
+        """The :class:`Detail` of one grade: the unweighted ``components`` (format, structure,
+        correctness, evidence, coherence) and the ``counts`` behind them (sound, sections_ok, claims,
+        claims_credited, supported, sanity_refers; as floats)."""
+        scores = dict(zip(("format", "structure", "correctness", "evidence", "coherence"), components, strict=True))
+        names = ("sound", "sections_ok", "claims", "claims_credited", "supported", "sanity_refers")
+        scores.update(zip(names, map(float, counts), strict=True))
+        return Detail(
+            completion_from_scan(text, self.schema, scanned),
+            ex,
+            ref,
+            tuple(map(verdict_from_row, distinct.values())),
+            MappingProxyType(scores),
+        )
 
     # -- components (each appends its issue codes to ``issues``, in component order) ----------
 

@@ -22,8 +22,10 @@ _SEPARATORS = re.compile(r"[ _-]")
 
 
 @dataclass(frozen=True)
-class _Patterns:
-    """Compiled, provably linear patterns derived from a schema (built once per schema)."""
+class Patterns:
+    """Compiled, provably linear patterns derived from a schema (built once per schema): what
+    :mod:`dsa_cast.parse` reads through :attr:`Schema.patterns`. Internal to the package; the
+    fields may change with the parser."""
 
     tags: re.Pattern[str]
     # Both heading patterns have groups 1 = line (from the leading blanks), 2 = head (the heading
@@ -42,7 +44,7 @@ class _Patterns:
 
 
 @dataclass(frozen=True)
-class _TailPatterns:
+class TailPatterns:
     """The parser's tail pattern: the rest of a reasoning body once every duplicate-heading finding is
     located (hundreds of repeated headings) is read by one ``split`` in C instead of a Python step
     per heading. ``split`` is ``headings`` with two groups: the opening tag before the heading (None
@@ -166,14 +168,16 @@ class Schema:
         return rf"<{tag_flags}{r}>|{a}>)", rf"(?=[ \t]*+[{starts}])", line, plain, names_only
 
     @cached_property
-    def _tail_patterns(self) -> _TailPatterns:
+    def tail_patterns(self) -> TailPatterns:
+        """The parser's tail pattern (:class:`TailPatterns`); for :mod:`dsa_cast.parse`."""
         # Only compiled when a completion has hundreds of headings (cached on the instance).
         tags, look, _, plain, _ = self._heading_parts(self.sections)
         split = re.compile(rf"(?:\n|({tags})){look}({plain})", re.ASCII)
-        return _TailPatterns(split=split, strip=" \t#-*+_:")
+        return TailPatterns(split=split, strip=" \t#-*+_:")
 
     @cached_property
-    def _patterns(self) -> _Patterns:
+    def patterns(self) -> Patterns:
+        """The compiled tag and heading patterns (:class:`Patterns`); for :mod:`dsa_cast.parse`."""
         # Cached on the (frozen) instance: compiled once per schema, no module-level state.
         tag_case = "" if self.case_sensitive_tags else "i"
         tag_flags = f"(?{tag_case}:" if tag_case else "(?-i:"
@@ -196,7 +200,7 @@ class Schema:
         heading_at = re.compile(line, re.ASCII)
         heading_names = re.compile(prefix + names_only, re.ASCII)
         keys = {self.heading_key(n): n for n in self.sections}
-        return _Patterns(
+        return Patterns(
             tags=tags,
             headings=headings,
             heading_at=heading_at,

@@ -552,3 +552,40 @@ def test_fast_path_agrees_with_full_parser(parts: list[str], spaces: list[str]) 
     assert _analyze(expr, DEFAULT_LIMITS, {}) == expected
     if expected[2] is not None:
         assert evaluate(expr) == expected[2] and isinstance(evaluate(expr), Fraction)
+
+
+# ---------------------------------------------------------------------------------------
+# The operator table (claims.OPERATORS) drives both the full parser and the fast path.
+# ---------------------------------------------------------------------------------------
+
+
+def test_operator_table_spellings_and_names():
+    from dsa_cast.claims import OPERATORS, SPELLINGS, UNARY_PRECEDENCE
+
+    assert set(SPELLINGS) == {"+", "-", "*", "/", "^"}
+    assert {s for names in SPELLINGS.values() for s in names} == set(OPERATORS)
+    levels = {name: OPERATORS[name][1] for name in SPELLINGS}
+    assert levels["+"] == levels["-"] < levels["*"] == levels["/"] < UNARY_PRECEDENCE < levels["^"]
+    for name, spellings in SPELLINGS.items():
+        for s in spellings:
+            assert OPERATORS[s][0] == name
+            sep = "" if s[0].isalpha() else " "  # "6x3" / "6 x 3": x is only "*" between operands
+            assert evaluate(f"6{sep}{s}{sep}3") == OPERATORS[s][2](F(6), F(3)), s
+
+
+def test_fast_path_division_count_matches_the_table():
+    """_fast_value counts the spellings of "/" inline (speed); they must be the table's."""
+    import inspect
+
+    from dsa_cast.claims import SPELLINGS, _fast_value
+
+    source = inspect.getsource(_fast_value)
+    assert " + ".join(f"expr.count({s!r})" for s in SPELLINGS["/"]) in source.replace('"', "'")
+
+
+@pytest.mark.parametrize("s", ["+", "-", "\u2212", "\u2013"])
+def test_unary_signs_are_the_additive_spellings(s):
+    from dsa_cast.claims import OPERATORS
+
+    assert evaluate(f"{s}4 * 2") == (-8 if OPERATORS[s][0] == "-" else 8)
+    assert evaluate(f"{s}2^2") == (-4 if OPERATORS[s][0] == "-" else 4)  # a sign binds looser than ^

@@ -335,7 +335,7 @@ def test_case_sensitive_tags_may_differ_only_by_case() -> None:
 )
 def test_heading_patterns_group_numbers(schema: Schema) -> None:
     # parse() reads groups by number; keep the schema's patterns in step with it.
-    for pattern in (schema._patterns.headings, schema._patterns.heading_at):
+    for pattern in (schema.patterns.headings, schema.patterns.heading_at):
         assert pattern.groupindex == {"line": 1, "head": 2, "name": 3}
 
 
