@@ -34,19 +34,19 @@ def test_meminfo_and_cgroup_give_the_smaller_room(tmp_path):
 
 def test_check_names_every_short_resource_and_a_smaller_preset(tmp_path, monkeypatch):
     demo = cfg.load_preset("demo-cpu")
-    monkeypatch.setattr(resources, "available_memory", lambda *a: 8 * GIB)
+    monkeypatch.setattr(resources, "available_memory", lambda *a: 6 * GIB)
     monkeypatch.setattr(resources, "free_disk", lambda path: 2 * 10**9)
     monkeypatch.setattr(resources, "_model_cached", lambda config: False)
     verdict = resources.check(demo, tmp_path / "run")
     assert not verdict.fits and {n.what for n in verdict.short} == {"memory", "disk"}
     text = verdict.refusal()
-    assert "needs about 14.3 GiB, 8.0 GiB available" in text
+    assert "needs about 7.7 GiB, 6.0 GiB available" in text
     assert "needs about 7.8 GB, 2.0 GB available" in text  # run directory + converted model, one file system
     assert "--preset tiny" in text and "--preset demo-cpu" in text
     monkeypatch.setattr(resources, "available_memory", lambda *a: 20 * GIB)
     monkeypatch.setattr(resources, "free_disk", lambda path: 50 * 10**9)
     fine = resources.check(demo, tmp_path / "run")
-    assert fine.fits and "14.3 GiB memory (20.0 available)" in fine.summary() and "13 min" in fine.summary()
+    assert fine.fits and "7.7 GiB memory (20.0 available)" in fine.summary() and "19 min" in fine.summary()
     # what an earlier start already wrote in the run directory is no longer needed
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "blob").write_bytes(b"x" * 10**6)
@@ -64,7 +64,7 @@ def test_pipeline_auto_refuses_before_creating_anything(tmp_path, monkeypatch, c
     run_dir = tmp_path / "demo"
     assert pipeline.main(["--run-dir", str(run_dir)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: this machine cannot run preset demo-cpu: memory: needs about 14.3 GiB, 4.0 GiB")
+    assert err.startswith("error: this machine cannot run preset demo-cpu: memory: needs about 7.7 GiB, 4.0 GiB")
     assert "--preset tiny" in err and not run_dir.exists()
 
 
